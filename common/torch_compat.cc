@@ -1,0 +1,44 @@
+#include "common/torch_compat.h"
+
+#include <cmath>
+
+namespace stas::compat {
+
+std::optional<at::ScalarType> ScalarTypeForSafetensorsDtype(const std::string& d) {
+  if (d == "BOOL") return at::kBool;
+  if (d == "U8") return at::kByte;
+  if (d == "I8") return at::kChar;
+  if (d == "I16") return at::kShort;
+  if (d == "I32") return at::kInt;
+  if (d == "I64") return at::kLong;
+  if (d == "F16") return at::kHalf;
+  if (d == "BF16") return at::kBFloat16;
+  if (d == "F32") return at::kFloat;
+  if (d == "F64") return at::kDouble;
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 3)
+  if (d == "U16") return at::kUInt16;
+  if (d == "U32") return at::kUInt32;
+  if (d == "U64") return at::kUInt64;
+#endif
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1)
+  if (d == "F8_E4M3") return at::kFloat8_e4m3fn;
+  if (d == "F8_E5M2") return at::kFloat8_e5m2;
+#endif
+  return std::nullopt;
+}
+
+at::Tensor ScaledDotProductAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                     double scale, const std::optional<at::Tensor>& attn_mask) {
+#if TORCH_VERSION_MAJOR >= 2
+  return at::scaled_dot_product_attention(q, k, v, attn_mask, /*dropout_p=*/0.0, /*is_causal=*/false,
+                                          scale);
+#else
+  auto scores = at::matmul(q, k.transpose(-2, -1)) * scale;
+  if (attn_mask) scores = scores.masked_fill(attn_mask->logical_not(), -std::numeric_limits<float>::infinity());
+  return at::matmul(at::softmax(scores, -1), v);
+#endif
+}
+
+std::string TorchVersionString() { return TORCH_VERSION; }
+
+}  // namespace stas::compat

@@ -1,0 +1,87 @@
+// The seams between a diffusion transformer and the layers above it (steering, parallel).
+//
+// models/ knows nothing of MPI or STAS. A transformer forward takes an optional ForwardContext:
+//  - a SequenceParallel implementation (from parallel/) that supplies full-sequence self-attention over
+//    sharded tokens, the gather of the sharded output, and the max-reduction STAS needs;
+//  - a ResidualHook (from steering/) called on the residual stream after every block.
+// With neither installed, a forward is plain single-device inference and pays nothing for them.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace stas::models {
+
+// The global latent token grid after patchify: tokens are ordered (frame, row, col).
+struct TokenGrid {
+  int64_t frames = 0;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  int64_t count() const { return frames * rows * cols; }
+  int64_t tokens_per_frame() const { return rows * cols; }
+};
+
+// Which classifier-free-guidance branch a batch row belongs to.
+enum class CfgBranch { kCond, kUncond };
+
+// Sequence parallelism as seen by a model. One instance per process group; all ranks of the group
+// call every method collectively, in the same order.
+class SequenceParallel {
+ public:
+  virtual ~SequenceParallel() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  // q, k, v: this rank's tokens [B, L_local, H, Dh] (L_local = padded L / size). Returns attention
+  // over the whole sequence for this rank's tokens, [B, L_local, H, Dh]. `valid_tokens` is the global
+  // count of real tokens: keys at global index >= valid_tokens are padding and must be ignored.
+  virtual at::Tensor SelfAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale,
+                                   int64_t valid_tokens) = 0;
+  // x: [B, L_local, ...] on every rank -> [B, L_local * size, ...] in rank order.
+  virtual at::Tensor GatherSequence(const at::Tensor& x) = 0;
+  // Elementwise max over the group, in place semantics not required (returns the reduced tensor).
+  virtual at::Tensor AllReduceMax(const at::Tensor& x) = 0;
+};
+
+// Where this rank's tokens sit in the global sequence.
+struct ShardLayout {
+  int64_t global_tokens = 0;  // real tokens in the whole sequence
+  int64_t padded_tokens = 0;  // global_tokens rounded up to a multiple of the group size
+  int64_t begin = 0;          // global index of this rank's first token
+  int64_t local_tokens = 0;   // tokens this rank holds (padded_tokens / size)
+  // Real (non-padding) tokens among this rank's local_tokens.
+  int64_t local_real_tokens() const;
+  static ShardLayout For(int64_t global_tokens, int rank, int size);
+};
+
+struct BlockContext {
+  int block = 0;
+  int num_blocks = 0;
+  int step = -1;       // denoising step index, -1 outside a sampling loop
+  int num_steps = 0;
+  TokenGrid grid;      // the global video token grid
+  ShardLayout shard;   // this rank's part of the video tokens
+  int64_t text_tokens = 0;  // joint-attention models (CogVideoX): text tokens precede video tokens locally
+  std::vector<CfgBranch> branches;  // one per batch row
+  SequenceParallel* parallel = nullptr;  // null on a single rank
+};
+
+// Called after each transformer block with the residual stream [B, text_tokens + local_tokens, D],
+// which the hook may modify in place (STAS) or only read (analysis).
+class ResidualHook {
+ public:
+  virtual ~ResidualHook() = default;
+  virtual void AfterBlock(at::Tensor& hidden, const BlockContext& context) = 0;
+};
+
+// Per-forward options shared by every DiT in models/.
+struct ForwardContext {
+  SequenceParallel* parallel = nullptr;
+  ResidualHook* hook = nullptr;
+  int step = -1;
+  int num_steps = 0;
+  std::vector<CfgBranch> branches;  // empty = all rows kCond
+};
+
+}  // namespace stas::models
