@@ -1,0 +1,205 @@
+#include "worker/render_spec.h"
+
+#include <cmath>
+#include <cstdio>
+#include <set>
+
+#include "common/checkpoint.h"
+
+namespace stas::worker {
+
+const char* ModelFamilyName(ModelFamily family) {
+  switch (family) {
+    case ModelFamily::kTiny: return "tiny";
+    case ModelFamily::kWan21: return "wan2.1";
+    case ModelFamily::kWan22: return "wan2.2";
+    case ModelFamily::kCogVideoX: return "cogvideox";
+  }
+  return "unknown";
+}
+
+namespace {
+
+int SpatialMultiple(ModelFamily family) { return family == ModelFamily::kWan22 ? 32 : 16; }
+
+Status CheckOutputName(const std::string& name, const char* field) {
+  if (name.size() > 200) return InvalidArgument(std::string(field) + " is longer than 200 characters");
+  if (name == "." || name == "..") return InvalidArgument(std::string(field) + " must not be '.' or '..'");
+  for (char c : name) {
+    if (c == '/' || c == '\\') return InvalidArgument(std::string(field) + " must not contain path separators");
+    if (static_cast<unsigned char>(c) < 0x20) return InvalidArgument(std::string(field) + " must not contain control characters");
+  }
+  return Status::Ok();
+}
+
+uint64_t Fnv1a(const std::string& s, uint64_t basis) {
+  uint64_t h = basis;
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+}  // namespace
+
+Status RenderSpec::Validate() const {
+  if (prompt.empty()) return InvalidArgument("prompt must not be empty");
+  if (prompt.size() > kMaxPromptBytes)
+    return InvalidArgument("prompt is " + std::to_string(prompt.size()) + " bytes; the limit is 8 KiB");
+  if (negative_prompt.size() > kMaxPromptBytes) return InvalidArgument("negative prompt is over 8 KiB");
+  if (model.empty()) return InvalidArgument("model must be 'tiny' or a checkpoint folder");
+  if (frames && (*frames < 1 || (*frames - 1) % 4 != 0 || *frames > 1001))
+    return InvalidArgument("frames must be 4k+1 (1, 5, ..., 81, ...) and at most 1001, got " + std::to_string(*frames));
+  for (auto [value, name] : {std::pair{height, "height"}, std::pair{width, "width"}}) {
+    if (value && (*value < 16 || *value > 4096 || *value % 16 != 0))
+      return InvalidArgument(std::string(name) + " must be a multiple of 16 in [16, 4096], got " + std::to_string(*value));
+  }
+  if (steps && (*steps < kMinSteps || *steps > kMaxSteps))
+    return InvalidArgument("steps must be in [1, 1000], got " + std::to_string(*steps));
+  if (fps && (*fps < 1 || *fps > 240)) return InvalidArgument("fps must be in [1, 240]");
+  if (guidance && (!std::isfinite(*guidance) || *guidance < 0 || *guidance > 100))
+    return InvalidArgument("guidance must be in [0, 100]");
+  if (shift && (!std::isfinite(*shift) || *shift <= 0 || *shift > 100)) return InvalidArgument("shift must be in (0, 100]");
+  STAS_RETURN_IF_ERROR(CheckOutputName(output_name, "output name"));
+  STAS_RETURN_IF_ERROR(CheckOutputName(dataset, "dataset name"));
+  return stas.Validate();
+}
+
+Status RenderSpec::ValidateFor(ModelFamily family) const {
+  const int m = SpatialMultiple(family);
+  for (auto [value, name] : {std::pair{height, "height"}, std::pair{width, "width"}}) {
+    if (value && *value % m != 0)
+      return InvalidArgument(std::string(name) + " must be a multiple of " + std::to_string(m) + " for " +
+                             ModelFamilyName(family) + ", got " + std::to_string(*value));
+  }
+  return Status::Ok();
+}
+
+void RenderSpec::ResolveDefaults(ModelFamily family) {
+  struct Defaults { int h, w, f, fps; double guidance; };
+  Defaults d{};
+  switch (family) {
+    case ModelFamily::kTiny: d = {64, 96, 17, 16, 5.0}; break;
+    case ModelFamily::kWan21: d = {480, 832, 81, 16, 5.0}; break;
+    case ModelFamily::kWan22: d = {704, 1280, 121, 24, 5.0}; break;
+    case ModelFamily::kCogVideoX: d = {480, 720, 49, 8, 6.0}; break;
+  }
+  if (!height) height = d.h;
+  if (!width) width = d.w;
+  if (!frames) frames = d.f;
+  if (!fps) fps = d.fps;
+  if (!steps) steps = family == ModelFamily::kTiny ? 8 : 50;
+  if (!guidance) guidance = d.guidance;
+  if (!shift) {
+    if (family == ModelFamily::kWan22) shift = 5.0;
+    else shift = (*height * *width >= 720 * 1280) ? 5.0 : 3.0;
+  }
+}
+
+Json RenderSpec::ToJson() const {
+  Json j = {{"prompt", prompt}, {"negative_prompt", negative_prompt}, {"seed", seed},
+            {"model", model},   {"stas", stas.ToJson()},             {"output_name", output_name},
+            {"dataset", dataset}, {"priority", priority}};
+  auto put = [&](const char* key, const auto& opt) { j[key] = opt ? Json(*opt) : Json(nullptr); };
+  put("height", height);
+  put("width", width);
+  put("frames", frames);
+  put("steps", steps);
+  put("fps", fps);
+  put("guidance", guidance);
+  put("shift", shift);
+  return j;
+}
+
+Result<RenderSpec> RenderSpec::FromJson(const Json& j) {
+  if (!j.is_object()) return InvalidArgument("a render spec must be a JSON object");
+  static const std::set<std::string> kKnown = {"prompt", "negative_prompt", "seed",     "model",    "height",
+                                               "width",  "frames",          "steps",    "fps",      "guidance",
+                                               "shift",  "stas",            "output_name", "dataset", "priority"};
+  for (auto it = j.begin(); it != j.end(); ++it)
+    if (!kKnown.count(it.key())) return InvalidArgument("unknown field '" + it.key() + "'");
+  RenderSpec s;
+  std::string field;
+  Status st = CatchConfigErrors("render spec", [&] {
+    auto get_str = [&](const char* key, std::string& out) {
+      field = key;
+      if (j.contains(key) && !j[key].is_null()) {
+        if (!j[key].is_string()) throw std::runtime_error(std::string("field '") + key + "' must be a string");
+        out = j[key].get<std::string>();
+      }
+    };
+    auto get_int = [&](const char* key, std::optional<int>& out) {
+      field = key;
+      if (j.contains(key) && !j[key].is_null()) {
+        if (!j[key].is_number_integer()) throw std::runtime_error(std::string("field '") + key + "' must be an integer");
+        out = j[key].get<int>();
+      }
+    };
+    auto get_num = [&](const char* key, std::optional<double>& out) {
+      field = key;
+      if (j.contains(key) && !j[key].is_null()) {
+        if (!j[key].is_number()) throw std::runtime_error(std::string("field '") + key + "' must be a number");
+        out = j[key].get<double>();
+      }
+    };
+    get_str("prompt", s.prompt);
+    get_str("negative_prompt", s.negative_prompt);
+    get_str("model", s.model);
+    get_str("output_name", s.output_name);
+    get_str("dataset", s.dataset);
+    if (j.contains("seed") && !j["seed"].is_null()) {
+      if (!j["seed"].is_number_integer() || (j["seed"].is_number_integer() && !j["seed"].is_number_unsigned() && j["seed"].get<int64_t>() < 0))
+        throw std::runtime_error("field 'seed' must be a non-negative integer");
+      s.seed = j["seed"].get<uint64_t>();
+    }
+    get_int("height", s.height);
+    get_int("width", s.width);
+    get_int("frames", s.frames);
+    get_int("steps", s.steps);
+    get_int("fps", s.fps);
+    get_num("guidance", s.guidance);
+    get_num("shift", s.shift);
+    std::optional<int> priority;
+    get_int("priority", priority);
+    if (priority) s.priority = *priority;
+  });
+  STAS_RETURN_IF_ERROR(st);
+  if (j.contains("stas") && !j["stas"].is_null()) {
+    auto stas = steering::StasOptions::FromJson(j["stas"]);
+    if (!stas.ok()) return stas.status();
+    s.stas = *stas;
+  }
+  STAS_RETURN_IF_ERROR(s.Validate());
+  return s;
+}
+
+std::string RenderSpec::JobId() const {
+  Json identity = ToJson();
+  identity.erase("priority");
+  identity.erase("output_name");
+  identity.erase("dataset");
+  const std::string canonical = identity.dump();  // nlohmann sorts object keys: a stable form
+  char buf[33];
+  std::snprintf(buf, sizeof(buf), "%016llx%016llx",
+                static_cast<unsigned long long>(Fnv1a(canonical, 14695981039346656037ull)),
+                static_cast<unsigned long long>(Fnv1a(canonical, 0x9e3779b97f4a7c15ull)));
+  return buf;
+}
+
+Result<ModelFamily> DetectModelFamily(const std::string& model) {
+  if (model == "tiny") return ModelFamily::kTiny;
+  STAS_ASSIGN_OR_RETURN(CheckpointFolder ckpt, CheckpointFolder::Open(model));
+  const std::string cls = ckpt.PipelineClass();
+  if (cls.rfind("CogVideoX", 0) == 0) return ModelFamily::kCogVideoX;
+  if (cls.rfind("Wan", 0) == 0) {
+    const bool expand = JsonValueOr(ckpt.model_index(), "expand_timesteps", false);
+    auto vae = ckpt.ComponentConfig("vae");
+    const bool residual_vae = vae.ok() && JsonValueOr(*vae, "is_residual", false);
+    return (expand || residual_vae) ? ModelFamily::kWan22 : ModelFamily::kWan21;
+  }
+  return InvalidArgument("unknown model in " + model + ": model_index.json _class_name '" + cls +
+                         "' is not a Wan or CogVideoX pipeline");
+}
+
+}  // namespace stas::worker

@@ -1,0 +1,60 @@
+// RenderSpec: one video to render. The same fields drive `stas render`, `stas submit`, the HTTP API
+// (POST /jobs) and the worker, so validation lives here once.
+//
+// Unset optionals take the model family's defaults (ResolveDefaults): Wan2.1 832x480x81 @16 fps,
+// shift 3.0 (5.0 at 720p and above), guidance 5.0; Wan2.2 1280x704x121 @24 fps, shift 5.0;
+// CogVideoX 720x480x49 @8 fps, guidance 6.0; the built-in tiny model a small fast video.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "common/json.h"
+#include "common/status.h"
+#include "steering/stas_options.h"
+
+namespace stas::worker {
+
+enum class ModelFamily { kTiny, kWan21, kWan22, kCogVideoX };
+const char* ModelFamilyName(ModelFamily family);
+
+// Limits from DESIGN.md section 8.
+constexpr size_t kMaxPromptBytes = 8 * 1024;
+constexpr int kMinSteps = 1;
+constexpr int kMaxSteps = 1000;
+
+struct RenderSpec {
+  std::string prompt;
+  std::string negative_prompt;
+  uint64_t seed = 0;
+  std::string model = "tiny";  // "tiny" or a diffusers-format checkpoint folder
+  std::optional<int> height, width, frames, steps, fps;
+  std::optional<double> guidance, shift;
+  steering::StasOptions stas;
+  std::string output_name;     // file stem, no path separators; empty = derived from the job id
+  std::string dataset;         // optional dataset folder name grouping outputs
+  int priority = 0;            // higher runs first (service only)
+
+  // Checks everything that does not need the model: prompt size, frame count 4k+1, sizes multiple of
+  // 16, steps in range, output name, STAS options. Model-specific checks: ValidateFor.
+  Status Validate() const;
+  // Checks sizes against the family's spatial multiple (16 for Wan2.1/tiny/CogVideoX... 32 for Wan2.2).
+  Status ValidateFor(ModelFamily family) const;
+  // Fills unset optionals with the family's defaults.
+  void ResolveDefaults(ModelFamily family);
+
+  Json ToJson() const;
+  // Strict: unknown fields, wrong types and invalid values are InvalidArgument naming the field.
+  static Result<RenderSpec> FromJson(const Json& j);
+
+  // Content hash of everything that changes the video (not priority, output name or dataset):
+  // re-submitting the same job yields the same id. 32 hex characters.
+  std::string JobId() const;
+};
+
+// Infers the family from a model argument: "tiny", or a checkpoint folder's model_index.json /
+// transformer config. NotFound / InvalidArgument with a clear message otherwise.
+Result<ModelFamily> DetectModelFamily(const std::string& model);
+
+}  // namespace stas::worker
