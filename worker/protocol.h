@@ -4,7 +4,9 @@
 // "type" field). Frames above kMaxFrameBytes are a protocol error (the connection is dropped).
 //
 // Worker group leader -> coordinator:
-//   hello      {worker, group_size, model, host, pid}            first frame after connect
+//   hello      {worker, group_size, model, host, pid, token?}    first frame after connect; token is
+//                                                                 required when the coordinator has one
+//                                                                 (else it answers error and closes)
 //   ready      {}                                                 asks for a job (coordinator may hold it)
 //   heartbeat  {job_id, lease, step, steps, stage}                renews the job's lease; also progress
 //   commit     {job_id, lease}                                    asks permission to publish the output
