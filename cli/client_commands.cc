@@ -1,0 +1,503 @@
+// Client commands of the render service: `stas submit`, `status`, `watch`, `cancel`. They talk to the
+// coordinator's HTTP API (docs/API.md) through cli/http_client.h; docs/OPERATIONS.md shows them in use.
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <iomanip>
+#include <iostream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "cli/commands.h"
+#include "cli/dataset_file.h"
+#include "cli/http_client.h"
+#include "cli/render_flags.h"
+#include "worker/render_spec.h"
+
+namespace stas::cli {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// --server and --token, shared by the four commands.
+struct ServerFlags {
+  std::string server;
+  std::string token;
+  double timeout_s = 60;
+};
+
+void AddServerFlags(CLI::App* cmd, ServerFlags* flags) {
+  cmd->add_option("--server", flags->server, "the coordinator's HTTP address, http://HOST:PORT (default: $STAS_SERVER)");
+  cmd->add_option("--token", flags->token, "bearer token for a coordinator that requires one (default: $STAS_TOKEN)");
+  cmd->add_option("--http-timeout", flags->timeout_s, "seconds to wait for each HTTP answer")->check(CLI::PositiveNumber);
+}
+
+Result<std::unique_ptr<HttpClient>> Connect(const ServerFlags& flags) {
+  std::string server = flags.server;
+  if (server.empty()) {
+    const char* env = std::getenv("STAS_SERVER");
+    if (env) server = env;
+  }
+  if (server.empty()) return InvalidArgument("--server http://HOST:PORT is required (or set STAS_SERVER)");
+  std::string token = flags.token;
+  if (token.empty()) {
+    const char* env = std::getenv("STAS_TOKEN");
+    if (env) token = env;
+  }
+  return HttpClient::Create(server, token, static_cast<int>(flags.timeout_s * 1000));
+}
+
+int Fail(const std::string& command, const std::string& message, int code = 1) {
+  std::cerr << "stas " << command << ": " << message << "\n";
+  return code;
+}
+
+bool IsTerminal(const std::string& state) {
+  return state == "done" || state == "failed" || state == "cancelled" || state == "dead";
+}
+
+// The fields of a job the client shows, read leniently from GET /jobs answers.
+struct JobView {
+  std::string id, state = "?", stage, worker, output, error, prompt, dataset;
+  int step = 0, steps = 0, attempts = 0, max_attempts = 0;
+};
+
+std::string StringOr(const Json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+int IntOr(const Json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_number() ? it->get<int>() : 0;
+}
+
+JobView ViewOf(const Json& j) {
+  JobView v;
+  v.id = StringOr(j, "id");
+  v.state = StringOr(j, "state");
+  v.worker = StringOr(j, "worker");
+  v.output = StringOr(j, "output");
+  v.error = StringOr(j, "error");
+  v.prompt = StringOr(j, "prompt");
+  v.dataset = StringOr(j, "dataset");
+  v.attempts = IntOr(j, "attempts");
+  v.max_attempts = IntOr(j, "max_attempts");
+  if (j.contains("progress") && j["progress"].is_object()) {
+    v.step = IntOr(j["progress"], "step");
+    v.steps = IntOr(j["progress"], "steps");
+    v.stage = StringOr(j["progress"], "stage");
+  }
+  return v;
+}
+
+std::string Bar(double fraction, int width) {
+  fraction = std::clamp(fraction, 0.0, 1.0);
+  const int filled = static_cast<int>(std::lround(fraction * width));
+  return "[" + std::string(filled, '#') + std::string(width - filled, '.') + "]";
+}
+
+std::string Shorten(std::string text, size_t width) {
+  for (char& c : text)
+    if (c == '\n' || c == '\t') c = ' ';
+  if (text.size() > width) text = text.substr(0, width - 3) + "...";
+  return text;
+}
+
+std::string ProgressText(const JobView& v) {
+  if (v.state == "done") return "done";
+  if (v.steps <= 0) return v.state == "running" ? "starting" : "-";
+  return std::to_string(v.step) + "/" + std::to_string(v.steps);
+}
+
+// ------------------------------------------------------------------------------------------- submit
+
+struct SubmitFlags {
+  ServerFlags server;
+  std::string dataset_file;
+  std::string dataset_name;
+  int batch_size = 500;
+  bool quiet = false;
+  RenderFlags render;
+};
+
+int Submit(const SubmitFlags& flags) {
+  const std::string cmd = "submit";
+  if (flags.render.prompt.empty() == flags.dataset_file.empty())
+    return Fail(cmd, "give exactly one of --prompt TEXT or --dataset FILE", 2);
+
+  // Everything is validated before anything is sent: bad input changes nothing.
+  std::vector<worker::RenderSpec> specs;
+  std::vector<int> lines;
+  if (!flags.render.prompt.empty()) {
+    auto spec = flags.render.ToSpec();
+    if (!spec.ok()) return Fail(cmd, spec.status().message(), 2);
+    if (!flags.dataset_name.empty()) {
+      spec->dataset = flags.dataset_name;
+      Status st = spec->Validate();
+      if (!st.ok()) return Fail(cmd, st.message(), 2);
+    }
+    specs.push_back(std::move(*spec));
+  } else {
+    // The flags give every record's defaults; each record brings its own prompt.
+    RenderFlags defaults = flags.render;
+    defaults.prompt = "(from the dataset)";
+    auto base = defaults.ToSpec();
+    if (!base.ok()) return Fail(cmd, base.status().message(), 2);
+    Json base_json = base->ToJson();
+    base_json.erase("prompt");
+    auto records = ReadDataset(flags.dataset_file, base_json, flags.dataset_name);
+    if (!records.ok()) return Fail(cmd, records.status().message(), 2);
+    for (auto& r : *records) {
+      lines.push_back(r.line);
+      specs.push_back(std::move(r.spec));
+    }
+  }
+
+  auto client = Connect(flags.server);
+  if (!client.ok()) return Fail(cmd, client.status().message(), 2);
+  const bool show_bar = specs.size() > 1 && !flags.quiet && ::isatty(STDERR_FILENO);
+  const size_t batch = static_cast<size_t>(std::max(1, flags.batch_size));
+  size_t sent = 0;
+  int created = 0;
+  for (size_t begin = 0; begin < specs.size(); begin += batch) {
+    const size_t end = std::min(specs.size(), begin + batch);
+    Json jobs = Json::array();
+    for (size_t i = begin; i < end; ++i) jobs.push_back(specs[i].ToJson());
+    auto response = (*client)->Post("/jobs", Json{{"jobs", jobs}}.dump());
+    if (!response.ok()) {
+      if (show_bar) std::cerr << "\n";
+      return Fail(cmd, response.status().message() +
+                           (sent ? " (" + std::to_string(sent) + " jobs were submitted before; submitting the same "
+                                   "input again is safe: job ids are content hashes)"
+                                 : ""));
+    }
+    if (!response->ok()) {
+      if (show_bar) std::cerr << "\n";
+      std::string message = ApiErrorMessage(*response);
+      // "jobs[i]: ..." names an index in this batch; point at the dataset line instead.
+      if (!lines.empty() && message.find("jobs[") != std::string::npos) {
+        const size_t open = message.find("jobs[") + 5;
+        const size_t close = message.find(']', open);
+        try {
+          const size_t index = begin + std::stoul(message.substr(open, close - open));
+          if (index < lines.size())
+            message += " (" + flags.dataset_file + ":" + std::to_string(lines[index]) + ")";
+        } catch (const std::exception&) {
+        }
+      }
+      if (sent) message += " (" + std::to_string(sent) + " jobs were submitted before this batch)";
+      return Fail(cmd, message);
+    }
+    auto body = JsonBody(*response, "POST /jobs");
+    if (!body.ok() || !body->contains("ids") || !(*body)["ids"].is_array() || (*body)["ids"].size() != end - begin)
+      return Fail(cmd, "unexpected answer to POST /jobs: " + Shorten(response->body, 300));
+    for (const auto& id : (*body)["ids"]) std::cout << id.get<std::string>() << "\n";
+    std::cout.flush();
+    created += IntOr(*body, "created");
+    sent = end;
+    if (show_bar)
+      std::cerr << "\rsubmitting " << Bar(static_cast<double>(sent) / specs.size(), 40) << " " << sent << "/"
+                << specs.size() << std::flush;
+  }
+  if (show_bar) std::cerr << "\n";
+  if (specs.size() > 1 && !flags.quiet) {
+    std::cerr << "submitted " << specs.size() << " jobs: " << created << " new, " << specs.size() - created
+              << " already known";
+    if (!specs.front().dataset.empty()) std::cerr << " (dataset '" << specs.front().dataset << "')";
+    std::cerr << "\n";
+  }
+  return 0;
+}
+
+// ------------------------------------------------------------------------------------------- status
+
+struct StatusFlags {
+  ServerFlags server;
+  std::string job_id;
+  bool json = false;
+  std::string state;
+  std::string dataset;
+  int limit = 50;
+};
+
+int ShowOneJob(HttpClient& client, const StatusFlags& flags) {
+  auto response = client.Get("/jobs/" + UrlEncode(flags.job_id));
+  if (!response.ok()) return Fail("status", response.status().message());
+  if (!response->ok()) return Fail("status", ApiErrorMessage(*response));
+  auto body = JsonBody(*response, "GET /jobs/" + flags.job_id);
+  if (!body.ok()) return Fail("status", body.status().message());
+  if (flags.json) {
+    std::cout << body->dump(2) << "\n";
+    return 0;
+  }
+  const JobView v = ViewOf(*body);
+  auto row = [](const std::string& key, const std::string& value) {
+    if (!value.empty()) std::cout << std::left << std::setw(10) << key << " " << value << "\n";
+  };
+  row("id", v.id);
+  row("state", v.state);
+  row("progress", v.steps > 0 ? std::to_string(v.step) + "/" + std::to_string(v.steps) + (v.stage.empty() ? "" : " (" + v.stage + ")")
+                              : v.stage);
+  row("attempts", std::to_string(v.attempts) + (v.max_attempts ? " of " + std::to_string(v.max_attempts) : ""));
+  row("worker", v.worker);
+  row("dataset", v.dataset);
+  row("prompt", Shorten(v.prompt, 200));
+  row("output", v.output);
+  row("error", v.error);
+  return 0;
+}
+
+int Status(const StatusFlags& flags) {
+  auto client = Connect(flags.server);
+  if (!client.ok()) return Fail("status", client.status().message(), 2);
+  if (!flags.job_id.empty()) return ShowOneJob(**client, flags);
+  std::string query = "/jobs?limit=" + std::to_string(std::clamp(flags.limit, 1, 1000));
+  if (!flags.state.empty()) query += "&state=" + UrlEncode(flags.state);
+  if (!flags.dataset.empty()) query += "&dataset=" + UrlEncode(flags.dataset);
+  auto response = (*client)->Get(query);
+  if (!response.ok()) return Fail("status", response.status().message());
+  if (!response->ok()) return Fail("status", ApiErrorMessage(*response));
+  auto body = JsonBody(*response, "GET /jobs");
+  if (!body.ok()) return Fail("status", body.status().message());
+  if (flags.json) {
+    std::cout << body->dump(2) << "\n";
+    return 0;
+  }
+  const Json jobs = body->value("jobs", Json::array());
+  std::cout << std::left << std::setw(34) << "ID" << std::setw(10) << "STATE" << std::setw(10) << "PROGRESS"
+            << std::setw(9) << "ATTEMPTS" << std::setw(22) << "WORKER"
+            << "OUTPUT / ERROR / PROMPT\n";
+  for (const auto& j : jobs) {
+    const JobView v = ViewOf(j);
+    std::string detail = v.state == "done" ? v.output : !v.error.empty() ? v.error : v.prompt;
+    std::cout << std::setw(34) << v.id << std::setw(10) << v.state << std::setw(10) << ProgressText(v) << std::setw(9)
+              << v.attempts << std::setw(22) << Shorten(v.worker, 21) << Shorten(detail, 60) << "\n";
+  }
+  const int64_t total = body->value("total", static_cast<int64_t>(jobs.size()));
+  if (total > static_cast<int64_t>(jobs.size()))
+    std::cout << "(" << jobs.size() << " of " << total << " jobs shown, newest first; --limit N shows more)\n";
+  return 0;
+}
+
+// -------------------------------------------------------------------------------------------- watch
+
+struct WatchFlags {
+  ServerFlags server;
+  std::vector<std::string> job_ids;
+  std::string dataset;
+  double interval_s = 1.0;
+  double timeout_s = 0;  // 0 = no limit
+};
+
+// Every unfinished job on the server (or of one dataset), for `stas watch` without ids.
+Result<std::vector<std::string>> UnfinishedJobs(HttpClient& client, const std::string& dataset) {
+  std::vector<std::string> ids;
+  for (const char* state : {"running", "queued"}) {
+    for (int64_t offset = 0;; offset += 1000) {
+      std::string query = std::string("/jobs?limit=1000&state=") + state + "&offset=" + std::to_string(offset);
+      if (!dataset.empty()) query += "&dataset=" + UrlEncode(dataset);
+      STAS_ASSIGN_OR_RETURN(HttpResponse response, client.Get(query));
+      if (!response.ok()) return Unavailable(ApiErrorMessage(response));
+      STAS_ASSIGN_OR_RETURN(Json body, JsonBody(response, "GET /jobs"));
+      const Json jobs = body.value("jobs", Json::array());
+      for (const auto& j : jobs) ids.push_back(StringOr(j, "id"));
+      if (jobs.size() < 1000) break;
+    }
+  }
+  return ids;
+}
+
+int Watch(const WatchFlags& flags) {
+  const std::string cmd = "watch";
+  auto client = Connect(flags.server);
+  if (!client.ok()) return Fail(cmd, client.status().message(), 2);
+  std::vector<std::string> ids;
+  std::set<std::string> seen;
+  for (const auto& id : flags.job_ids)
+    if (seen.insert(id).second) ids.push_back(id);  // a dataset with duplicates lists an id twice
+  if (ids.empty()) {
+    auto all = UnfinishedJobs(**client, flags.dataset);
+    if (!all.ok()) return Fail(cmd, all.status().message());
+    ids = *all;
+    if (ids.empty()) {
+      std::cerr << "stas watch: no queued or running jobs\n";
+      return 0;
+    }
+  }
+  const bool tty = ::isatty(STDERR_FILENO);
+  std::map<std::string, JobView> jobs;
+  for (const auto& id : ids) jobs[id].id = id;
+  const auto start = Clock::now();
+  auto last_contact = Clock::now();
+  bool warned_unreachable = false;
+  int drawn_lines = 0;
+  while (true) {
+    // Poll the unfinished jobs. A coordinator that is restarting is waited for, not given up on.
+    for (const auto& id : ids) {
+      JobView& v = jobs[id];
+      if (IsTerminal(v.state)) continue;
+      auto response = (*client)->Get("/jobs/" + UrlEncode(id));
+      if (!response.ok() || response->status >= 500) {
+        if (!warned_unreachable) {
+          std::cerr << "stas watch: coordinator not answering ("
+                    << (response.ok() ? ApiErrorMessage(*response) : response.status().message())
+                    << "); waiting for it\n";
+          warned_unreachable = true;
+          drawn_lines = 0;
+        }
+        break;
+      }
+      if (warned_unreachable) {
+        std::cerr << "stas watch: coordinator is back after "
+                  << std::lround(std::chrono::duration<double>(Clock::now() - last_contact).count()) << " s\n";
+        warned_unreachable = false;
+        drawn_lines = 0;
+      }
+      last_contact = Clock::now();
+      const std::string before = v.state;
+      if (response->status == 404) {
+        v.state = "unknown";
+        v.error = ApiErrorMessage(*response);
+      } else if (!response->ok()) {
+        v.error = ApiErrorMessage(*response);
+      } else if (auto body = JsonBody(*response, "GET /jobs/" + id); body.ok()) {
+        v = ViewOf(*body);
+      }
+      if (!tty && v.state != before && v.state != "?") {
+        std::cerr << id << " " << v.state;
+        if (v.state == "done") std::cerr << " " << v.output;
+        if ((v.state == "failed" || v.state == "dead" || v.state == "unknown") && !v.error.empty()) std::cerr << " " << v.error;
+        std::cerr << "\n";
+      }
+    }
+    int done = 0, failed = 0, running = 0, queued = 0, finished = 0;
+    for (const auto& [id, v] : jobs) {
+      done += v.state == "done";
+      failed += v.state == "failed" || v.state == "dead" || v.state == "cancelled" || v.state == "unknown";
+      running += v.state == "running";
+      queued += v.state == "queued";
+      finished += IsTerminal(v.state) || v.state == "unknown";
+    }
+    if (tty && !warned_unreachable) {
+      // Redraw in place: move up over the last frame, then one line per running job (at most 10).
+      std::ostringstream frame;
+      for (int i = 0; i < drawn_lines; ++i) frame << "\x1b[1A\x1b[2K";
+      int lines = 0;
+      for (const auto& id : ids) {
+        const JobView& v = jobs[id];
+        if (v.state != "running" || lines >= 10) continue;
+        const double fraction = v.steps > 0 ? static_cast<double>(v.step) / v.steps : 0.0;
+        frame << "\r" << id.substr(0, 12) << " " << Bar(fraction, 30) << " " << std::setw(9) << ProgressText(v) << " "
+              << Shorten(v.stage, 12) << " " << Shorten(v.prompt, 40) << "\n";
+        ++lines;
+      }
+      frame << "\r" << Bar(static_cast<double>(finished) / jobs.size(), 30) << " " << done << " done, " << failed
+            << " failed, " << running << " running, " << queued << " queued of " << jobs.size() << "\n";
+      std::cerr << frame.str() << std::flush;
+      drawn_lines = lines + 1;
+    }
+    if (finished == static_cast<int>(jobs.size())) break;
+    if (flags.timeout_s > 0 && std::chrono::duration<double>(Clock::now() - start).count() > flags.timeout_s) {
+      std::cerr << "stas watch: gave up after " << flags.timeout_s << " s with " << jobs.size() - finished
+                << " jobs unfinished\n";
+      return 2;
+    }
+    // Polling every job each round costs one request per unfinished job: slow down for big sets.
+    const double pause = std::max(flags.interval_s, static_cast<double>(jobs.size() - finished) / 500.0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(static_cast<int>(pause * 1000)));
+  }
+  // The outcome, one line per job on stdout (for scripts): id, state, output or error.
+  int not_done = 0;
+  for (const auto& id : ids) {
+    const JobView& v = jobs[id];
+    std::cout << id << " " << v.state;
+    if (v.state == "done") std::cout << " " << v.output;
+    else if (!v.error.empty()) std::cout << " " << Shorten(v.error, 200);
+    std::cout << "\n";
+    not_done += v.state != "done";
+  }
+  return not_done == 0 ? 0 : 1;
+}
+
+// ------------------------------------------------------------------------------------------- cancel
+
+struct CancelFlags {
+  ServerFlags server;
+  std::vector<std::string> job_ids;
+};
+
+int Cancel(const CancelFlags& flags) {
+  auto client = Connect(flags.server);
+  if (!client.ok()) return Fail("cancel", client.status().message(), 2);
+  int failures = 0;
+  for (const auto& id : flags.job_ids) {
+    auto response = (*client)->Delete("/jobs/" + UrlEncode(id));
+    if (!response.ok()) return Fail("cancel", response.status().message());
+    if (!response->ok()) {
+      std::cerr << "stas cancel: " << id << ": " << ApiErrorMessage(*response) << "\n";
+      ++failures;
+      continue;
+    }
+    auto body = JsonBody(*response, "DELETE /jobs/" + id);
+    const bool now = body.ok() && body->value("cancelled", false);
+    std::cout << id << " " << (now ? "cancelled" : "was already cancelled") << "\n";
+  }
+  return failures == 0 ? 0 : 1;
+}
+
+}  // namespace
+
+void RegisterClientCommands(CLI::App& app) {
+  {
+    auto flags = std::make_shared<SubmitFlags>();
+    CLI::App* cmd = AddCommand(app, "submit", "queue videos on the render service; prints one job id per line",
+                               [flags] { return Submit(*flags); });
+    AddServerFlags(cmd, &flags->server);
+    cmd->add_option("--dataset", flags->dataset_file,
+                    "a file of many: .jsonl (RenderSpec fields per line), .csv (header prompt,seed,...) or .txt "
+                    "(one prompt per line)");
+    cmd->add_option("--dataset-name", flags->dataset_name,
+                    "output folder of the dataset's videos (default: the file's stem)");
+    cmd->add_option("--batch-size", flags->batch_size, "jobs per POST request")->check(CLI::Range(1, 10000));
+    cmd->add_flag("--quiet", flags->quiet, "no progress bar or summary on stderr");
+    flags->render.AddTo(cmd);  // the same flags as `stas render`, --prompt among them
+  }
+  {
+    auto flags = std::make_shared<StatusFlags>();
+    CLI::App* cmd = AddCommand(app, "status", "show jobs of the render service (a table, or one job)",
+                               [flags] { return Status(*flags); });
+    AddServerFlags(cmd, &flags->server);
+    cmd->add_option("JOB_ID", flags->job_id, "one job to show in full");
+    cmd->add_flag("--json", flags->json, "print the API's JSON");
+    cmd->add_option("--state", flags->state, "only jobs in this state (queued, running, done, failed, cancelled, dead)");
+    cmd->add_option("--dataset", flags->dataset, "only this dataset's jobs");
+    cmd->add_option("--limit", flags->limit, "rows to show (newest first)")->check(CLI::Range(1, 1000));
+  }
+  {
+    auto flags = std::make_shared<WatchFlags>();
+    CLI::App* cmd = AddCommand(app, "watch",
+                               "live progress until the jobs are done, failed or cancelled; exit code 0 only when "
+                               "all are done",
+                               [flags] { return Watch(*flags); });
+    AddServerFlags(cmd, &flags->server);
+    cmd->add_option("JOB_ID", flags->job_ids, "jobs to watch (default: every queued or running job)");
+    cmd->add_option("--dataset", flags->dataset, "without JOB_IDs: watch this dataset's unfinished jobs");
+    cmd->add_option("--interval", flags->interval_s, "seconds between polls")->check(CLI::PositiveNumber);
+    cmd->add_option("--timeout", flags->timeout_s, "give up (exit code 2) after this many seconds; 0 = never");
+  }
+  {
+    auto flags = std::make_shared<CancelFlags>();
+    CLI::App* cmd = AddCommand(app, "cancel", "cancel queued or running jobs", [flags] { return Cancel(*flags); });
+    AddServerFlags(cmd, &flags->server);
+    cmd->add_option("JOB_ID", flags->job_ids, "jobs to cancel")->required();
+  }
+}
+
+}  // namespace stas::cli
