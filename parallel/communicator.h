@@ -5,6 +5,11 @@
 // collectives in the same order. Failures of the transport are reported as exceptions of type
 // stas::CheckFailure carrying the library's message (they are bugs or dead peers, not user errors);
 // a Watchdog turns a collective that never completes into a clear error.
+//
+// Results are new tensors (or, for a group of one, possibly the input itself); inputs are never
+// modified. Any dtype is accepted; non-contiguous inputs are made contiguous first. A collective
+// may return before the transport finished (NCCL enqueues on the current CUDA stream); work issued
+// later on that stream, or Synchronize(), observes the result.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -33,7 +38,12 @@ class Communicator {
   // Returns root's tensor on every rank; `input` must have the same shape and dtype everywhere.
   virtual at::Tensor Broadcast(const at::Tensor& input, int root) = 0;
   virtual void Barrier() = 0;
+  // Blocks the calling thread until every collective this rank issued has completed (a no-op for
+  // synchronous backends). For timing and tests.
+  virtual void Synchronize() {}
 };
+
+const char* ReduceOpName(ReduceOp op);
 
 // A group of one: every collective returns its input (or a copy of it).
 class LocalCommunicator final : public Communicator {
