@@ -20,6 +20,8 @@ Status StasOptions::Validate() const {
   for (int b : blocks)
     if (b < 0) return InvalidArgument("stas blocks must be non-negative block indices");
   if (boundary_width < -1) return InvalidArgument("stas boundary width must be >= 0 (or -1 for one row)");
+  if (chunk_frames == 0 || chunk_frames < -1)
+    return InvalidArgument("stas chunk frames must be >= 1 (or -1 for one chunk)");
   if (!(tau > 1)) return InvalidArgument("stas tau must be > 1");
   if (max_channels < 1 || max_channels > 4096) return InvalidArgument("stas max channels must be in [1, 4096]");
   return Status::Ok();
@@ -33,6 +35,7 @@ Json StasOptions::ToJson() const {
             {"blocks", blocks},
             {"boundary_width", boundary_width},
             {"boundary_mode", boundary_mode == BoundaryMode::kRows ? "rows" : "frames"},
+            {"chunk_frames", chunk_frames},
             {"branches", branches == SteerBranches::kBoth ? "both" : "cond"},
             {"channels_file", channels_file},
             {"tau", tau},
@@ -44,7 +47,7 @@ Json StasOptions::ToJson() const {
 Result<StasOptions> StasOptions::FromJson(const Json& j) {
   if (!j.is_object()) return InvalidArgument("stas settings must be a JSON object");
   static const std::set<std::string> kKnown = {"enabled", "alpha", "lambda", "steps", "step_fraction", "blocks",
-                                               "boundary_width", "boundary_mode", "branches", "channels_file",
+                                               "boundary_width", "boundary_mode", "chunk_frames", "branches", "channels_file",
                                                "tau", "max_channels"};
   for (auto it = j.begin(); it != j.end(); ++it)
     if (!kKnown.count(it.key())) return InvalidArgument("unknown stas setting '" + it.key() + "'");
@@ -60,6 +63,7 @@ Result<StasOptions> StasOptions::FromJson(const Json& j) {
     const std::string mode = JsonValueOr<std::string>(j, "boundary_mode", "rows");
     if (mode != "rows" && mode != "frames") throw std::runtime_error("boundary_mode must be 'rows' or 'frames'");
     o.boundary_mode = mode == "rows" ? BoundaryMode::kRows : BoundaryMode::kFrames;
+    o.chunk_frames = JsonValueOr(j, "chunk_frames", o.chunk_frames);
     const std::string br = JsonValueOr<std::string>(j, "branches", "both");
     if (br != "both" && br != "cond") throw std::runtime_error("branches must be 'both' or 'cond'");
     o.branches = br == "both" ? SteerBranches::kBoth : SteerBranches::kCondOnly;

@@ -23,6 +23,7 @@ struct StasOptions {
   std::vector<int> blocks;     // empty = every block
   int boundary_width = -1;     // n tokens at the head and tail of each later latent frame; -1 = one row (W/2)
   BoundaryMode boundary_mode = BoundaryMode::kRows;
+  int chunk_frames = -1;       // frames mode: latent frames per temporal chunk after frame 0; -1 = one chunk
   SteerBranches branches = SteerBranches::kBoth;
   std::string channels_file;   // calibrated MA channels JSON from `stas analyze`; empty = detect online
   double tau = 100.0;          // online detection: peak |h| >= tau x median |h|
