@@ -2,6 +2,8 @@
 
 #include <utility>
 
+#include "models/wan/fixture_runners.h"
+
 namespace stas::models {
 
 // Each model family defines its runners next to its code and is listed here.
@@ -9,6 +11,9 @@ namespace stas::models {
 namespace {
 const std::map<std::string, FixtureRunner>& Registry() {
   static const std::map<std::string, FixtureRunner> registry = {
+      {"wan_transformer", wan::RunWanTransformerFixture},
+      {"unipc_flow_scheduler", wan::RunUniPCFlowSchedulerFixture},
+      {"wan_pipeline", wan::RunWanPipelineFixture},
   };
   return registry;
 }

@@ -1,0 +1,461 @@
+#include "models/wan/transformer.h"
+
+#include <cmath>
+#include <set>
+#include <sstream>
+
+#include "common/check.h"
+#include "common/torch_compat.h"
+
+namespace stas::models::wan {
+namespace {
+
+constexpr double kRopeTheta = 10000.0;
+constexpr double kTimestepMaxPeriod = 10000.0;
+
+// The rows [begin, begin + local_tokens) of dim 1 of x ([B, L, ...]); rows past the end are zeros.
+at::Tensor ShardTokens(const at::Tensor& x, const ShardLayout& shard) {
+  if (shard.begin == 0 && shard.local_tokens == x.size(1)) return x;
+  const int64_t real = shard.local_real_tokens();
+  at::Tensor part = x.narrow(1, std::min(shard.begin, x.size(1)), real);
+  if (real == shard.local_tokens) return part;
+  std::vector<int64_t> pad_shape = x.sizes().vec();
+  pad_shape[1] = shard.local_tokens - real;
+  return at::cat({part, at::zeros(pad_shape, x.options())}, 1);
+}
+
+// torch.nn.RMSNorm over the last dim, computed in float32 and returned in `out_dtype`.
+at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps, at::ScalarType out_dtype) {
+  at::Tensor xf = x.to(at::kFloat);
+  at::Tensor normed = xf * at::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);
+  return (normed * weight).to(out_dtype);
+}
+
+// LayerNorm without affine over the last dim, in float32.
+at::Tensor PlainLayerNorm(const at::Tensor& x, double eps) {
+  return at::layer_norm(x.to(at::kFloat), {x.size(-1)}, {}, {}, eps);
+}
+
+// Sinusoidal timestep features as diffusers' Timesteps(flip_sin_to_cos=True, downscale_freq_shift=0):
+// [cos(t f_i), sin(t f_i)] with f_i = exp(-ln(10000) i / half), float32 [N, dim].
+at::Tensor TimestepSinusoid(const at::Tensor& t, int64_t dim) {
+  const int64_t half = dim / 2;
+  at::Tensor exponent = at::arange(0, half, t.options().dtype(at::kFloat)) * (-std::log(kTimestepMaxPeriod));
+  exponent = exponent / static_cast<double>(half);
+  at::Tensor args = t.to(at::kFloat).unsqueeze(1) * at::exp(exponent).unsqueeze(0);
+  at::Tensor emb = at::cat({at::cos(args), at::sin(args)}, 1);
+  if (dim % 2 == 1) emb = at::constant_pad_nd(emb, {0, 1});
+  return emb;
+}
+
+// Half-size RoPE tables of one axis: angle(p, i) = p / theta^(2i/dim), computed in float64 as upstream
+// and stored in float32: cos and sin [max_len, dim/2].
+std::pair<at::Tensor, at::Tensor> RopeAxisTables(int64_t dim, int64_t max_len) {
+  const int64_t pairs = dim / 2;
+  at::Tensor cos = at::empty({max_len, pairs}, at::kFloat);
+  at::Tensor sin = at::empty({max_len, pairs}, at::kFloat);
+  float* c = cos.data_ptr<float>();
+  float* s = sin.data_ptr<float>();
+  for (int64_t i = 0; i < pairs; ++i) {
+    const double inv_freq = 1.0 / std::pow(kRopeTheta, static_cast<double>(2 * i) / static_cast<double>(dim));
+    for (int64_t p = 0; p < max_len; ++p) {
+      const double angle = static_cast<double>(p) * inv_freq;
+      c[p * pairs + i] = static_cast<float>(std::cos(angle));
+      s[p * pairs + i] = static_cast<float>(std::sin(angle));
+    }
+  }
+  return {cos, sin};
+}
+
+// Rotates interleaved pairs (x0, x1) -> (x0 c - x1 s, x0 s + x1 c) in float32. x: [B, L, H, Dh];
+// cos/sin: [L, 1, Dh/2].
+at::Tensor ApplyRope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, at::ScalarType out_dtype) {
+  const auto sizes = x.sizes();
+  at::Tensor pairs = x.to(at::kFloat).reshape({sizes[0], sizes[1], sizes[2], sizes[3] / 2, 2});
+  at::Tensor x0 = pairs.select(-1, 0);
+  at::Tensor x1 = pairs.select(-1, 1);
+  at::Tensor rotated = at::stack({x0 * cos - x1 * sin, x0 * sin + x1 * cos}, -1);
+  return rotated.reshape(sizes).to(out_dtype);
+}
+
+Status CheckPositive(const char* name, int64_t value) {
+  if (value <= 0) return InvalidArgument(std::string(name) + " must be positive, got " + std::to_string(value));
+  return Status::Ok();
+}
+
+std::string ShapeString(at::IntArrayRef sizes) {
+  std::ostringstream ss;
+  ss << sizes;
+  return ss.str();
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------------------
+// Config
+
+Result<WanTransformerConfig> WanTransformerConfig::FromJson(const Json& json) {
+  if (!json.is_object()) return InvalidArgument("Wan transformer config must be a JSON object");
+  WanTransformerConfig c;
+  bool has_image_dim = false, has_added_kv = false;
+  Status parsed = CatchConfigErrors("Wan transformer config", [&] {
+    auto it = json.find("patch_size");
+    if (it != json.end() && !it->is_null()) {
+      auto values = it->get<std::vector<int64_t>>();
+      STAS_CHECK(values.size() == 3) << "patch_size must have 3 entries (t, h, w), got " << values.size();
+      c.patch_size = {values[0], values[1], values[2]};
+    }
+    c.num_attention_heads = JsonValueOr<int64_t>(json, "num_attention_heads", c.num_attention_heads);
+    c.attention_head_dim = JsonValueOr<int64_t>(json, "attention_head_dim", c.attention_head_dim);
+    c.in_channels = JsonValueOr<int64_t>(json, "in_channels", c.in_channels);
+    // Upstream: out_channels = out_channels or in_channels.
+    c.out_channels = JsonValueOr<int64_t>(json, "out_channels", c.out_channels);
+    if (c.out_channels == 0) c.out_channels = c.in_channels;
+    c.text_dim = JsonValueOr<int64_t>(json, "text_dim", c.text_dim);
+    c.freq_dim = JsonValueOr<int64_t>(json, "freq_dim", c.freq_dim);
+    c.ffn_dim = JsonValueOr<int64_t>(json, "ffn_dim", c.ffn_dim);
+    c.num_layers = JsonValueOr<int64_t>(json, "num_layers", c.num_layers);
+    c.cross_attn_norm = JsonValueOr<bool>(json, "cross_attn_norm", c.cross_attn_norm);
+    c.qk_norm = JsonValueOr<std::string>(json, "qk_norm", c.qk_norm);
+    c.eps = JsonValueOr<double>(json, "eps", c.eps);
+    c.rope_max_seq_len = JsonValueOr<int64_t>(json, "rope_max_seq_len", c.rope_max_seq_len);
+    has_image_dim = json.contains("image_dim") && !json["image_dim"].is_null();
+    has_added_kv = json.contains("added_kv_proj_dim") && !json["added_kv_proj_dim"].is_null();
+  });
+  STAS_RETURN_IF_ERROR(parsed);
+  if (has_image_dim || has_added_kv)
+    return NotImplemented(
+        "Wan transformer: image conditioning (image_dim / added_kv_proj_dim, the I2V models) is not supported");
+  if (c.qk_norm != "rms_norm_across_heads")
+    return NotImplemented("Wan transformer: qk_norm '" + c.qk_norm +
+                          "' is not supported (only rms_norm_across_heads)");
+  for (int i = 0; i < 3; ++i) STAS_RETURN_IF_ERROR(CheckPositive("patch_size entry", c.patch_size[i]));
+  STAS_RETURN_IF_ERROR(CheckPositive("num_attention_heads", c.num_attention_heads));
+  STAS_RETURN_IF_ERROR(CheckPositive("attention_head_dim", c.attention_head_dim));
+  STAS_RETURN_IF_ERROR(CheckPositive("in_channels", c.in_channels));
+  STAS_RETURN_IF_ERROR(CheckPositive("out_channels", c.out_channels));
+  STAS_RETURN_IF_ERROR(CheckPositive("text_dim", c.text_dim));
+  STAS_RETURN_IF_ERROR(CheckPositive("freq_dim", c.freq_dim));
+  STAS_RETURN_IF_ERROR(CheckPositive("ffn_dim", c.ffn_dim));
+  STAS_RETURN_IF_ERROR(CheckPositive("num_layers", c.num_layers));
+  STAS_RETURN_IF_ERROR(CheckPositive("rope_max_seq_len", c.rope_max_seq_len));
+  if (c.attention_head_dim % 2 != 0)
+    return InvalidArgument("attention_head_dim must be even for RoPE, got " + std::to_string(c.attention_head_dim));
+  if (!(c.eps > 0)) return InvalidArgument("eps must be positive");
+  return c;
+}
+
+Json WanTransformerConfig::ToJson() const {
+  return Json{{"patch_size", {patch_size[0], patch_size[1], patch_size[2]}},
+              {"num_attention_heads", num_attention_heads},
+              {"attention_head_dim", attention_head_dim},
+              {"in_channels", in_channels},
+              {"out_channels", out_channels},
+              {"text_dim", text_dim},
+              {"freq_dim", freq_dim},
+              {"ffn_dim", ffn_dim},
+              {"num_layers", num_layers},
+              {"cross_attn_norm", cross_attn_norm},
+              {"qk_norm", qk_norm},
+              {"eps", eps},
+              {"image_dim", nullptr},
+              {"added_kv_proj_dim", nullptr},
+              {"rope_max_seq_len", rope_max_seq_len}};
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Loading
+
+Result<WanTransformer> WanTransformer::Load(const WanTransformerConfig& config, const WeightStore& weights,
+                                            at::Device device, at::ScalarType dtype) {
+  if (dtype != at::kFloat && dtype != at::kBFloat16 && dtype != at::kHalf)
+    return InvalidArgument(std::string("Wan transformer dtype must be float32, bfloat16 or float16, got ") +
+                           c10::toString(dtype));
+  return LoadModelWeights<WanTransformer>("Wan transformer from " + weights.Describe(), [&]() -> Result<WanTransformer> {
+    WanTransformer m;
+    m.config_ = config;
+    m.device_ = device;
+    m.dtype_ = dtype;
+    const WeightReader reader(weights, at::TensorOptions().device(device).dtype(dtype));
+    std::set<std::string> used;
+    auto take = [&](const std::string& name, std::vector<int64_t> shape) {
+      used.insert(name);
+      return reader.Require(name, shape);
+    };
+    auto take_float = [&](const std::string& name, std::vector<int64_t> shape) {
+      used.insert(name);
+      return reader.RequireFloat(name, shape);
+    };
+    const int64_t D = config.dim();
+    const auto& p = config.patch_size;
+    const int64_t patch_in = config.in_channels * config.patch_volume();
+
+    m.patch_weight_ = take("patch_embedding.weight", {D, config.in_channels, p[0], p[1], p[2]}).reshape({D, patch_in});
+    m.patch_bias_ = take("patch_embedding.bias", {D});
+
+    const std::string ce = "condition_embedder.";
+    m.time_in_weight_ = take_float(ce + "time_embedder.linear_1.weight", {D, config.freq_dim});
+    m.time_in_bias_ = take_float(ce + "time_embedder.linear_1.bias", {D});
+    m.time_out_weight_ = take_float(ce + "time_embedder.linear_2.weight", {D, D});
+    m.time_out_bias_ = take_float(ce + "time_embedder.linear_2.bias", {D});
+    m.time_proj_weight_ = take(ce + "time_proj.weight", {6 * D, D});
+    m.time_proj_bias_ = take(ce + "time_proj.bias", {6 * D});
+    m.text_in_weight_ = take(ce + "text_embedder.linear_1.weight", {D, config.text_dim});
+    m.text_in_bias_ = take(ce + "text_embedder.linear_1.bias", {D});
+    m.text_out_weight_ = take(ce + "text_embedder.linear_2.weight", {D, D});
+    m.text_out_bias_ = take(ce + "text_embedder.linear_2.bias", {D});
+
+    for (int64_t i = 0; i < config.num_layers; ++i) {
+      const std::string b = "blocks." + std::to_string(i) + ".";
+      Block blk;
+      blk.qkv_weight = at::cat({take(b + "attn1.to_q.weight", {D, D}), take(b + "attn1.to_k.weight", {D, D}),
+                                take(b + "attn1.to_v.weight", {D, D})});
+      blk.qkv_bias = at::cat({take(b + "attn1.to_q.bias", {D}), take(b + "attn1.to_k.bias", {D}),
+                              take(b + "attn1.to_v.bias", {D})});
+      blk.self_norm_q = take_float(b + "attn1.norm_q.weight", {D});
+      blk.self_norm_k = take_float(b + "attn1.norm_k.weight", {D});
+      blk.self_out_weight = take(b + "attn1.to_out.0.weight", {D, D});
+      blk.self_out_bias = take(b + "attn1.to_out.0.bias", {D});
+      blk.cross_q_weight = take(b + "attn2.to_q.weight", {D, D});
+      blk.cross_q_bias = take(b + "attn2.to_q.bias", {D});
+      blk.cross_kv_weight = at::cat({take(b + "attn2.to_k.weight", {D, D}), take(b + "attn2.to_v.weight", {D, D})});
+      blk.cross_kv_bias = at::cat({take(b + "attn2.to_k.bias", {D}), take(b + "attn2.to_v.bias", {D})});
+      blk.cross_norm_q = take_float(b + "attn2.norm_q.weight", {D});
+      blk.cross_norm_k = take_float(b + "attn2.norm_k.weight", {D});
+      blk.cross_out_weight = take(b + "attn2.to_out.0.weight", {D, D});
+      blk.cross_out_bias = take(b + "attn2.to_out.0.bias", {D});
+      if (config.cross_attn_norm) {
+        blk.norm2_weight = take_float(b + "norm2.weight", {D});
+        blk.norm2_bias = take_float(b + "norm2.bias", {D});
+      }
+      blk.ffn_in_weight = take(b + "ffn.net.0.proj.weight", {config.ffn_dim, D});
+      blk.ffn_in_bias = take(b + "ffn.net.0.proj.bias", {config.ffn_dim});
+      blk.ffn_out_weight = take(b + "ffn.net.2.weight", {D, config.ffn_dim});
+      blk.ffn_out_bias = take(b + "ffn.net.2.bias", {D});
+      blk.modulation = take_float(b + "scale_shift_table", {1, 6, D}).reshape({6, D});
+      m.blocks_.push_back(std::move(blk));
+    }
+    m.out_modulation_ = take_float("scale_shift_table", {1, 2, D}).reshape({2, D});
+    m.proj_out_weight_ = take("proj_out.weight", {config.out_channels * config.patch_volume(), D});
+    m.proj_out_bias_ = take("proj_out.bias", {config.out_channels * config.patch_volume()});
+
+    std::vector<std::string> unexpected;
+    for (const auto& name : weights.Names())
+      if (!used.count(name)) unexpected.push_back(name);
+    if (!unexpected.empty()) {
+      std::string list;
+      for (size_t i = 0; i < unexpected.size() && i < 5; ++i) list += (i ? ", " : "") + unexpected[i];
+      if (unexpected.size() > 5) list += ", ...";
+      return InvalidArgument(std::to_string(unexpected.size()) +
+                             " tensor(s) not used by the configured model (does the config match the weights?): " +
+                             list);
+    }
+
+    const int64_t hd = config.attention_head_dim;
+    const int64_t h_dim = 2 * (hd / 6);
+    const int64_t t_dim = hd - 2 * h_dim;
+    const auto on_device = [&](const at::Tensor& t) { return t.to(device); };
+    auto [ct, st] = RopeAxisTables(t_dim, config.rope_max_seq_len);
+    auto [ch, sh] = RopeAxisTables(h_dim, config.rope_max_seq_len);
+    m.rope_cos_t_ = on_device(ct), m.rope_sin_t_ = on_device(st);
+    m.rope_cos_h_ = on_device(ch), m.rope_sin_h_ = on_device(sh);
+    m.rope_cos_w_ = m.rope_cos_h_, m.rope_sin_w_ = m.rope_sin_h_;  // w_dim == h_dim
+    return m;
+  });
+}
+
+TokenGrid WanTransformer::GridFor(at::IntArrayRef s) const {
+  const auto& p = config_.patch_size;
+  return TokenGrid{s[s.size() - 3] / p[0], s[s.size() - 2] / p[1], s[s.size() - 1] / p[2]};
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Forward
+
+struct WanTransformer::Conditioning {
+  at::Tensor temb;      // [B, Lt, D] in the model dtype; Lt = 1 (per-sample timestep) or local tokens
+  at::Tensor tproj;     // [B, Lt, 6, D] in the model dtype
+  at::Tensor text;      // [B, L_text, D] projected text embeddings
+  at::Tensor rope_cos;  // [L_local, 1, Dh/2] float32
+  at::Tensor rope_sin;
+  int64_t valid_tokens = 0;  // global count of real tokens
+};
+
+Result<at::Tensor> WanTransformer::Forward(const at::Tensor& latents, const at::Tensor& timestep,
+                                           const at::Tensor& text, const ForwardContext& context) const {
+  const auto& p = config_.patch_size;
+  if (!latents.defined() || latents.dim() != 5 || latents.size(1) != config_.in_channels)
+    return InvalidArgument("Wan transformer: latents must be [B, " + std::to_string(config_.in_channels) +
+                           ", F, H, W], got " + (latents.defined() ? ShapeString(latents.sizes()) : "undefined"));
+  if (!at::isFloatingType(latents.scalar_type())) return InvalidArgument("Wan transformer: latents must be floating point");
+  for (int i = 0; i < 3; ++i) {
+    const int64_t size = latents.size(2 + i);
+    if (size <= 0 || size % p[i] != 0)
+      return InvalidArgument("Wan transformer: latent sizes (F, H, W) = " + ShapeString(latents.sizes().slice(2)) +
+                             " must be positive multiples of the patch size " + ShapeString(p));
+    if (size / p[i] > config_.rope_max_seq_len)
+      return InvalidArgument("Wan transformer: " + std::to_string(size / p[i]) +
+                             " patches along an axis exceed rope_max_seq_len " +
+                             std::to_string(config_.rope_max_seq_len));
+  }
+  const int64_t batch = latents.size(0);
+  const TokenGrid grid = GridFor(latents.sizes());
+  if (!timestep.defined() ||
+      !((timestep.dim() == 1 && timestep.size(0) == batch) ||
+        (timestep.dim() == 2 && timestep.size(0) == batch && timestep.size(1) == grid.count())))
+    return InvalidArgument("Wan transformer: timestep must be [B] or [B, L] with B = " + std::to_string(batch) +
+                           ", L = " + std::to_string(grid.count()) + ", got " +
+                           (timestep.defined() ? ShapeString(timestep.sizes()) : "undefined"));
+  if (!text.defined() || text.dim() != 3 || text.size(0) != batch || text.size(1) < 1 ||
+      text.size(2) != config_.text_dim)
+    return InvalidArgument("Wan transformer: text embeddings must be [" + std::to_string(batch) + ", L_text, " +
+                           std::to_string(config_.text_dim) + "], got " +
+                           (text.defined() ? ShapeString(text.sizes()) : "undefined"));
+  if (!context.branches.empty() && static_cast<int64_t>(context.branches.size()) != batch)
+    return InvalidArgument("Wan transformer: context.branches must have one entry per batch row");
+  if (context.parallel && (context.parallel->size() < 1 || context.parallel->rank() < 0 ||
+                           context.parallel->rank() >= context.parallel->size()))
+    return InvalidArgument("Wan transformer: invalid sequence-parallel rank/size");
+  try {
+    return ForwardImpl(latents, timestep, text, context);
+  } catch (const std::exception& e) {
+    return Internal(std::string("Wan transformer forward failed: ") + e.what());
+  }
+}
+
+std::pair<at::Tensor, at::Tensor> WanTransformer::RopeTables(const TokenGrid& grid, int64_t begin,
+                                                            int64_t count) const {
+  at::Tensor pos =
+      at::arange(begin, begin + count, at::TensorOptions().dtype(at::kLong).device(device_)).clamp_max(grid.count() - 1);
+  at::Tensor frame = pos.div(grid.tokens_per_frame(), "floor");
+  at::Tensor row = at::remainder(pos.div(grid.cols, "floor"), grid.rows);
+  at::Tensor col = at::remainder(pos, grid.cols);
+  at::Tensor cos = at::cat({rope_cos_t_.index_select(0, frame), rope_cos_h_.index_select(0, row),
+                            rope_cos_w_.index_select(0, col)},
+                           1);
+  at::Tensor sin = at::cat({rope_sin_t_.index_select(0, frame), rope_sin_h_.index_select(0, row),
+                            rope_sin_w_.index_select(0, col)},
+                           1);
+  return {cos.unsqueeze(1), sin.unsqueeze(1)};
+}
+
+at::Tensor WanTransformer::SelfAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                         SequenceParallel* parallel, int64_t valid_tokens) const {
+  const double scale = 1.0 / std::sqrt(static_cast<double>(config_.attention_head_dim));
+  if (parallel) return parallel->SelfAttention(q, k, v, scale, valid_tokens);
+  return compat::ScaledDotProductAttention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), scale)
+      .transpose(1, 2);
+}
+
+at::Tensor WanTransformer::RunBlock(const Block& block, const at::Tensor& hidden, const Conditioning& cond,
+                                    SequenceParallel* parallel) const {
+  const int64_t B = hidden.size(0), L = hidden.size(1), D = config_.dim();
+  const int64_t H = config_.num_attention_heads, Dh = config_.attention_head_dim;
+  const double eps = config_.eps;
+  // Modulation j of (shift1, scale1, gate1, shift2, scale2, gate2): [B, Lt, D] float32.
+  auto modulation = [&](int64_t j) { return block.modulation[j] + cond.tproj.select(2, j).to(at::kFloat); };
+
+  // 1. Self-attention on the modulated LayerNorm, gated residual.
+  at::Tensor x = (PlainLayerNorm(hidden, eps) * (modulation(1) + 1.0) + modulation(0)).to(dtype_);
+  std::vector<at::Tensor> qkv = at::linear(x, block.qkv_weight, block.qkv_bias).chunk(3, -1);
+  at::Tensor q = ApplyRope(RmsNorm(qkv[0], block.self_norm_q, eps, dtype_).view({B, L, H, Dh}), cond.rope_cos,
+                           cond.rope_sin, dtype_);
+  at::Tensor k = ApplyRope(RmsNorm(qkv[1], block.self_norm_k, eps, dtype_).view({B, L, H, Dh}), cond.rope_cos,
+                           cond.rope_sin, dtype_);
+  at::Tensor v = qkv[2].reshape({B, L, H, Dh});
+  at::Tensor attn = SelfAttention(q, k, v, parallel, cond.valid_tokens).reshape({B, L, D});
+  attn = at::linear(attn, block.self_out_weight, block.self_out_bias);
+  at::Tensor h = (hidden.to(at::kFloat) + attn.to(at::kFloat) * modulation(2)).to(dtype_);
+
+  // 2. Cross-attention to the text (no gate, no RoPE, no mask).
+  at::Tensor n2 = block.norm2_weight.defined()
+                      ? at::layer_norm(h.to(at::kFloat), {D}, block.norm2_weight, block.norm2_bias, eps).to(dtype_)
+                      : h;
+  const int64_t Lt = cond.text.size(1);
+  at::Tensor cq = RmsNorm(at::linear(n2, block.cross_q_weight, block.cross_q_bias), block.cross_norm_q, eps, dtype_)
+                      .view({B, L, H, Dh});
+  std::vector<at::Tensor> kv = at::linear(cond.text, block.cross_kv_weight, block.cross_kv_bias).chunk(2, -1);
+  at::Tensor ck = RmsNorm(kv[0], block.cross_norm_k, eps, dtype_).view({B, Lt, H, Dh});
+  at::Tensor cv = kv[1].reshape({B, Lt, H, Dh});
+  const double scale = 1.0 / std::sqrt(static_cast<double>(Dh));
+  at::Tensor cross =
+      compat::ScaledDotProductAttention(cq.transpose(1, 2), ck.transpose(1, 2), cv.transpose(1, 2), scale)
+          .transpose(1, 2)
+          .reshape({B, L, D});
+  h = h + at::linear(cross, block.cross_out_weight, block.cross_out_bias);
+
+  // 3. Feed-forward on the modulated LayerNorm, gated residual.
+  at::Tensor n3 = (PlainLayerNorm(h, eps) * (modulation(4) + 1.0) + modulation(3)).to(dtype_);
+  at::Tensor ff = at::linear(at::gelu(at::linear(n3, block.ffn_in_weight, block.ffn_in_bias), "tanh"),
+                             block.ffn_out_weight, block.ffn_out_bias);
+  return (h.to(at::kFloat) + ff.to(at::kFloat) * modulation(5)).to(dtype_);
+}
+
+at::Tensor WanTransformer::ForwardImpl(const at::Tensor& latents, const at::Tensor& timestep, const at::Tensor& text,
+                                       const ForwardContext& context) const {
+  const auto& p = config_.patch_size;
+  const int64_t B = latents.size(0), C = config_.in_channels, D = config_.dim();
+  const TokenGrid grid = GridFor(latents.sizes());
+  const int64_t L = grid.count();
+  SequenceParallel* parallel = context.parallel;
+  const ShardLayout shard = parallel ? ShardLayout::For(L, parallel->rank(), parallel->size()) : ShardLayout::For(L, 0, 1);
+  const int64_t L_local = shard.local_tokens;
+
+  // Patchify: Conv3d with kernel = stride = patch is a linear map of each patch (c, kt, kh, kw).
+  at::Tensor patches = latents.to(device_, dtype_)
+                           .reshape({B, C, grid.frames, p[0], grid.rows, p[1], grid.cols, p[2]})
+                           .permute({0, 2, 4, 6, 1, 3, 5, 7})
+                           .reshape({B, L, C * config_.patch_volume()});
+  at::Tensor hidden = at::linear(ShardTokens(patches, shard), patch_weight_, patch_bias_);  // [B, L_local, D]
+
+  // Conditioning: time (fp32 embedder, then cast like upstream's type_as), text, RoPE.
+  Conditioning cond;
+  at::Tensor t = timestep.to(device_, at::kFloat);
+  const bool per_token = t.dim() == 2;
+  if (per_token) t = ShardTokens(t, shard);
+  const int64_t Lt = per_token ? L_local : 1;
+  at::Tensor temb = at::linear(TimestepSinusoid(t.reshape({-1}), config_.freq_dim), time_in_weight_, time_in_bias_);
+  temb = at::linear(at::silu(temb), time_out_weight_, time_out_bias_).to(dtype_);
+  cond.tproj = at::linear(at::silu(temb), time_proj_weight_, time_proj_bias_).view({B, Lt, 6, D});
+  cond.temb = temb.view({B, Lt, D});
+  at::Tensor txt = at::linear(text.to(device_, dtype_), text_in_weight_, text_in_bias_);
+  cond.text = at::linear(at::gelu(txt, "tanh"), text_out_weight_, text_out_bias_);
+  std::tie(cond.rope_cos, cond.rope_sin) = RopeTables(grid, shard.begin, L_local);
+  cond.valid_tokens = L;
+
+  BlockContext block_context;
+  if (context.hook) {
+    block_context.num_blocks = static_cast<int>(blocks_.size());
+    block_context.step = context.step;
+    block_context.num_steps = context.num_steps;
+    block_context.grid = grid;
+    block_context.shard = shard;
+    block_context.branches =
+        context.branches.empty() ? std::vector<CfgBranch>(B, CfgBranch::kCond) : context.branches;
+    block_context.parallel = parallel;
+  }
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    hidden = RunBlock(blocks_[i], hidden, cond, parallel);
+    if (context.hook) {
+      block_context.block = static_cast<int>(i);
+      context.hook->AfterBlock(hidden, block_context);
+      STAS_CHECK(hidden.defined() && hidden.sizes() == at::IntArrayRef({B, L_local, D}))
+          << "a ResidualHook must keep the residual stream's shape";
+    }
+  }
+
+  // Output: modulated LayerNorm, projection, gather the shards, unpatchify.
+  at::Tensor temb_f = cond.temb.to(at::kFloat);
+  at::Tensor out = (PlainLayerNorm(hidden, config_.eps) * (out_modulation_[1] + temb_f + 1.0) +
+                    (out_modulation_[0] + temb_f))
+                       .to(dtype_);
+  out = at::linear(out, proj_out_weight_, proj_out_bias_);  // [B, L_local, C_out * patch]
+  if (parallel) out = parallel->GatherSequence(out).narrow(1, 0, L);
+  const int64_t C_out = config_.out_channels;
+  return out.reshape({B, grid.frames, grid.rows, grid.cols, p[0], p[1], p[2], C_out})
+      .permute({0, 7, 1, 4, 2, 5, 3, 6})
+      .reshape({B, C_out, grid.frames * p[0], grid.rows * p[1], grid.cols * p[2]})
+      .to(at::kFloat);
+}
+
+}  // namespace stas::models::wan
