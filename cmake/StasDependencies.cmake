@@ -11,12 +11,6 @@ find_package(Threads REQUIRED)
 find_package(nlohmann_json 3 REQUIRED)
 find_package(PkgConfig REQUIRED)
 
-# spdlog and fmt: header-only use keeps the GPU build free of ABI surprises.
-find_package(spdlog QUIET)
-if(NOT spdlog_FOUND)
-  message(FATAL_ERROR "spdlog not found (Debian: libspdlog-dev)")
-endif()
-
 # CLI11 is header-only; Debian ships a CMake config, other systems may only have the header.
 find_package(CLI11 QUIET CONFIG)
 if(NOT TARGET CLI11::CLI11)

@@ -1,0 +1,72 @@
+// Shared helpers for the benchmarks: device timing, peak memory, summaries.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <functional>
+#include <string>
+#include <vector>
+
+#if STAS_HAVE_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
+#endif
+
+namespace stas::bench {
+
+inline void Synchronize(const at::Device& device) {
+#if STAS_HAVE_CUDA
+  if (device.is_cuda()) c10::cuda::device_synchronize();
+#endif
+}
+
+inline void ResetPeakMemory(const at::Device& device) {
+#if STAS_HAVE_CUDA
+  if (device.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(device.index() < 0 ? 0 : device.index());
+#endif
+}
+
+// Peak bytes allocated by the caching allocator since the last reset (0 on CPU).
+inline double PeakMemoryGiB(const at::Device& device) {
+#if STAS_HAVE_CUDA
+  if (device.is_cuda()) {
+    auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index() < 0 ? 0 : device.index());
+    return static_cast<double>(stats.allocated_bytes[0].peak) / (1ull << 30);
+  }
+#endif
+  return 0.0;
+}
+
+struct Summary {
+  double median_ms = 0, min_ms = 0, max_ms = 0;
+};
+
+// Runs fn `warmup` times, then `repeats` timed runs (device synchronized around each).
+inline Summary TimeIt(const at::Device& device, int warmup, int repeats, const std::function<void()>& fn) {
+  for (int i = 0; i < warmup; ++i) fn();
+  Synchronize(device);
+  std::vector<double> ms;
+  for (int i = 0; i < repeats; ++i) {
+    auto t0 = std::chrono::steady_clock::now();
+    fn();
+    Synchronize(device);
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(ms.begin(), ms.end());
+  return {ms[ms.size() / 2], ms.front(), ms.back()};
+}
+
+inline std::string DeviceName(const at::Device& device) {
+#if STAS_HAVE_CUDA
+  if (device.is_cuda()) {
+    // at::cuda::getDeviceProperties lives in ATen/cuda; the name is enough via the allocator-free path.
+    return "cuda:" + std::to_string(device.index() < 0 ? 0 : device.index());
+  }
+#endif
+  return "cpu";
+}
+
+}  // namespace stas::bench

@@ -1,0 +1,123 @@
+// dit_bench: times the Wan transformer on one device with random weights of a real config.
+//
+//   dit_bench [--height 480 --width 832 --frames 81] [--repeats 5 --warmup 2] [--dtype bf16|fp32]
+//             [--config transformer_config.json] [--text-len 512] [--cfg] [--device cuda|cpu]
+//
+// Prints median/min/max ms of one forward (and with --cfg of one denoising step: two forwards plus the
+// guidance combine), peak GPU memory, and achieved model TFLOP/s with the FLOP count of the
+// 1.3B anchor in DESIGN.md section 9 (matmuls + attention, multiply-add = 2 FLOPs).
+#include <ATen/ATen.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <string>
+
+#include "bench/bench_util.h"
+#include "bench/wan_random_weights.h"
+#include "common/json.h"
+#include "models/wan/transformer.h"
+
+using namespace stas;
+
+namespace {
+
+const char* kWan21_1_3B = R"({"patch_size":[1,2,2],"num_attention_heads":12,"attention_head_dim":128,
+  "in_channels":16,"out_channels":16,"text_dim":4096,"freq_dim":256,"ffn_dim":8960,"num_layers":30,
+  "cross_attn_norm":true,"qk_norm":"rms_norm_across_heads","eps":1e-6,"rope_max_seq_len":1024})";
+
+std::string Arg(int argc, char** argv, const char* name, const std::string& fallback) {
+  for (int i = 1; i + 1 < argc; ++i)
+    if (std::strcmp(argv[i], name) == 0) return argv[i + 1];
+  return fallback;
+}
+bool Flag(int argc, char** argv, const char* name) {
+  for (int i = 1; i < argc; ++i)
+    if (std::strcmp(argv[i], name) == 0) return true;
+  return false;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int height = std::stoi(Arg(argc, argv, "--height", "480"));
+  const int width = std::stoi(Arg(argc, argv, "--width", "832"));
+  const int frames = std::stoi(Arg(argc, argv, "--frames", "81"));
+  const int repeats = std::stoi(Arg(argc, argv, "--repeats", "5"));
+  const int warmup = std::stoi(Arg(argc, argv, "--warmup", "2"));
+  const int text_len = std::stoi(Arg(argc, argv, "--text-len", "512"));
+  const bool cfg = Flag(argc, argv, "--cfg");
+  const std::string dtype_name = Arg(argc, argv, "--dtype", STAS_HAVE_CUDA ? "bf16" : "fp32");
+  const std::string device_name = Arg(argc, argv, "--device", STAS_HAVE_CUDA ? "cuda" : "cpu");
+  const std::string config_path = Arg(argc, argv, "--config", "");
+
+  Json config_json;
+  if (config_path.empty()) {
+    config_json = Json::parse(kWan21_1_3B);
+  } else {
+    auto j = ReadJsonFile(config_path);
+    if (!j.ok()) {
+      std::fprintf(stderr, "%s\n", j.status().ToString().c_str());
+      return 2;
+    }
+    config_json = *j;
+  }
+  auto config = models::wan::WanTransformerConfig::FromJson(config_json);
+  if (!config.ok()) {
+    std::fprintf(stderr, "%s\n", config.status().ToString().c_str());
+    return 2;
+  }
+  const at::Device device(device_name);
+  const at::ScalarType dtype = dtype_name == "bf16" ? at::kBFloat16 : at::kFloat;
+
+  bench::ResetPeakMemory(device);
+  auto weights = bench::RandomWanTransformerWeights(*config, /*seed=*/0, device, dtype);
+  auto model = models::wan::WanTransformer::Load(*config, weights, device, dtype);
+  if (!model.ok()) {
+    std::fprintf(stderr, "%s\n", model.status().ToString().c_str());
+    return 1;
+  }
+  weights = WeightStore();  // the model holds its own copies
+
+  const int64_t lat_f = (frames - 1) / 4 + 1, lat_h = height / 8, lat_w = width / 8;
+  auto gen_opts = at::TensorOptions().device(device).dtype(at::kFloat);
+  at::Tensor latents = at::randn({1, config->in_channels, lat_f, lat_h, lat_w}, gen_opts);
+  at::Tensor text = at::randn({1, text_len, config->text_dim}, gen_opts).to(dtype);
+  at::Tensor text_uncond = at::randn({1, text_len, config->text_dim}, gen_opts).to(dtype);
+  at::Tensor t = at::full({1}, 999.0, gen_opts);
+
+  const double L = static_cast<double>(lat_f * (lat_h / 2) * (lat_w / 2));
+  const double D = static_cast<double>(config->dim()), n = static_cast<double>(config->num_layers);
+  const double ffn = static_cast<double>(config->ffn_dim), T = text_len;
+  const double flops = 2 * L * (4 * D * D + 2 * D * ffn) * n + 4 * L * L * D * n + 2 * L * (2 * D * D) * n +
+                       4 * L * T * D * n + 2 * T * 2 * D * D * n;
+
+  auto forward = [&](const at::Tensor& ctx) {
+    auto out = model->Forward(latents, t, ctx);
+    if (!out.ok()) {
+      std::fprintf(stderr, "%s\n", out.status().ToString().c_str());
+      std::exit(1);
+    }
+    return *out;
+  };
+  bench::ResetPeakMemory(device);
+  auto fwd = bench::TimeIt(device, warmup, repeats, [&] { forward(text); });
+  std::printf("dit_bench device=%s dtype=%s size=%dx%dx%d tokens=%.0f layers=%lld\n", bench::DeviceName(device).c_str(),
+              dtype_name.c_str(), width, height, frames, L, static_cast<long long>(config->num_layers));
+  std::printf("forward      median=%.1f ms min=%.1f max=%.1f  model_flops=%.1f TFLOP achieved=%.0f TFLOP/s peak_mem=%.2f GiB\n",
+              fwd.median_ms, fwd.min_ms, fwd.max_ms, flops / 1e12, flops / (fwd.median_ms / 1e3) / 1e12,
+              bench::PeakMemoryGiB(device));
+  if (cfg) {
+    const double guidance = 5.0;
+    auto step = bench::TimeIt(device, 1, repeats, [&] {
+      at::Tensor cond = forward(text);
+      at::Tensor uncond = forward(text_uncond);
+      at::Tensor pred = uncond + guidance * (cond - uncond);
+      (void)pred;
+    });
+    std::printf("cfg_step     median=%.1f ms min=%.1f max=%.1f peak_mem=%.2f GiB\n", step.median_ms, step.min_ms,
+                step.max_ms, bench::PeakMemoryGiB(device));
+  }
+  return 0;
+}
