@@ -10,7 +10,7 @@ PACKAGES=(
   libhiredis-dev redis-server
   libboost-dev
   libavcodec-dev libavformat-dev libavutil-dev libswscale-dev ffmpeg
-  nlohmann-json3-dev libcli11-dev libspdlog-dev
+  nlohmann-json3-dev libcli11-dev
   libgtest-dev libgmock-dev
   curl python3
 )
