@@ -25,7 +25,10 @@ inline void Synchronize(const at::Device& device) {
 
 inline void ResetPeakMemory(const at::Device& device) {
 #if STAS_HAVE_CUDA
-  if (device.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(device.index() < 0 ? 0 : device.index());
+  if (device.is_cuda()) {
+    at::empty({1}, at::TensorOptions().device(device));  // the allocator knows a device only once it is used
+    c10::cuda::CUDACachingAllocator::resetPeakStats(device.index() < 0 ? 0 : device.index());
+  }
 #endif
 }
 
