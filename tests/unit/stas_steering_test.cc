@@ -3,8 +3,6 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
 
-#include <condition_variable>
-#include <mutex>
 #include <set>
 #include <thread>
 
@@ -14,6 +12,7 @@
 #include "steering/stas_hook.h"
 #include "steering/token_mask.h"
 #include "support/temp_dir.h"
+#include "support/thread_sequence_parallel.h"
 
 namespace stas::steering {
 namespace {
@@ -422,55 +421,8 @@ TEST(StasHookRules, LowPrecisionAndNonContiguousKeepOtherElementsBitIdentical) {
 // ---------------------------------------------------------------------------------------------
 // Sharded equivalence: shards on threads with a SequenceParallel whose collectives meet in memory.
 
-class ThreadGroup {
- public:
-  explicit ThreadGroup(int size) : size_(size), slots_(size) {}
-  // Every rank contributes `t`; returns all contributions in rank order once all have arrived.
-  std::vector<at::Tensor> Exchange(int rank, const at::Tensor& t) {
-    std::unique_lock<std::mutex> lock(mu_);
-    slots_[rank] = t.clone();
-    const int64_t generation = generation_;
-    if (++arrived_ == size_) {
-      result_ = slots_;
-      arrived_ = 0;
-      ++generation_;
-      cv_.notify_all();
-    } else {
-      cv_.wait(lock, [&] { return generation_ != generation; });
-    }
-    ++exchanges_;
-    return result_;
-  }
-  int64_t exchanges() const { return exchanges_; }
-
- private:
-  int size_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<at::Tensor> slots_, result_;
-  int arrived_ = 0;
-  int64_t generation_ = 0;
-  int64_t exchanges_ = 0;
-};
-
-class ThreadSequenceParallel : public models::SequenceParallel {
- public:
-  ThreadSequenceParallel(ThreadGroup* group, int rank, int size) : group_(group), rank_(rank), size_(size) {}
-  int rank() const override { return rank_; }
-  int size() const override { return size_; }
-  at::Tensor SelfAttention(const at::Tensor&, const at::Tensor&, const at::Tensor&, double, int64_t) override {
-    STAS_CHECK(false) << "not used by steering";
-    return {};
-  }
-  at::Tensor GatherSequence(const at::Tensor& x) override { return at::cat(group_->Exchange(rank_, x), 1); }
-  at::Tensor AllReduceMax(const at::Tensor& x) override {
-    return std::get<0>(at::stack(group_->Exchange(rank_, x)).max(0));
-  }
-
- private:
-  ThreadGroup* group_;
-  int rank_, size_;
-};
+using testing::ThreadGroup;
+using testing::ThreadSequenceParallel;
 
 // Runs `options` on `full` [B, L, D] unsharded and split over `size` shards; returns both results.
 std::pair<at::Tensor, at::Tensor> RunShardedAndWhole(const StasOptions& options, const TokenGrid& g,
