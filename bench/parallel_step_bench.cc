@@ -3,7 +3,7 @@
 //
 //   mpirun -np N parallel_step_bench [--sp S] [--cfg-parallel] [--height 480 --width 832 --frames 81]
 //          [--repeats 5 --warmup 2] [--dtype bf16|fp32] [--device cuda|cpu] [--config transformer.json]
-//          [--layers L] [--text-len 512] [--guidance 5.0] [--threads T]
+//          [--layers L] [--text-len 512] [--guidance 5.0] [--threads T] [--check]
 //
 // The model is the real Wan2.1-T2V-1.3B configuration (or --config) with random weights (same FLOPs and
 // shapes as the checkpoint). A step is two forwards (cond, uncond) and the guidance combine; with
@@ -199,6 +199,21 @@ int main(int argc, char** argv) {
     per_step(sequence_counted.get(), "all_gather", &gather_ms, &gather_calls, &gather_mib);
     per_step(pair_counted.get(), "all_gather", &cfg_ms, &cfg_calls, &cfg_mib);
 
+    // Correctness: the parallel step against the same step on this rank alone (no communication).
+    double max_abs_diff = 0, rel_error = 0;
+    if (Flag(argc, argv, "--check")) {
+      const at::Tensor parallel_out = step();
+      models::ForwardContext alone;
+      auto c = model->Forward(latents, timestep, text_cond, alone);
+      auto u = model->Forward(latents, timestep, text_uncond, alone);
+      if (!c.ok() || !u.ok()) return Fail(rank, "reference forward failed");
+      const at::Tensor reference = *u + guidance * (*c - *u);
+      max_abs_diff = (parallel_out - reference).abs().max().item<double>();
+      rel_error = ((parallel_out - reference).norm() / reference.norm()).item<double>();
+      max_abs_diff = MaxOverWorld(max_abs_diff);
+      rel_error = MaxOverWorld(rel_error);
+    }
+
     // The slowest rank sets the pace of its group.
     const double median = MaxOverWorld(timing.median_ms), min = MaxOverWorld(timing.min_ms),
                  max = MaxOverWorld(timing.max_ms);
@@ -218,6 +233,8 @@ int main(int argc, char** argv) {
                   a2a_mib, median > 0 ? 100.0 * a2a_ms / median : 0.0);
       std::printf("all_gather   %.1f ms/step (%.0f calls, output gather)\n", gather_ms, gather_calls);
       std::printf("cfg_exchange %.1f ms/step (%.0f calls, %.1f MiB)\n", cfg_ms, cfg_calls, cfg_mib);
+      if (Flag(argc, argv, "--check"))
+        std::printf("check        parallel vs single-GPU step: max_abs_diff=%.3e rel_l2=%.3e\n", max_abs_diff, rel_error);
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "parallel_step_bench rank %d: %s\n", rank, e.what());
