@@ -15,5 +15,6 @@ CLI::App* AddCommand(CLI::App& app, const std::string& name, const std::string& 
 
 void RegisterCheckFixture(CLI::App& app);
 void RegisterVersion(CLI::App& app);
+void RegisterCoordinator(CLI::App& app);
 
 }  // namespace stas::cli

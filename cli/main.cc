@@ -32,6 +32,7 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", log_level, "trace, debug, info, warn or error");
   stas::cli::RegisterCheckFixture(app);
   stas::cli::RegisterVersion(app);
+  stas::cli::RegisterCoordinator(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,484 @@
+#include "coordinator/dispatcher.h"
+
+#include <algorithm>
+#include <cstdlib>
+
+#include "common/log.h"
+#include "coordinator/auth.h"
+
+namespace stas::coordinator {
+
+namespace {
+
+std::string BaseName(std::string path) {
+  while (path.size() > 1 && path.back() == '/') path.pop_back();
+  const size_t slash = path.rfind('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+std::pair<uint64_t, uint64_t> SplitEntry(const std::string& id) {
+  const size_t dash = id.find('-');
+  if (dash == std::string::npos) return {std::strtoull(id.c_str(), nullptr, 10), 0};
+  return {std::strtoull(id.substr(0, dash).c_str(), nullptr, 10),
+          std::strtoull(id.substr(dash + 1).c_str(), nullptr, 10)};
+}
+
+// Field accessors that never throw: nullopt when missing or of another type.
+std::optional<std::string> StringField(const Json& m, const char* key) {
+  auto it = m.find(key);
+  if (it == m.end() || !it->is_string()) return std::nullopt;
+  return it->get<std::string>();
+}
+std::optional<int64_t> IntField(const Json& m, const char* key) {
+  auto it = m.find(key);
+  if (it == m.end() || !it->is_number_integer()) return std::nullopt;
+  return it->get<int64_t>();
+}
+
+}  // namespace
+
+bool ModelMatches(const std::string& job_model, const std::string& worker_model) {
+  if (job_model == worker_model) return true;
+  const std::string a = BaseName(job_model), b = BaseName(worker_model);
+  return !a.empty() && a == b;
+}
+
+Dispatcher::Dispatcher(JobQueue* queue, const Clock* clock, DispatcherOptions options)
+    : queue_(queue),
+      clock_(clock),
+      options_(std::move(options)),
+      reaper_(queue, clock, options_.reaper_grace_ms < 0 ? queue->options().lease_ms : options_.reaper_grace_ms),
+      start_ms_(clock->NowMs()) {
+  if (options_.heartbeat_ms <= 0) options_.heartbeat_ms = std::max<int64_t>(50, queue->options().lease_ms / 5);
+  if (options_.reap_interval_ms <= 0)
+    options_.reap_interval_ms = std::clamp<int64_t>(queue->options().lease_ms / 4, 10, 1000);
+  if (options_.intake_limit < 1) options_.intake_limit = 1;
+}
+
+void Dispatcher::NoteStore(const Status& status) {
+  if (status.ok()) {
+    if (!store_ok_) STAS_LOG_INFO("job store reachable again");
+    store_ok_ = true;
+    store_error_.clear();
+    return;
+  }
+  if (store_ok_) STAS_LOG_WARN("job store call failed: {}", status.ToString());
+  store_ok_ = false;
+  store_error_ = status.ToString();
+}
+
+// ------------------------------------------------------------------------------------ connections
+
+void Dispatcher::OnConnect(ConnectionId id, std::shared_ptr<WorkerChannel> channel) {
+  Session s;
+  s.id = id;
+  s.channel = std::move(channel);
+  s.connected_ms = s.last_seen_ms = clock_->NowMs();
+  sessions_[id] = std::move(s);
+}
+
+void Dispatcher::OnDisconnect(ConnectionId id) {
+  auto it = sessions_.find(id);
+  if (it == sessions_.end()) return;
+  const Session& s = it->second;
+  if (s.hello) {
+    if (s.job)
+      STAS_LOG_WARN("worker group '{}' disconnected while running job {}; its lease stays until it reconnects or "
+                    "expires", s.worker, s.job->job_id);
+    else
+      STAS_LOG_INFO("worker group '{}' disconnected", s.worker);
+  }
+  sessions_.erase(it);
+  // Commit requests of this connection can no longer be answered; results are facts and stay queued.
+  pending_results_.erase(std::remove_if(pending_results_.begin(), pending_results_.end(),
+                                        [&](const PendingResult& p) {
+                                          return p.connection == id && p.message.value("type", "") == "commit";
+                                        }),
+                         pending_results_.end());
+}
+
+void Dispatcher::OnProtocolError(ConnectionId id, const std::string& error) {
+  ++protocol_errors_;
+  auto it = sessions_.find(id);
+  if (it == sessions_.end()) return;
+  STAS_LOG_WARN("worker connection {} ({}): {}", id, it->second.channel->peer(), error);
+  SendError(it->second, error, true);
+}
+
+void Dispatcher::SendError(Session& s, const std::string& message, bool close) {
+  s.channel->Send({{"type", "error"}, {"message", message}});
+  if (close) s.channel->Close();
+}
+
+void Dispatcher::OnMessage(ConnectionId id, const Json& m) {
+  auto it = sessions_.find(id);
+  if (it == sessions_.end()) return;
+  Session& s = it->second;
+  s.last_seen_ms = clock_->NowMs();
+  const std::string type = StringField(m, "type").value_or("");
+  if (type == "hello") return HandleHello(s, m);
+  if (!s.hello) {
+    ++protocol_errors_;
+    return SendError(s, "the first message must be hello", true);
+  }
+  if (type == "ready") {
+    if (s.job) {
+      // The group gave up its job (e.g. its commit was denied); the lease runs out on its own.
+      STAS_LOG_INFO("worker group '{}' is ready again; it no longer runs job {}", s.worker, s.job->job_id);
+      s.job.reset();
+    }
+    if (!s.waiting) {
+      s.waiting = true;
+      s.waiting_since_ms = clock_->NowMs();
+    }
+    Poke();
+    return;
+  }
+  if (type == "heartbeat") return HandleHeartbeat(s, m);
+  if (type == "commit" || type == "done" || type == "failed") {
+    if (!StringField(m, "job_id") || !StringField(m, "lease")) {
+      ++protocol_errors_;
+      return SendError(s, type + ": fields 'job_id' and 'lease' must be strings", false);
+    }
+    if (!pending_results_.empty() || !HandleResult(id, m)) pending_results_.push_back({id, m});
+    return;
+  }
+  ++protocol_errors_;
+  SendError(s, "unknown message type '" + type + "'", false);
+}
+
+void Dispatcher::HandleHello(Session& s, const Json& m) {
+  if (s.hello) {
+    ++protocol_errors_;
+    return SendError(s, "hello was already received on this connection", false);
+  }
+  if (!options_.token.empty() && !TokenMatches(StringField(m, "token").value_or(""), options_.token)) {
+    STAS_LOG_WARN("worker connection from {} refused: missing or wrong token", s.channel->peer());
+    return SendError(s, "unauthorized: hello must carry the coordinator's token", true);
+  }
+  auto model = StringField(m, "model");
+  if (!model || model->empty()) return SendError(s, "hello: field 'model' must be a non-empty string", true);
+  auto group_size = IntField(m, "group_size");
+  if (m.contains("group_size") && (!group_size || *group_size < 1 || *group_size > 1 << 16))
+    return SendError(s, "hello: field 'group_size' must be a positive integer", true);
+  s.hello = true;
+  s.model = *model;
+  s.group_size = static_cast<int>(group_size.value_or(1));
+  s.worker = StringField(m, "worker").value_or("");
+  if (s.worker.empty()) s.worker = "group-" + std::to_string(s.id);
+  s.worker = s.worker.substr(0, 200);
+  s.host = StringField(m, "host").value_or("");
+  s.pid = IntField(m, "pid").value_or(0);
+  s.channel->Send({{"type", "welcome"},
+                   {"worker", s.worker},
+                   {"heartbeat_ms", options_.heartbeat_ms},
+                   {"lease_ms", queue_->options().lease_ms},
+                   {"storage", options_.storage}});
+  STAS_LOG_INFO("worker group '{}' connected from {} (model {}, {} ranks)", s.worker, s.channel->peer(), s.model,
+                s.group_size);
+}
+
+void Dispatcher::HandleHeartbeat(Session& s, const Json& m) {
+  auto job_id = StringField(m, "job_id");
+  auto lease = StringField(m, "lease");
+  if (!job_id || !lease) {
+    ++protocol_errors_;
+    return SendError(s, "heartbeat: fields 'job_id' and 'lease' must be strings", false);
+  }
+  const int step = static_cast<int>(std::clamp<int64_t>(IntField(m, "step").value_or(0), 0, 1 << 30));
+  const int steps = static_cast<int>(std::clamp<int64_t>(IntField(m, "steps").value_or(0), 0, 1 << 30));
+  const std::string stage = StringField(m, "stage").value_or("");
+  auto outcome = queue_->Heartbeat(*job_id, *lease, step, steps, stage);
+  NoteStore(outcome.ok() ? Status::Ok() : outcome.status());
+  bool cancel = false;
+  if (!outcome.ok()) {
+    // Redis is unreachable: we cannot tell, so let the group go on; its lease is what decides.
+  } else if (*outcome == HeartbeatOutcome::kRenewed) {
+    const int previous = s.job && s.job->job_id == *job_id ? s.job->step : step;
+    if (!s.job || s.job->job_id != *job_id) {
+      if (!s.job) STAS_LOG_INFO("worker group '{}' resumed reporting job {} (lease renewed)", s.worker, *job_id);
+      s.job = RunningJob{*job_id, *lease, step, steps, stage, clock_->NowMs()};
+    }
+    RecordSteps(step - previous);
+    s.job->lease = *lease;
+    s.job->step = step;
+    s.job->steps = steps;
+    s.job->stage = stage;
+    s.waiting = false;
+  } else {
+    cancel = true;
+    const char* why = *outcome == HeartbeatOutcome::kCancelled  ? "the job was cancelled"
+                      : *outcome == HeartbeatOutcome::kUnknownJob ? "the job does not exist"
+                                                                   : "its lease is no longer current";
+    STAS_LOG_INFO("telling worker group '{}' to stop job {}: {}", s.worker, *job_id, why);
+    if (s.job && s.job->job_id == *job_id) s.job.reset();
+  }
+  s.channel->Send({{"type", "heartbeat_ack"}, {"job_id", *job_id}, {"cancel", cancel}});
+}
+
+bool Dispatcher::HandleResult(ConnectionId id, const Json& m) {
+  auto it = sessions_.find(id);
+  Session* s = it == sessions_.end() ? nullptr : &it->second;
+  const std::string type = m.value("type", "");
+  const std::string job_id = m.value("job_id", "");
+  const std::string lease = m.value("lease", "");
+  const std::string who = s ? s->worker : "a disconnected group";
+  if (type == "commit") {
+    if (!s) return true;  // nobody to answer
+    auto granted = queue_->GrantCommit(job_id, lease);
+    NoteStore(granted.ok() ? Status::Ok() : granted.status());
+    if (!granted.ok()) {
+      if (granted.status().code() == StatusCode::kUnavailable) return false;
+      STAS_LOG_ERROR("commit of job {} by '{}': {}", job_id, who, granted.status().ToString());
+      granted = false;
+    }
+    if (!*granted) STAS_LOG_WARN("commit of job {} by '{}' denied: the lease is not current", job_id, who);
+    s->channel->Send({{"type", "commit_ack"}, {"job_id", job_id}, {"granted", *granted}});
+    return true;
+  }
+  if (type == "done") {
+    std::string output = StringField(m, "output").value_or("");
+    std::string manifest;
+    if (m.contains("manifest")) manifest = m["manifest"].is_string() ? m["manifest"].get<std::string>() : m["manifest"].dump();
+    Json timings = m.contains("timings") && m["timings"].is_object() ? m["timings"] : Json();
+    auto outcome = queue_->Complete(job_id, lease, output, manifest, timings);
+    NoteStore(outcome.ok() ? Status::Ok() : outcome.status());
+    if (!outcome.ok()) {
+      if (outcome.status().code() == StatusCode::kUnavailable) return false;
+      STAS_LOG_ERROR("done of job {} by '{}': {}", job_id, who, outcome.status().ToString());
+      return true;
+    }
+    if (*outcome == CompleteOutcome::kCompleted) {
+      STAS_LOG_INFO("job {} done by '{}': {}", job_id, who, output);
+      if (s) ++s->jobs_done;
+    } else if (*outcome == CompleteOutcome::kRejected) {
+      STAS_LOG_WARN("ignoring done of job {} from '{}': the lease is not current", job_id, who);
+    }
+  } else {  // failed
+    const std::string error = StringField(m, "error").value_or("");
+    const bool retryable = m.contains("retryable") && m["retryable"].is_boolean() ? m["retryable"].get<bool>() : true;
+    auto outcome = queue_->Fail(job_id, lease, error, retryable);
+    NoteStore(outcome.ok() ? Status::Ok() : outcome.status());
+    if (!outcome.ok()) {
+      if (outcome.status().code() == StatusCode::kUnavailable) return false;
+      STAS_LOG_ERROR("failed of job {} by '{}': {}", job_id, who, outcome.status().ToString());
+      return true;
+    }
+    static const char* kNames[] = {"retry scheduled", "failed", "dead-lettered", "ignored (lease not current)"};
+    STAS_LOG_WARN("job {} failed on '{}' ({}): {}", job_id, who, kNames[static_cast<int>(*outcome)], error);
+    if (s && *outcome != FailOutcome::kRejected) ++s->jobs_failed;
+  }
+  if (s && s->job && s->job->job_id == job_id) s->job.reset();
+  return true;
+}
+
+void Dispatcher::RetryPendingResults() {
+  while (!pending_results_.empty()) {
+    if (!HandleResult(pending_results_.front().connection, pending_results_.front().message)) return;
+    pending_results_.pop_front();
+  }
+}
+
+// --------------------------------------------------------------------------------------- tickets
+
+void Dispatcher::Buffer(const std::vector<QueuedTicket>& tickets) {
+  for (const auto& t : tickets) {
+    if (buffered_entries_.count(t.ticket.entry_id)) continue;
+    const auto [ms, seq] = SplitEntry(t.ticket.entry_id);
+    buffer_[BufferKey{-t.priority, ms, seq}] = t;
+    buffered_entries_.insert(t.ticket.entry_id);
+  }
+}
+
+void Dispatcher::Recover() {
+  std::string after = "0";
+  int recovered = 0;
+  while (true) {
+    auto tickets = queue_->store().ReadPendingTickets(options_.consumer, after, 500);
+    NoteStore(tickets.ok() ? Status::Ok() : tickets.status());
+    if (!tickets.ok()) return;  // try again next tick
+    if (tickets->empty()) break;
+    after = tickets->back().entry_id;
+    auto queued = queue_->Classify(*tickets);
+    NoteStore(queued.ok() ? Status::Ok() : queued.status());
+    if (!queued.ok()) return;
+    recovered += static_cast<int>(queued->size());
+    Buffer(*queued);
+  }
+  if (recovered > 0) STAS_LOG_INFO("recovered {} queued tickets from the pending list of '{}'", recovered, options_.consumer);
+  recovered_ = true;
+}
+
+void Dispatcher::Intake() {
+  for (int round = 0; round < 10 && static_cast<int>(buffer_.size()) < options_.intake_limit; ++round) {
+    const int want = std::min(500, options_.intake_limit - static_cast<int>(buffer_.size()));
+    auto tickets = queue_->store().ReadNewTickets(options_.consumer, want);
+    NoteStore(tickets.ok() ? Status::Ok() : tickets.status());
+    if (!tickets.ok() || tickets->empty()) return;
+    auto queued = queue_->Classify(*tickets);
+    NoteStore(queued.ok() ? Status::Ok() : queued.status());
+    if (!queued.ok()) return;  // the tickets stay pending for us and come back through Recover/ClaimStale
+    Buffer(*queued);
+    if (static_cast<int>(tickets->size()) < want) return;
+  }
+}
+
+void Dispatcher::ClaimStale() {
+  for (int round = 0; round < 20; ++round) {
+    std::string next;
+    auto tickets = queue_->store().ClaimStaleTickets(options_.consumer, options_.claim_idle_ms, claim_cursor_, 200, &next);
+    NoteStore(tickets.ok() ? Status::Ok() : tickets.status());
+    if (!tickets.ok()) return;
+    auto queued = queue_->Classify(*tickets);
+    NoteStore(queued.ok() ? Status::Ok() : queued.status());
+    if (!queued.ok()) return;
+    Buffer(*queued);
+    claim_cursor_ = next.empty() ? "0-0" : next;
+    if (claim_cursor_ == "0-0") return;
+  }
+}
+
+void Dispatcher::Dispatch() {
+  if (buffer_.empty()) return;
+  std::vector<Session*> waiting;
+  for (auto& [id, s] : sessions_)
+    if (s.hello && s.waiting && !s.job) waiting.push_back(&s);
+  std::sort(waiting.begin(), waiting.end(),
+            [](const Session* a, const Session* b) { return a->waiting_since_ms < b->waiting_since_ms; });
+  for (Session* s : waiting) {
+    while (true) {
+      auto it = std::find_if(buffer_.begin(), buffer_.end(),
+                             [&](const auto& kv) { return ModelMatches(kv.second.model, s->model); });
+      if (it == buffer_.end()) break;
+      const QueuedTicket qt = it->second;
+      auto started = queue_->Start(qt.ticket, s->worker);
+      NoteStore(started.ok() ? Status::Ok() : started.status());
+      if (!started.ok()) {
+        if (started.status().code() == StatusCode::kUnavailable) return;
+        STAS_LOG_ERROR("cannot start job {}: {}", qt.ticket.job_id, started.status().ToString());
+      }
+      buffered_entries_.erase(qt.ticket.entry_id);
+      buffer_.erase(it);
+      if (!started.ok() || !started->has_value()) continue;  // stale ticket: next one
+      const Assignment& a = **started;
+      s->waiting = false;
+      s->job = RunningJob{a.job_id, a.lease, 0, 0, "assigned", clock_->NowMs()};
+      ++dispatched_;
+      s->channel->Send({{"type", "job"},
+                        {"job_id", a.job_id},
+                        {"lease", a.lease},
+                        {"attempt", a.attempt},
+                        {"spec", a.spec},
+                        {"resume", a.resume}});
+      STAS_LOG_INFO("job {} (attempt {}) -> worker group '{}'", a.job_id, a.attempt, s->worker);
+      break;
+    }
+    if (buffer_.empty()) return;
+  }
+}
+
+void Dispatcher::Reap() {
+  auto moved = reaper_.Tick();
+  NoteStore(moved.ok() ? Status::Ok() : moved.status());
+  if (!moved.ok()) return;
+  if (*moved > 0) {
+    // Forget the jobs the reaper took away from sessions that are still connected but silent.
+    for (auto& [id, s] : sessions_) {
+      if (!s.job) continue;
+      auto rec = queue_->Get(s.job->job_id);
+      if (rec.ok() && (!*rec || (*rec)->lease != s.job->lease || (*rec)->state != JobState::kRunning)) s.job.reset();
+    }
+  }
+}
+
+void Dispatcher::RecordSteps(int delta) {
+  if (delta <= 0) return;
+  step_samples_.emplace_back(clock_->NowMs(), delta);
+}
+
+// ---------------------------------------------------------------------------------------- periodic
+
+void Dispatcher::Tick() {
+  const int64_t now = clock_->NowMs();
+  RetryPendingResults();
+  if (!recovered_) Recover();
+  auto promoted = queue_->PromoteDue();
+  NoteStore(promoted.ok() ? Status::Ok() : promoted.status());
+  if (now >= next_reap_ms_) {
+    next_reap_ms_ = now + options_.reap_interval_ms;
+    Reap();
+  }
+  if (now >= next_claim_ms_) {
+    next_claim_ms_ = now + options_.claim_interval_ms;
+    ClaimStale();
+  }
+  Intake();
+  Dispatch();
+  while (!step_samples_.empty() && step_samples_.front().first < now - 60000) step_samples_.pop_front();
+}
+
+void Dispatcher::Poke() {
+  Intake();
+  Dispatch();
+}
+
+// ----------------------------------------------------------------------------------------- reports
+
+Json Dispatcher::WorkersJson() const {
+  Json out = Json::array();
+  for (const auto& [id, s] : sessions_) {
+    if (!s.hello) continue;
+    Json w = {{"connection", id},
+              {"worker", s.worker},
+              {"model", s.model},
+              {"group_size", s.group_size},
+              {"host", s.host},
+              {"pid", s.pid},
+              {"peer", s.channel->peer()},
+              {"connected_ms", s.connected_ms},
+              {"last_seen_ms", s.last_seen_ms},
+              {"state", s.job ? "busy" : s.waiting ? "waiting" : "idle"},
+              {"jobs_done", s.jobs_done},
+              {"jobs_failed", s.jobs_failed},
+              {"job", nullptr}};
+    if (s.job)
+      w["job"] = {{"id", s.job->job_id}, {"step", s.job->step}, {"steps", s.job->steps}, {"stage", s.job->stage},
+                  {"since_ms", s.job->since_ms}};
+    out.push_back(std::move(w));
+  }
+  return out;
+}
+
+std::vector<std::string> Dispatcher::ServedModels() const {
+  std::vector<std::string> out;
+  for (const auto& [id, s] : sessions_)
+    if (s.hello && std::find(out.begin(), out.end(), s.model) == out.end()) out.push_back(s.model);
+  return out;
+}
+
+Dispatcher::Snapshot Dispatcher::snapshot() const {
+  Snapshot snap;
+  snap.connections = static_cast<int>(sessions_.size());
+  for (const auto& [id, s] : sessions_) {
+    if (!s.hello) continue;
+    ++snap.workers;
+    if (s.job) ++snap.busy;
+    else if (s.waiting) ++snap.waiting;
+  }
+  snap.buffered_tickets = static_cast<int64_t>(buffer_.size());
+  snap.pending_results = static_cast<int64_t>(pending_results_.size());
+  snap.dispatched = dispatched_;
+  snap.protocol_errors = protocol_errors_;
+  int64_t steps = 0;
+  const int64_t now = clock_->NowMs();
+  for (const auto& [ms, n] : step_samples_)
+    if (ms >= now - 60000) steps += n;
+  // Over the last minute, or since start-up when that was more recent.
+  const double window_s = std::clamp(static_cast<double>(now - start_ms_) / 1000.0, 1.0, 60.0);
+  snap.steps_per_second = static_cast<double>(steps) / window_s;
+  snap.store_ok = store_ok_;
+  snap.store_error = store_error_;
+  return snap;
+}
+
+}  // namespace stas::coordinator

@@ -1,0 +1,174 @@
+// Dispatcher: the coordinator's side of the worker protocol (worker/protocol.h), without sockets.
+//
+// The network layer (server.h) turns bytes into messages and calls OnConnect / OnMessage /
+// OnDisconnect; the dispatcher answers through the connection's WorkerChannel. Tick() does the periodic
+// work. Everything about jobs goes through JobQueue, so every decision is also in Redis.
+//
+// Protocol handling:
+//   hello      -> welcome {worker, heartbeat_ms, lease_ms, storage}, or error + close (bad token, bad hello)
+//   ready      -> the group waits; a `job` is sent as soon as a ticket for its model is buffered
+//   heartbeat  -> heartbeat_ack {job_id, cancel}; cancel=true when the job was cancelled or the lease is
+//                 no longer this group's (it stalled past lease_ms and the job was re-queued)
+//   commit     -> commit_ack {job_id, granted}; granted only for the current lease (fencing)
+//   done/failed-> recorded for the current lease; repeats and stale leases are ignored
+// When Redis is unreachable, commit/done/failed are kept and retried every tick (the group keeps
+// waiting for its commit_ack), and heartbeats are acknowledged without cancel.
+//
+// Restart model: a group that reconnects re-sends its running job's heartbeat with the original lease
+// token, which renews (or re-creates) the lease unless the reaper already re-queued the job. The reaper
+// waits one lease period after start-up before expiring anything. Tickets that were buffered by a
+// previous run with the same consumer name are re-read from the pending list at start-up; those of
+// other consumers are claimed once idle for claim_idle_ms (XAUTOCLAIM).
+//
+// Dispatch order: highest priority first, then oldest ticket; a job goes only to a group whose model
+// matches the job's model (same string, or the same final path component).
+// Thread-safety: none; call everything from one thread (the server's event loop).
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "common/json.h"
+#include "coordinator/clock.h"
+#include "coordinator/job_queue.h"
+
+namespace stas::coordinator {
+
+// One worker-group connection, as seen by the dispatcher.
+class WorkerChannel {
+ public:
+  virtual ~WorkerChannel() = default;
+  // Queues one message for sending. Never blocks; a closed channel drops it.
+  virtual void Send(const Json& message) = 0;
+  // Closes the connection after the queued messages are sent. OnDisconnect follows.
+  virtual void Close() = 0;
+  virtual std::string peer() const = 0;
+};
+
+struct DispatcherOptions {
+  std::string storage;            // announced in welcome: where groups commit videos
+  int64_t heartbeat_ms = 0;       // announced in welcome; 0 = lease_ms / 5
+  std::string token;              // when set, hello must carry it
+  std::string consumer = "coordinator";  // stream consumer name (keep it stable across restarts)
+  int intake_limit = 10000;       // tickets buffered for dispatch at most
+  int64_t claim_idle_ms = 60000;  // pending tickets idle this long are claimed from other consumers
+  int64_t claim_interval_ms = 30000;
+  int64_t reap_interval_ms = 0;   // 0 = min(1000, lease_ms / 4)
+  int64_t reaper_grace_ms = -1;   // -1 = lease_ms
+};
+
+// True when a job for `job_model` may run on a group serving `worker_model`.
+bool ModelMatches(const std::string& job_model, const std::string& worker_model);
+
+class Dispatcher {
+ public:
+  using ConnectionId = uint64_t;
+
+  // `queue` and `clock` are borrowed.
+  Dispatcher(JobQueue* queue, const Clock* clock, DispatcherOptions options);
+
+  void OnConnect(ConnectionId id, std::shared_ptr<WorkerChannel> channel);
+  void OnMessage(ConnectionId id, const Json& message);
+  void OnDisconnect(ConnectionId id);
+  // A connection sent bytes that are not a valid frame: tell it and close it.
+  void OnProtocolError(ConnectionId id, const std::string& error);
+
+  // Periodic work: recover pending tickets (first call), promote due retries, read new tickets,
+  // retry results kept during a Redis outage, reap expired leases, claim stale tickets, dispatch.
+  void Tick();
+  // Reads new tickets and dispatches (after a submission).
+  void Poke();
+
+  // GET /workers: one object per connected group.
+  Json WorkersJson() const;
+  // Models of connected groups.
+  std::vector<std::string> ServedModels() const;
+
+  struct Snapshot {
+    int connections = 0;
+    int workers = 0;  // said hello
+    int busy = 0;
+    int waiting = 0;
+    int64_t buffered_tickets = 0;
+    int64_t pending_results = 0;  // results waiting for Redis
+    int64_t dispatched = 0;       // since start
+    int64_t protocol_errors = 0;  // since start
+    double steps_per_second = 0;  // over the last minute
+    bool store_ok = true;         // the last store call succeeded
+    std::string store_error;
+  };
+  Snapshot snapshot() const;
+
+ private:
+  struct RunningJob {
+    std::string job_id;
+    std::string lease;
+    int step = 0;
+    int steps = 0;
+    std::string stage;
+    int64_t since_ms = 0;
+  };
+  struct Session {
+    ConnectionId id = 0;
+    std::shared_ptr<WorkerChannel> channel;
+    bool hello = false;
+    std::string worker, model, host;
+    int group_size = 1;
+    int64_t pid = 0;
+    int64_t connected_ms = 0, last_seen_ms = 0;
+    bool waiting = false;
+    int64_t waiting_since_ms = 0;
+    std::optional<RunningJob> job;
+    int64_t jobs_done = 0, jobs_failed = 0;
+  };
+  struct PendingResult {
+    ConnectionId connection;
+    Json message;  // commit, done or failed
+  };
+  // Buffer order: higher priority first, then older entry.
+  using BufferKey = std::tuple<int, uint64_t, uint64_t>;
+
+  void HandleHello(Session& s, const Json& m);
+  void HandleHeartbeat(Session& s, const Json& m);
+  // Returns false when the store was unavailable (the message must be retried).
+  bool HandleResult(ConnectionId id, const Json& m);
+  void SendError(Session& s, const std::string& message, bool close);
+  void NoteStore(const Status& status);
+
+  void Recover();
+  void Intake();
+  void ClaimStale();
+  void Buffer(const std::vector<QueuedTicket>& tickets);
+  void Dispatch();
+  void RetryPendingResults();
+  void Reap();
+  void RecordSteps(int delta);
+
+  JobQueue* queue_;
+  const Clock* clock_;
+  DispatcherOptions options_;
+  LeaseReaper reaper_;
+  int64_t start_ms_;
+  std::map<ConnectionId, Session> sessions_;
+  std::map<BufferKey, QueuedTicket> buffer_;
+  std::set<std::string> buffered_entries_;
+  std::deque<PendingResult> pending_results_;
+  bool recovered_ = false;
+  int64_t next_reap_ms_ = 0;
+  int64_t next_claim_ms_ = 0;
+  std::string claim_cursor_ = "0-0";
+  int64_t dispatched_ = 0;
+  int64_t protocol_errors_ = 0;
+  std::deque<std::pair<int64_t, int>> step_samples_;  // (ms, steps) over the last minute
+  bool store_ok_ = true;
+  std::string store_error_;
+};
+
+}  // namespace stas::coordinator

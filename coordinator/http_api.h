@@ -1,0 +1,106 @@
+// HttpApi: the coordinator's HTTP endpoints as a pure function from request to response, so routing,
+// parsing, validation and error codes are testable without sockets (server.h adapts it to Beast).
+//
+// Native API:       POST /jobs, GET /jobs, GET /jobs/{id}, DELETE /jobs/{id}, GET /jobs/{id}/video,
+//                   GET /workers, GET /stats, GET /metrics, GET /healthz, GET / (status page)
+// OpenAI-compatible: POST /v1/videos, GET /v1/videos, GET /v1/videos/{id},
+//                   GET /v1/videos/{id}/content, DELETE /v1/videos/{id}
+// docs/API.md documents every endpoint. Errors are JSON: native {"error": message, "field": name?},
+// OpenAI {"error": {"message", "type", "param", "code"}}. Codes: 400 bad input (changes nothing),
+// 401 missing/wrong bearer token, 404 unknown id or path, 405 wrong method, 409 wrong state,
+// 413 body too large, 503 Redis unreachable, 500 a bug (the handler never throws).
+//
+// When a token is configured, every path except "/" (static page) and "/healthz" needs
+// "Authorization: Bearer <token>".
+// Thread-safety: none; call from the thread that owns the dispatcher.
+#pragma once
+
+#include <cstddef>
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/json.h"
+#include "coordinator/clock.h"
+#include "coordinator/dispatcher.h"
+#include "coordinator/job_queue.h"
+#include "worker/render_spec.h"
+
+namespace stas::coordinator {
+
+struct HttpRequest {
+  std::string method;                         // "GET", "POST", ...
+  std::string target;                         // path and query: "/jobs?state=queued"
+  std::map<std::string, std::string> headers; // names in lower case
+  std::string body;
+};
+
+struct HttpResponse {
+  int status = 200;
+  std::string content_type = "application/json";
+  std::string body;
+  std::string file_path;  // when set, the body is this file (videos)
+  std::vector<std::pair<std::string, std::string>> headers;
+};
+
+struct HttpApiOptions {
+  std::string token;                     // empty: no authentication
+  std::string storage;                   // the storage root videos are served from
+  size_t max_body_bytes = 8u << 20;      // larger bodies get 413
+  size_t max_batch = 10000;              // jobs per POST /jobs
+  std::string default_model = "tiny";    // POST /v1/videos without "model"
+};
+
+// The model family a submission's model belongs to: "tiny", an existing checkpoint folder, a model a
+// connected group serves (family guessed from the name, Wan2.1 if no hint), or a name with a family
+// hint ("wan2.2"/"ti2v", "cogvideo", "wan"). InvalidArgument("model: ...") otherwise.
+Result<worker::ModelFamily> ResolveModelFamily(const std::string& model, const std::vector<std::string>& served);
+
+// OpenAI "seconds" at `fps` -> the nearest frame count of the form 4k+1 (at least 1).
+int FramesForSeconds(double seconds, int fps);
+
+// Decodes a multipart/form-data body into {name: value} (text parts only). A part with a filename is
+// InvalidArgument naming it (file uploads are not supported).
+Result<Json> ParseMultipartForm(const std::string& content_type, const std::string& body);
+
+class HttpApi {
+ public:
+  // `queue` and `clock` are borrowed; `dispatcher` may be null (no worker information then).
+  HttpApi(JobQueue* queue, Dispatcher* dispatcher, const Clock* clock, HttpApiOptions options);
+
+  // Never throws.
+  HttpResponse Handle(const HttpRequest& request);
+
+  const HttpApiOptions& options() const { return options_; }
+
+ private:
+  HttpResponse Route(const HttpRequest& request);
+  HttpResponse PostJobs(const HttpRequest& request);
+  HttpResponse ListJobs(const std::map<std::string, std::string>& query);
+  HttpResponse GetJob(const std::string& id);
+  HttpResponse CancelJob(const std::string& id);
+  HttpResponse JobVideo(const std::string& id, bool openai);
+  HttpResponse Workers();
+  HttpResponse Stats();
+  HttpResponse Metrics();
+  HttpResponse Healthz();
+  HttpResponse CreateVideo(const HttpRequest& request);
+  HttpResponse ListVideos(const std::map<std::string, std::string>& query);
+  HttpResponse GetVideo(const std::string& id);
+  HttpResponse DeleteVideo(const std::string& id);
+
+  // Checks a parsed spec against its model; InvalidArgument names the field.
+  Status CheckModel(const worker::RenderSpec& spec, worker::ModelFamily* family);
+  Json JobJson(const JobRecord& r, bool with_spec) const;
+  Json VideoJson(const JobRecord& r) const;
+  Result<std::string> VideoPath(const JobRecord& r) const;
+
+  JobQueue* queue_;
+  Dispatcher* dispatcher_;
+  const Clock* clock_;
+  HttpApiOptions options_;
+};
+
+}  // namespace stas::coordinator

@@ -1,0 +1,406 @@
+#include "coordinator/job_queue.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
+#include "common/log.h"
+
+namespace stas::coordinator {
+
+namespace {
+
+constexpr int kMaxCasRetries = 5;
+
+std::string Str(int64_t v) { return std::to_string(v); }
+
+Transition Base(const std::string& id, int64_t now) {
+  Transition t;
+  t.job_id = id;
+  t.now_ms = now;
+  return t;
+}
+
+}  // namespace
+
+Status ValidateQueueOptions(const QueueOptions& o) {
+  if (o.lease_ms < 100) return InvalidArgument("lease_ms must be at least 100, got " + Str(o.lease_ms));
+  if (o.max_attempts < 1 || o.max_attempts > 1000) return InvalidArgument("max_attempts must be in [1, 1000]");
+  if (o.backoff_initial_ms < 0 || o.backoff_max_ms < o.backoff_initial_ms)
+    return InvalidArgument("backoff must satisfy 0 <= backoff_initial_ms <= backoff_max_ms");
+  if (!(o.backoff_multiplier >= 1.0) || o.backoff_multiplier > 100) return InvalidArgument("backoff_multiplier must be in [1, 100]");
+  return Status::Ok();
+}
+
+JobQueue::JobQueue(JobStore* store, const Clock* clock, QueueOptions options)
+    : store_(store), clock_(clock), options_(options), rng_(std::random_device{}()) {}
+
+int64_t JobQueue::BackoffMs(int attempts) const {
+  const double exponent = std::max(0, attempts - 1);
+  const double ms = static_cast<double>(options_.backoff_initial_ms) * std::pow(options_.backoff_multiplier, exponent);
+  return static_cast<int64_t>(std::min(ms, static_cast<double>(options_.backoff_max_ms)));
+}
+
+std::string JobQueue::NewLeaseToken(int attempt) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "a%d-%016llx%016llx", attempt, static_cast<unsigned long long>(rng_()),
+                static_cast<unsigned long long>(rng_()));
+  return buf;
+}
+
+// ---------------------------------------------------------------------------------------------- users
+
+Result<SubmitResult> JobQueue::Submit(const worker::RenderSpec& spec, const Json& api) {
+  STAS_RETURN_IF_ERROR(spec.Validate());
+  const std::string id = spec.JobId();
+  const std::string api_text = api.is_null() ? "" : api.dump();
+  for (int i = 0; i < kMaxCasRetries; ++i) {
+    const int64_t now = clock_->NowMs();
+    JobRecord rec;
+    rec.id = id;
+    rec.state = JobState::kQueued;
+    rec.spec = spec.ToJson().dump();
+    rec.model = spec.model;
+    rec.dataset = spec.dataset;
+    rec.priority = spec.priority;
+    rec.api = api_text;
+    rec.created_ms = now;
+    Transition create = Base(id, now);
+    create.require_absent = true;
+    create.set = rec.ToFields();
+    create.set.erase("ticket");
+    create.to = JobState::kQueued;
+    create.enqueue_ticket = true;
+    create.stats = {{"submitted", 1}};
+    create.dataset = spec.dataset;
+    STAS_ASSIGN_OR_RETURN(TransitionResult r, store_->Apply(create));
+    if (r.applied) return SubmitResult{id, SubmitOutcome::kCreated, *r.after};
+    if (!r.before) continue;  // deleted meanwhile: try again
+    const JobState s = r.before->state;
+    if (s != JobState::kFailed && s != JobState::kDead && s != JobState::kCancelled)
+      return SubmitResult{id, SubmitOutcome::kExisting, *r.before};
+    Transition again = Base(id, now);
+    again.from = {JobState::kFailed, JobState::kDead, JobState::kCancelled};
+    again.ack_ticket = true;
+    again.set = {{"spec", rec.spec},     {"model", rec.model}, {"dataset", rec.dataset},
+                 {"priority", Str(rec.priority)}, {"attempts", "0"},  {"step", "0"},
+                 {"steps", "0"},          {"stage", ""},        {"error", ""},
+                 {"output", ""},          {"manifest", ""},     {"timings", ""},
+                 {"lease", ""},           {"worker", ""},       {"started_ms", "0"},
+                 {"finished_ms", "0"},    {"retry_at_ms", "0"}, {"heartbeat_ms", "0"},
+                 {"api", api_text}};
+    again.to = JobState::kQueued;
+    again.lease_op = Transition::LeaseOp::kDelete;
+    again.enqueue_ticket = true;
+    again.stats = {{"submitted", 1}, {"resubmitted", 1}};
+    again.dataset = spec.dataset;
+    STAS_ASSIGN_OR_RETURN(TransitionResult r2, store_->Apply(again));
+    if (r2.applied) return SubmitResult{id, SubmitOutcome::kResubmitted, *r2.after};
+  }
+  return Unavailable("job " + id + " changed state repeatedly during submission; try again");
+}
+
+Result<std::optional<JobRecord>> JobQueue::Get(const std::string& id) { return store_->Get(id); }
+
+Result<std::vector<JobRecord>> JobQueue::List(const ListQuery& q) {
+  const int64_t limit = std::clamp<int64_t>(q.limit, 0, 10000);
+  if (q.dataset.empty() || !q.state) {
+    IndexRef index = !q.dataset.empty() ? IndexRef::Dataset(q.dataset)
+                     : q.state         ? IndexRef::State(*q.state)
+                                       : IndexRef::All();
+    STAS_ASSIGN_OR_RETURN(auto ids, store_->ListIds(index, q.offset, limit));
+    return store_->GetMany(ids);
+  }
+  // Dataset and state: walk the dataset's index in pages, keep the state's jobs.
+  std::vector<JobRecord> out;
+  int64_t skipped = 0;
+  const int64_t page = 500;
+  for (int64_t at = 0; static_cast<int64_t>(out.size()) < limit; at += page) {
+    STAS_ASSIGN_OR_RETURN(auto ids, store_->ListIds(IndexRef::Dataset(q.dataset), at, page));
+    if (ids.empty()) break;
+    STAS_ASSIGN_OR_RETURN(auto records, store_->GetMany(ids));
+    for (auto& r : records) {
+      if (r.state != *q.state) continue;
+      if (skipped < q.offset) {
+        ++skipped;
+        continue;
+      }
+      if (static_cast<int64_t>(out.size()) >= limit) break;
+      out.push_back(std::move(r));
+    }
+    if (static_cast<int64_t>(ids.size()) < page) break;
+  }
+  return out;
+}
+
+Result<std::pair<CancelOutcome, JobRecord>> JobQueue::Cancel(const std::string& id) {
+  for (int i = 0; i < kMaxCasRetries; ++i) {
+    const int64_t now = clock_->NowMs();
+    Transition t = Base(id, now);
+    t.from = {JobState::kQueued, JobState::kRunning};
+    t.to = JobState::kCancelled;
+    t.ack_ticket = true;
+    t.lease_op = Transition::LeaseOp::kDelete;
+    t.set = {{"finished_ms", Str(now)}, {"error", "cancelled by request"}, {"retry_at_ms", "0"}};
+    t.stats = {{"cancelled", 1}};
+    STAS_ASSIGN_OR_RETURN(TransitionResult r, store_->Apply(t));
+    if (r.applied) return std::make_pair(CancelOutcome::kCancelled, *r.after);
+    if (!r.before) return NotFound("no job '" + id + "'");
+    if (r.before->state == JobState::kCancelled) return std::make_pair(CancelOutcome::kAlreadyCancelled, *r.before);
+    if (IsTerminal(r.before->state)) return std::make_pair(CancelOutcome::kAlreadyFinished, *r.before);
+  }
+  return Unavailable("job " + id + " changed state repeatedly during cancellation; try again");
+}
+
+Result<bool> JobQueue::Delete(const std::string& id) {
+  auto cancelled = Cancel(id);
+  if (!cancelled.ok() && cancelled.status().code() == StatusCode::kNotFound) return false;
+  if (!cancelled.ok()) return cancelled.status();
+  return store_->Delete(id);
+}
+
+// ------------------------------------------------------------------------------------------- dispatch
+
+Result<std::vector<QueuedTicket>> JobQueue::Classify(const std::vector<Ticket>& tickets) {
+  std::vector<QueuedTicket> out;
+  if (tickets.empty()) return out;
+  std::vector<std::string> ids;
+  for (const auto& t : tickets) ids.push_back(t.job_id);
+  STAS_ASSIGN_OR_RETURN(auto records, store_->GetMany(ids));
+  std::map<std::string, const JobRecord*> by_id;
+  for (const auto& r : records) by_id[r.id] = &r;
+  std::vector<std::string> stale;
+  for (const auto& t : tickets) {
+    auto it = by_id.find(t.job_id);
+    if (it == by_id.end() || it->second->ticket != t.entry_id) {
+      stale.push_back(t.entry_id);
+      continue;
+    }
+    const JobRecord& r = *it->second;
+    if (r.state == JobState::kQueued) {
+      out.push_back({t, r.priority, r.model});
+    } else if (r.state != JobState::kRunning) {
+      stale.push_back(t.entry_id);  // finished without acknowledging (should not happen): tidy up
+    }
+  }
+  if (!stale.empty()) STAS_RETURN_IF_ERROR(store_->AckTickets(stale));
+  return out;
+}
+
+Result<std::optional<Assignment>> JobQueue::Start(const Ticket& ticket, const std::string& worker) {
+  const int64_t now = clock_->NowMs();
+  STAS_ASSIGN_OR_RETURN(std::optional<JobRecord> current, store_->Get(ticket.job_id));
+  if (!current || current->ticket != ticket.entry_id || current->state != JobState::kQueued) {
+    if (!current || current->ticket != ticket.entry_id) STAS_RETURN_IF_ERROR(store_->AckTickets({ticket.entry_id}));
+    return std::optional<Assignment>();
+  }
+  const int attempt = current->attempts + 1;
+  const std::string token = NewLeaseToken(attempt);
+  Transition t = Base(ticket.job_id, now);
+  t.from = {JobState::kQueued};
+  t.ticket_is = ticket.entry_id;
+  t.to = JobState::kRunning;
+  t.incr = {{"attempts", 1}};
+  t.set = {{"lease", token}, {"worker", worker}, {"started_ms", Str(now)}, {"heartbeat_ms", Str(now)},
+           {"step", "0"},    {"stage", "assigned"}, {"retry_at_ms", "0"}, {"finished_ms", "0"}};
+  t.lease_op = Transition::LeaseOp::kSet;
+  t.lease_token = token;
+  t.lease_ttl_ms = options_.lease_ms;
+  STAS_ASSIGN_OR_RETURN(TransitionResult r, store_->Apply(t));
+  if (!r.applied) return std::optional<Assignment>();
+  Assignment a;
+  a.job_id = ticket.job_id;
+  a.lease = token;
+  a.attempt = r.after->attempts;
+  a.record = *r.after;
+  auto spec = ParseJson(r.after->spec, "job " + a.job_id + " spec");
+  if (!spec.ok()) {
+    // A record we cannot read is a bug or tampering; fail it rather than loop on it.
+    STAS_LOG_ERROR("{}", spec.status().ToString());
+    auto failed = Fail(a.job_id, token, "stored spec is unreadable: " + spec.status().message(), false);
+    if (!failed.ok()) return failed.status();
+    return std::optional<Assignment>();
+  }
+  a.spec = *spec;
+  if (current->attempts > 0)
+    a.resume = {{"previous_attempts", current->attempts}, {"last_step", current->step}, {"last_worker", current->worker}};
+  return std::optional<Assignment>(std::move(a));
+}
+
+Result<HeartbeatOutcome> JobQueue::Heartbeat(const std::string& job_id, const std::string& lease, int step, int steps,
+                                             const std::string& stage) {
+  const int64_t now = clock_->NowMs();
+  Transition t = Base(job_id, now);
+  t.from = {JobState::kRunning};
+  t.lease_is = lease;
+  t.set = {{"step", Str(std::max(0, step))},
+           {"steps", Str(std::max(0, steps))},
+           {"stage", stage.substr(0, 64)},
+           {"heartbeat_ms", Str(now)}};
+  t.lease_op = Transition::LeaseOp::kSet;
+  t.lease_token = lease;
+  t.lease_ttl_ms = options_.lease_ms;
+  STAS_ASSIGN_OR_RETURN(TransitionResult r, store_->Apply(t));
+  if (r.applied) {
+    const int delta = std::max(0, step) - r.before->step;
+    if (delta > 0) {
+      Status st = store_->IncrementStats({{"steps", delta}});
+      if (!st.ok()) STAS_LOG_DEBUG("step counter not updated: {}", st.message());
+    }
+    return HeartbeatOutcome::kRenewed;
+  }
+  if (!r.before) return HeartbeatOutcome::kUnknownJob;
+  if (r.before->state == JobState::kCancelled && r.before->lease == lease) return HeartbeatOutcome::kCancelled;
+  return HeartbeatOutcome::kLeaseLost;
+}
+
+Result<bool> JobQueue::GrantCommit(const std::string& job_id, const std::string& lease) {
+  const int64_t now = clock_->NowMs();
+  Transition t = Base(job_id, now);
+  t.from = {JobState::kRunning};
+  t.lease_is = lease;
+  t.set = {{"stage", "commit"}, {"heartbeat_ms", Str(now)}};
+  t.lease_op = Transition::LeaseOp::kSet;
+  t.lease_token = lease;
+  t.lease_ttl_ms = options_.lease_ms;
+  STAS_ASSIGN_OR_RETURN(TransitionResult r, store_->Apply(t));
+  return r.applied;
+}
+
+Result<CompleteOutcome> JobQueue::Complete(const std::string& job_id, const std::string& lease,
+                                           const std::string& output, const std::string& manifest,
+                                           const Json& timings) {
+  const int64_t now = clock_->NowMs();
+  STAS_ASSIGN_OR_RETURN(std::optional<JobRecord> current, store_->Get(job_id));
+  Transition t = Base(job_id, now);
+  t.from = {JobState::kRunning};
+  t.lease_is = lease;
+  t.to = JobState::kDone;
+  t.ack_ticket = true;
+  t.lease_op = Transition::LeaseOp::kDelete;
+  t.set = {{"output", output},
+           {"manifest", manifest},
+           {"timings", timings.is_null() ? "" : timings.dump()},
+           {"finished_ms", Str(now)},
+           {"stage", "done"},
+           {"error", ""}};
+  t.stats = {{"completed", 1}};
+  if (current && current->steps > 0) {
+    t.set["step"] = Str(current->steps);
+    // Steps the group finished after its last heartbeat count too (the step counter is throughput).
+    if (current->lease == lease && current->steps > current->step) t.stats["steps"] = current->steps - current->step;
+  }
+  STAS_ASSIGN_OR_RETURN(TransitionResult r, store_->Apply(t));
+  if (r.applied) return CompleteOutcome::kCompleted;
+  if (r.before && r.before->state == JobState::kDone && r.before->lease == lease) return CompleteOutcome::kRepeat;
+  return CompleteOutcome::kRejected;
+}
+
+Result<FailOutcome> JobQueue::EndAttempt(const JobRecord& record, const std::string& error, bool retryable,
+                                         bool lease_expired) {
+  const int64_t now = clock_->NowMs();
+  Transition t = Base(record.id, now);
+  t.from = {JobState::kRunning};
+  t.lease_is = record.lease;
+  t.lease_key_expired = lease_expired;
+  t.ack_ticket = true;
+  t.lease_op = Transition::LeaseOp::kDelete;
+  t.set = {{"error", error.substr(0, 4096)}, {"lease", ""}};
+  FailOutcome outcome;
+  if (!retryable) {
+    t.to = JobState::kFailed;
+    t.set["finished_ms"] = Str(now);
+    t.stats = {{"failed", 1}};
+    outcome = FailOutcome::kFailed;
+  } else if (record.attempts >= options_.max_attempts) {
+    t.to = JobState::kDead;
+    t.set["finished_ms"] = Str(now);
+    t.dead_letter_reason = error.substr(0, 4096);
+    t.stats = {{"dead", 1}};
+    outcome = FailOutcome::kDead;
+  } else {
+    const int64_t due = now + BackoffMs(record.attempts);
+    t.to = JobState::kQueued;
+    t.set["retry_at_ms"] = Str(due);
+    t.set["stage"] = "retry";
+    t.delay_until_ms = due;
+    t.stats = {{"retried", 1}};
+    outcome = FailOutcome::kRetryScheduled;
+  }
+  if (lease_expired) t.stats["lease_expired"] = 1;
+  STAS_ASSIGN_OR_RETURN(TransitionResult r, store_->Apply(t));
+  return r.applied ? outcome : FailOutcome::kRejected;
+}
+
+Result<FailOutcome> JobQueue::Fail(const std::string& job_id, const std::string& lease, const std::string& error,
+                                   bool retryable) {
+  STAS_ASSIGN_OR_RETURN(std::optional<JobRecord> current, store_->Get(job_id));
+  if (!current || current->state != JobState::kRunning || current->lease != lease) return FailOutcome::kRejected;
+  return EndAttempt(*current, error.empty() ? "worker reported a failure" : error, retryable, false);
+}
+
+// ---------------------------------------------------------------------------------------- maintenance
+
+Result<int> JobQueue::PromoteDue(int limit) {
+  const int64_t now = clock_->NowMs();
+  STAS_ASSIGN_OR_RETURN(auto due, store_->DueDelayed(now, limit));
+  int promoted = 0;
+  for (const auto& id : due) {
+    Transition t = Base(id, now);
+    t.from = {JobState::kQueued};
+    t.enqueue_ticket = true;
+    t.set = {{"retry_at_ms", "0"}, {"stage", ""}};
+    STAS_ASSIGN_OR_RETURN(TransitionResult r, store_->Apply(t));
+    if (r.applied) {
+      ++promoted;
+    } else {
+      // The job left `queued` (cancelled, deleted) without leaving `delayed`: cannot happen through
+      // transitions, but a hand-edited store could; drop the entry by enqueuing nothing.
+      STAS_LOG_DEBUG("delayed job {} is no longer queued", id);
+    }
+  }
+  return promoted;
+}
+
+Result<bool> JobQueue::ExpireLease(const std::string& job_id) {
+  STAS_ASSIGN_OR_RETURN(std::optional<JobRecord> current, store_->Get(job_id));
+  if (!current || current->state != JobState::kRunning) return false;
+  const std::string who = current->worker.empty() ? "its worker group" : "worker group '" + current->worker + "'";
+  const std::string error = "lease expired: " + who + " stopped heartbeating (attempt " +
+                            std::to_string(current->attempts) + ")";
+  STAS_ASSIGN_OR_RETURN(FailOutcome outcome, EndAttempt(*current, error, true, true));
+  if (outcome == FailOutcome::kRejected) return false;
+  STAS_LOG_WARN("job {}: {}; {}", job_id, error,
+                outcome == FailOutcome::kDead ? "no attempts left: dead-lettered" : "retry scheduled");
+  return true;
+}
+
+// --------------------------------------------------------------------------------------------- reaper
+
+LeaseReaper::LeaseReaper(JobQueue* queue, const Clock* clock, int64_t grace_ms)
+    : queue_(queue), clock_(clock), grace_until_ms_(clock->NowMs() + std::max<int64_t>(0, grace_ms)) {}
+
+bool LeaseReaper::in_grace() const { return clock_->NowMs() < grace_until_ms_; }
+
+Result<int> LeaseReaper::Tick() {
+  if (in_grace()) return 0;
+  JobStore& store = queue_->store();
+  int moved = 0;
+  const int64_t page = 500;
+  std::vector<std::string> expired;
+  for (int64_t at = 0;; at += page) {
+    STAS_ASSIGN_OR_RETURN(auto ids, store.ListIds(IndexRef::State(JobState::kRunning), at, page));
+    if (ids.empty()) break;
+    STAS_ASSIGN_OR_RETURN(auto alive, store.LeasesAlive(ids));
+    for (size_t i = 0; i < ids.size(); ++i)
+      if (!alive[i]) expired.push_back(ids[i]);
+    if (static_cast<int64_t>(ids.size()) < page) break;
+  }
+  for (const auto& id : expired) {
+    STAS_ASSIGN_OR_RETURN(bool m, queue_->ExpireLease(id));
+    moved += m ? 1 : 0;
+  }
+  return moved;
+}
+
+}  // namespace stas::coordinator

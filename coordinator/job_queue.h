@@ -1,0 +1,166 @@
+// JobQueue: the job lifecycle policy over a JobStore.
+//
+//   submit -> queued --dispatch--> running --commit granted, done--> done
+//                ^                    | failed (retryable) or lease expired
+//                |   backoff delay    v
+//                +------------- (attempts < max) ---- otherwise --> dead (+ dead-letter stream)
+//   failed (not retryable) -> failed;  cancel (queued or running) -> cancelled
+//
+// Rules:
+// - Job id = RenderSpec::JobId() (a hash of what changes the video). Submitting an id that exists is a
+//   no-op returning the same id while the job is queued, running or done; when it is failed, dead or
+//   cancelled, the submission re-queues it with attempts reset and the new submission's spec (same video;
+//   priority, output name and dataset may differ). A job keeps one dataset (the last one it was queued
+//   with).
+// - Every dispatch starts an attempt with a fresh lease token (the fencing token). Heartbeats renew the
+//   lease only while the token is current; a renewal also re-creates an expired lease key as long as the
+//   reaper has not re-queued the job yet, which is how groups keep their jobs across a coordinator
+//   restart. Only the current token may commit, complete or fail the attempt.
+// - A failed attempt (retryable failure or expired lease) is retried after BackoffMs(attempts) =
+//   min(backoff_initial_ms * multiplier^(attempts-1), backoff_max_ms), through the `delayed` set, until
+//   max_attempts attempts have run; then the job is dead and logged to the dead-letter stream.
+// - Cancelling a running job tells its group through the heartbeat reply (cancel=true); its commit is
+//   then denied.
+//
+// Thread-safety: as the store (each method is a few atomic store operations; state checks are
+// compare-and-set, so concurrent callers cannot both move a job).
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/json.h"
+#include "common/status.h"
+#include "coordinator/clock.h"
+#include "coordinator/job_store.h"
+#include "worker/render_spec.h"
+
+namespace stas::coordinator {
+
+struct QueueOptions {
+  int64_t lease_ms = 30000;
+  int max_attempts = 3;
+  int64_t backoff_initial_ms = 5000;
+  int64_t backoff_max_ms = 300000;
+  double backoff_multiplier = 2.0;
+};
+// InvalidArgument naming the bad option.
+Status ValidateQueueOptions(const QueueOptions& options);
+
+enum class SubmitOutcome { kCreated, kResubmitted, kExisting };
+struct SubmitResult {
+  std::string id;
+  SubmitOutcome outcome = SubmitOutcome::kCreated;
+  JobRecord record;
+};
+
+// A job handed to a worker group.
+struct Assignment {
+  std::string job_id;
+  std::string lease;
+  int attempt = 1;
+  Json spec;    // RenderSpec JSON
+  Json resume;  // null on a first attempt; {previous_attempts, last_step, last_worker} on a retry
+  JobRecord record;
+};
+
+// A ticket whose job waits to be dispatched.
+struct QueuedTicket {
+  Ticket ticket;
+  int priority = 0;
+  std::string model;
+};
+
+enum class HeartbeatOutcome { kRenewed, kCancelled, kLeaseLost, kUnknownJob };
+enum class CompleteOutcome { kCompleted, kRepeat, kRejected };
+enum class FailOutcome { kRetryScheduled, kFailed, kDead, kRejected };
+enum class CancelOutcome { kCancelled, kAlreadyCancelled, kAlreadyFinished };
+
+struct ListQuery {
+  std::optional<JobState> state;
+  std::string dataset;  // "" = any
+  int64_t offset = 0;
+  int64_t limit = 100;
+};
+
+class JobQueue {
+ public:
+  // `store` and `clock` are borrowed and must outlive the queue.
+  JobQueue(JobStore* store, const Clock* clock, QueueOptions options);
+
+  const QueueOptions& options() const { return options_; }
+  JobStore& store() { return *store_; }
+  const Clock& clock() const { return *clock_; }
+
+  // --- Users ---
+  // `api` (optional JSON object) is stored with the job (e.g. the OpenAI request's size and seconds).
+  Result<SubmitResult> Submit(const worker::RenderSpec& spec, const Json& api = Json());
+  Result<std::optional<JobRecord>> Get(const std::string& id);
+  // Newest first. With both a state and a dataset, the dataset's jobs are filtered by state.
+  Result<std::vector<JobRecord>> List(const ListQuery& query);
+  // NotFound for an unknown id.
+  Result<std::pair<CancelOutcome, JobRecord>> Cancel(const std::string& id);
+  // Cancels (if unfinished) and removes the job's record. False when unknown.
+  Result<bool> Delete(const std::string& id);
+
+  // --- Dispatch ---
+  // Keeps the tickets whose job waits for a dispatch; acknowledges stale ones (job gone, finished or
+  // re-ticketed); leaves running jobs' tickets pending.
+  Result<std::vector<QueuedTicket>> Classify(const std::vector<Ticket>& tickets);
+  // Starts an attempt of the ticket's job for `worker`. nullopt when the ticket turned out stale (it is
+  // then acknowledged) or the job is no longer queued.
+  Result<std::optional<Assignment>> Start(const Ticket& ticket, const std::string& worker);
+  Result<HeartbeatOutcome> Heartbeat(const std::string& job_id, const std::string& lease, int step, int steps,
+                                     const std::string& stage);
+  // True when `lease` is the job's current lease and the job is running (the lease is renewed).
+  Result<bool> GrantCommit(const std::string& job_id, const std::string& lease);
+  Result<CompleteOutcome> Complete(const std::string& job_id, const std::string& lease, const std::string& output,
+                                   const std::string& manifest, const Json& timings);
+  Result<FailOutcome> Fail(const std::string& job_id, const std::string& lease, const std::string& error,
+                           bool retryable);
+
+  // --- Maintenance ---
+  // Moves retries whose delay has passed back into the stream. Returns how many.
+  Result<int> PromoteDue(int limit = 100);
+  // Retries or buries a running job whose lease key expired (no-op if it was renewed meanwhile).
+  // True when the job was moved.
+  Result<bool> ExpireLease(const std::string& job_id);
+
+  int64_t BackoffMs(int attempts) const;
+
+ private:
+  std::string NewLeaseToken(int attempt);
+  // Ends the current attempt of `record` (matched by state running + its lease), retrying it, burying
+  // it (dead) or failing it. `extra` adds preconditions (e.g. lease_key_expired).
+  Result<FailOutcome> EndAttempt(const JobRecord& record, const std::string& error, bool retryable,
+                                 bool lease_expired);
+
+  JobStore* store_;
+  const Clock* clock_;
+  QueueOptions options_;
+  std::mt19937_64 rng_;
+};
+
+// Re-queues jobs whose group stopped renewing its lease.
+//
+// Tick() lists running jobs, checks their lease keys and calls JobQueue::ExpireLease for the expired.
+// For grace_ms after construction it only reports: a coordinator that just restarted gives connected
+// groups time to reconnect and renew (pass lease_ms; 0 disables the grace).
+class LeaseReaper {
+ public:
+  LeaseReaper(JobQueue* queue, const Clock* clock, int64_t grace_ms);
+  // Number of jobs re-queued or buried.
+  Result<int> Tick();
+  bool in_grace() const;
+
+ private:
+  JobQueue* queue_;
+  const Clock* clock_;
+  int64_t grace_until_ms_;
+};
+
+}  // namespace stas::coordinator

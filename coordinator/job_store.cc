@@ -1,0 +1,121 @@
+#include "coordinator/job_store.h"
+
+#include <cerrno>
+#include <cstdlib>
+#include <utility>
+
+namespace stas::coordinator {
+
+const char* JobStateName(JobState state) {
+  switch (state) {
+    case JobState::kQueued: return "queued";
+    case JobState::kRunning: return "running";
+    case JobState::kDone: return "done";
+    case JobState::kFailed: return "failed";
+    case JobState::kCancelled: return "cancelled";
+    case JobState::kDead: return "dead";
+  }
+  return "unknown";
+}
+
+std::optional<JobState> ParseJobState(const std::string& name) {
+  for (JobState s : kAllJobStates)
+    if (name == JobStateName(s)) return s;
+  return std::nullopt;
+}
+
+bool IsTerminal(JobState state) {
+  return state == JobState::kDone || state == JobState::kFailed || state == JobState::kCancelled ||
+         state == JobState::kDead;
+}
+
+std::map<std::string, std::string> JobRecord::ToFields() const {
+  return {{"id", id},
+          {"state", JobStateName(state)},
+          {"spec", spec},
+          {"model", model},
+          {"dataset", dataset},
+          {"priority", std::to_string(priority)},
+          {"attempts", std::to_string(attempts)},
+          {"step", std::to_string(step)},
+          {"steps", std::to_string(steps)},
+          {"stage", stage},
+          {"worker", worker},
+          {"lease", lease},
+          {"ticket", ticket},
+          {"error", error},
+          {"output", output},
+          {"manifest", manifest},
+          {"timings", timings},
+          {"api", api},
+          {"created_ms", std::to_string(created_ms)},
+          {"started_ms", std::to_string(started_ms)},
+          {"finished_ms", std::to_string(finished_ms)},
+          {"updated_ms", std::to_string(updated_ms)},
+          {"heartbeat_ms", std::to_string(heartbeat_ms)},
+          {"retry_at_ms", std::to_string(retry_at_ms)}};
+}
+
+Result<JobRecord> JobRecord::FromFields(const std::string& id, const std::map<std::string, std::string>& fields) {
+  JobRecord r;
+  r.id = id;
+  auto str = [&](const char* key, std::string& out) {
+    auto it = fields.find(key);
+    if (it != fields.end()) out = it->second;
+  };
+  Status bad;
+  auto num = [&](const char* key, auto& out) {
+    auto it = fields.find(key);
+    if (it == fields.end() || it->second.empty()) return;
+    errno = 0;
+    char* end = nullptr;
+    const long long v = std::strtoll(it->second.c_str(), &end, 10);
+    if (errno != 0 || !end || *end != '\0') {
+      bad = Internal("job " + id + ": field '" + key + "' is not an integer: '" + it->second + "'");
+      return;
+    }
+    out = static_cast<std::decay_t<decltype(out)>>(v);
+  };
+  std::string state;
+  str("state", state);
+  auto parsed = ParseJobState(state);
+  if (!parsed) return Internal("job " + id + " has an unknown state '" + state + "'");
+  r.state = *parsed;
+  str("spec", r.spec);
+  str("model", r.model);
+  str("dataset", r.dataset);
+  str("stage", r.stage);
+  str("worker", r.worker);
+  str("lease", r.lease);
+  str("ticket", r.ticket);
+  str("error", r.error);
+  str("output", r.output);
+  str("manifest", r.manifest);
+  str("timings", r.timings);
+  str("api", r.api);
+  num("priority", r.priority);
+  num("attempts", r.attempts);
+  num("step", r.step);
+  num("steps", r.steps);
+  num("created_ms", r.created_ms);
+  num("started_ms", r.started_ms);
+  num("finished_ms", r.finished_ms);
+  num("updated_ms", r.updated_ms);
+  num("heartbeat_ms", r.heartbeat_ms);
+  num("retry_at_ms", r.retry_at_ms);
+  if (!bad.ok()) return bad;
+  return r;
+}
+
+namespace {
+std::pair<unsigned long long, unsigned long long> SplitEntryId(const std::string& id) {
+  const size_t dash = id.find('-');
+  if (dash == std::string::npos) return {0, 0};
+  return {std::strtoull(id.substr(0, dash).c_str(), nullptr, 10),
+          std::strtoull(id.substr(dash + 1).c_str(), nullptr, 10)};
+}
+}  // namespace
+
+bool EntryIdLess(const std::string& a, const std::string& b) { return SplitEntryId(a) < SplitEntryId(b); }
+
+}  // namespace stas::coordinator

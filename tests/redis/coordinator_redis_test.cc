@@ -1,0 +1,353 @@
+// RedisClient and the job queue on a real redis-server (each test starts its own on a free loopback port
+// with a temporary folder, or uses REDIS_URL with a unique key prefix). Skipped when redis-server is
+// not installed.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <thread>
+
+#include "coordinator/job_queue.h"
+#include "coordinator/redis_client.h"
+#include "coordinator/redis_job_store.h"
+#include "support/redis_test_server.h"
+
+namespace stas::coordinator {
+namespace {
+
+using namespace std::chrono_literals;
+
+worker::RenderSpec Spec(const std::string& prompt, uint64_t seed = 0) {
+  worker::RenderSpec s;
+  s.prompt = prompt;
+  s.seed = seed;
+  s.model = "tiny";
+  return s;
+}
+
+RedisOptions OptionsFor(const testing::RedisTestServer& server) {
+  RedisOptions o = *ParseRedisUrl(server.url());
+  o.key_prefix = server.prefix();
+  o.backoff_initial_ms = 20;
+  o.backoff_max_ms = 200;
+  return o;
+}
+
+#define REQUIRE_REDIS(server)                                                 \
+  if (!(server).available()) GTEST_SKIP() << "redis-server is not installed"; \
+  else (void)0
+
+class RedisQueueTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    REQUIRE_REDIS(server_);
+    client_ = std::make_shared<RedisClient>(OptionsFor(server_));
+    store_ = std::make_unique<RedisJobStore>(client_);
+    ASSERT_TRUE(store_->Initialize().ok());
+    ASSERT_TRUE(store_->Initialize().ok()) << "idempotent";
+    options_.lease_ms = 300;
+    options_.max_attempts = 3;
+    options_.backoff_initial_ms = 0;
+    options_.backoff_max_ms = 0;
+    queue_ = std::make_unique<JobQueue>(store_.get(), DefaultClock(), options_);
+  }
+
+  int64_t Integer(const std::vector<std::string>& argv) {
+    auto r = client_->Command(argv);
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    return r.ok() ? *r->AsInteger() : -1;
+  }
+
+  int64_t Stat(const std::string& name) {
+    auto stats = store_->Stats();
+    EXPECT_TRUE(stats.ok()) << stats.status().ToString();
+    auto it = stats->find(name);
+    return it == stats->end() ? 0 : it->second;
+  }
+
+  Assignment StartNext(const std::string& consumer = "c", const std::string& worker = "g") {
+    auto tickets = store_->ReadNewTickets(consumer, 1);
+    EXPECT_TRUE(tickets.ok()) << tickets.status().ToString();
+    EXPECT_EQ(tickets->size(), 1u);
+    auto a = queue_->Start(tickets->at(0), worker);
+    EXPECT_TRUE(a.ok() && a->has_value()) << (a.ok() ? "stale" : a.status().ToString());
+    return **a;
+  }
+
+  testing::RedisTestServer server_;
+  std::shared_ptr<RedisClient> client_;
+  std::unique_ptr<RedisJobStore> store_;
+  QueueOptions options_;
+  std::unique_ptr<JobQueue> queue_;
+};
+
+TEST_F(RedisQueueTest, CommandsAreBinarySafeAndUseThePrefix) {
+  const std::string value("a\0b\r\n\xff", 6);
+  ASSERT_TRUE(client_->Command({"SET", client_->Key("bin"), value}).ok());
+  auto got = client_->Command({"GET", client_->Key("bin")});
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->str, value);
+  EXPECT_EQ(client_->Key("bin"), server_.prefix() + "bin");
+  auto missing = client_->Command({"GET", client_->Key("missing")});
+  ASSERT_TRUE(missing.ok());
+  EXPECT_TRUE(missing->is_nil());
+  auto wrong = client_->Command({"LPUSH", client_->Key("bin"), "x"});
+  ASSERT_FALSE(wrong.ok());
+  EXPECT_EQ(wrong.status().code(), StatusCode::kInternal);
+  EXPECT_TRUE(IsRedisError(wrong.status(), "WRONGTYPE")) << wrong.status().ToString();
+  auto replies = client_->Pipeline({{"INCR", client_->Key("n")}, {"INCR", client_->Key("n")}, {"LPUSH", client_->Key("bin"), "x"}});
+  ASSERT_TRUE(replies.ok());
+  EXPECT_EQ(*(*replies)[1]->AsInteger(), 2);
+  EXPECT_FALSE((*replies)[2].ok());
+  // Scripts survive the server forgetting them (SCRIPT FLUSH, as after a restart).
+  const std::string script = "return redis.call('INCRBY', KEYS[1], ARGV[1])";
+  EXPECT_EQ(*client_->Eval(script, {client_->Key("n")}, {"10"})->AsInteger(), 12);
+  ASSERT_TRUE(client_->Command({"SCRIPT", "FLUSH"}).ok());
+  EXPECT_EQ(*client_->Eval(script, {client_->Key("n")}, {"10"})->AsInteger(), 22);
+}
+
+TEST_F(RedisQueueTest, SubmitClaimAndAcknowledge) {
+  auto sub = queue_->Submit(Spec("a heron"));
+  ASSERT_TRUE(sub.ok()) << sub.status().ToString();
+  EXPECT_EQ(Integer({"XLEN", store_->StreamKey()}), 1);
+  EXPECT_EQ(Integer({"ZCARD", client_->Key("state:queued")}), 1);
+  Assignment a = StartNext();
+  EXPECT_EQ(a.spec["prompt"], "a heron");
+  EXPECT_EQ(Integer({"ZCARD", client_->Key("state:queued")}), 0);
+  EXPECT_EQ(Integer({"ZCARD", client_->Key("state:running")}), 1);
+  EXPECT_EQ(*store_->PendingTicketCount(), 1) << "pending until the output is committed";
+  auto lease = client_->Command({"GET", store_->LeaseKey(a.job_id)});
+  EXPECT_EQ(lease->str, a.lease);
+  const int64_t ttl = Integer({"PTTL", store_->LeaseKey(a.job_id)});
+  EXPECT_GT(ttl, 0);
+  EXPECT_LE(ttl, options_.lease_ms);
+  EXPECT_EQ(*queue_->Heartbeat(a.job_id, a.lease, 2, 4, "denoise"), HeartbeatOutcome::kRenewed);
+  EXPECT_EQ(*queue_->Heartbeat(a.job_id, "forged", 2, 4, "denoise"), HeartbeatOutcome::kLeaseLost);
+  EXPECT_TRUE(*queue_->GrantCommit(a.job_id, a.lease));
+  EXPECT_EQ(*queue_->Complete(a.job_id, a.lease, "single/h.mp4", "", Json()), CompleteOutcome::kCompleted);
+  EXPECT_EQ(*store_->PendingTicketCount(), 0);
+  EXPECT_EQ(Integer({"XLEN", store_->StreamKey()}), 0);
+  EXPECT_EQ(Integer({"EXISTS", store_->LeaseKey(a.job_id)}), 0);
+  EXPECT_EQ(Integer({"ZCARD", client_->Key("state:done")}), 1);
+  auto rec = queue_->Get(a.job_id);
+  ASSERT_TRUE(rec.ok() && rec->has_value());
+  EXPECT_EQ((*rec)->state, JobState::kDone);
+  EXPECT_EQ((*rec)->output, "single/h.mp4");
+  EXPECT_EQ((*rec)->step, 4);
+  EXPECT_EQ(Stat("completed"), 1);
+  EXPECT_EQ(Stat("steps"), 4) << "2 by heartbeat, the last 2 at completion";
+}
+
+TEST_F(RedisQueueTest, AThousandDuplicateSubmissionsMakeOneJob) {
+  auto first = queue_->Submit(Spec("same"));
+  ASSERT_TRUE(first.ok());
+  for (int i = 0; i < 1000; ++i) {
+    worker::RenderSpec s = Spec("same");
+    s.priority = i % 3;
+    auto r = queue_->Submit(s);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    ASSERT_EQ(r->id, first->id);
+    ASSERT_EQ(r->outcome, SubmitOutcome::kExisting);
+  }
+  EXPECT_EQ(Integer({"XLEN", store_->StreamKey()}), 1);
+  EXPECT_EQ(*store_->Count(IndexRef::All()), 1);
+  EXPECT_EQ(*store_->Count(IndexRef::State(JobState::kQueued)), 1);
+  EXPECT_EQ(Stat("submitted"), 1);
+}
+
+TEST_F(RedisQueueTest, ConcurrentSubmittersAndStartersNeverDoubleUp) {
+  // Two coordinators (separate connections) race on the same job and the same ticket.
+  auto other_client = std::make_shared<RedisClient>(OptionsFor(server_));
+  RedisJobStore other_store(other_client);
+  JobQueue other(&other_store, DefaultClock(), options_);
+  std::atomic<int> created{0};
+  auto submit = [&](JobQueue* q) {
+    for (int i = 0; i < 200; ++i) {
+      auto r = q->Submit(Spec("race " + std::to_string(i)));
+      if (r.ok() && r->outcome == SubmitOutcome::kCreated) ++created;
+    }
+  };
+  std::thread t1(submit, queue_.get()), t2(submit, &other);
+  t1.join();
+  t2.join();
+  EXPECT_EQ(created.load(), 200);
+  EXPECT_EQ(Integer({"XLEN", store_->StreamKey()}), 200);
+  auto tickets = store_->ReadNewTickets("c", 1);
+  ASSERT_EQ(tickets->size(), 1u);
+  auto a = queue_->Start(tickets->at(0), "g1");
+  auto b = other.Start(tickets->at(0), "g2");
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_TRUE(a->has_value());
+  EXPECT_FALSE(b->has_value()) << "a ticket starts one attempt";
+}
+
+TEST_F(RedisQueueTest, PendingTicketsAreRedeliveredWithXautoclaim) {
+  auto sub = queue_->Submit(Spec("orphan"));
+  auto taken = store_->ReadNewTickets("crashed-coordinator", 10);
+  ASSERT_EQ(taken->size(), 1u);
+  EXPECT_TRUE(store_->ReadNewTickets("new-coordinator", 10)->empty()) << "delivered once";
+  std::string cursor;
+  EXPECT_TRUE(store_->ClaimStaleTickets("new-coordinator", 60000, "0-0", 10, &cursor)->empty()) << "not idle yet";
+  std::this_thread::sleep_for(120ms);
+  auto claimed = store_->ClaimStaleTickets("new-coordinator", 100, "0-0", 10, &cursor);
+  ASSERT_TRUE(claimed.ok()) << claimed.status().ToString();
+  ASSERT_EQ(claimed->size(), 1u);
+  EXPECT_EQ(claimed->at(0).job_id, sub->id);
+  EXPECT_EQ(claimed->at(0).entry_id, taken->at(0).entry_id);
+  EXPECT_EQ(cursor, "0-0");
+  EXPECT_EQ(store_->ReadPendingTickets("new-coordinator", "0", 10)->size(), 1u);
+  EXPECT_TRUE(store_->ReadPendingTickets("crashed-coordinator", "0", 10)->empty());
+  auto a = queue_->Start(claimed->at(0), "g");
+  ASSERT_TRUE(a.ok() && a->has_value());
+}
+
+TEST_F(RedisQueueTest, ExpiredLeasesAreReapedAndDeadLetteredAfterMaxAttempts) {
+  auto sub = queue_->Submit(Spec("doomed"));
+  LeaseReaper reaper(queue_.get(), DefaultClock(), 0);
+  for (int attempt = 1; attempt <= 3; ++attempt) {
+    ASSERT_EQ(*queue_->PromoteDue(), attempt == 1 ? 0 : 1);
+    Assignment a = StartNext();
+    EXPECT_EQ(a.attempt, attempt);
+    EXPECT_EQ(*reaper.Tick(), 0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(options_.lease_ms + 100));
+    EXPECT_FALSE((*store_->LeasesAlive({a.job_id}))[0]);
+    EXPECT_EQ(*reaper.Tick(), 1);
+  }
+  auto rec = queue_->Get(sub->id);
+  EXPECT_EQ((*rec)->state, JobState::kDead);
+  EXPECT_EQ(Integer({"XLEN", store_->DeadKey()}), 1);
+  auto dead = store_->DeadLetters(5);
+  ASSERT_EQ(dead->size(), 1u);
+  EXPECT_EQ(dead->at(0).job_id, sub->id);
+  EXPECT_EQ(dead->at(0).attempts, 3);
+  EXPECT_NE(dead->at(0).reason.find("lease expired"), std::string::npos);
+  EXPECT_EQ(Stat("lease_expired"), 3);
+  EXPECT_EQ(*store_->PendingTicketCount(), 0);
+  EXPECT_EQ(Integer({"ZCARD", client_->Key("delayed")}), 0);
+}
+
+TEST_F(RedisQueueTest, RetriesWaitInTheDelayedSet) {
+  options_.backoff_initial_ms = 200;
+  options_.backoff_max_ms = 200;
+  queue_ = std::make_unique<JobQueue>(store_.get(), DefaultClock(), options_);
+  auto sub = queue_->Submit(Spec("flaky"));
+  Assignment a = StartNext();
+  ASSERT_EQ(*queue_->Fail(a.job_id, a.lease, "transient", true), FailOutcome::kRetryScheduled);
+  EXPECT_EQ(Integer({"ZCARD", client_->Key("delayed")}), 1);
+  EXPECT_EQ(*queue_->PromoteDue(), 0);
+  EXPECT_TRUE(store_->ReadNewTickets("c", 10)->empty());
+  std::this_thread::sleep_for(250ms);
+  EXPECT_EQ(*queue_->PromoteDue(), 1);
+  Assignment b = StartNext();
+  EXPECT_EQ(b.attempt, 2);
+  EXPECT_EQ(b.resume["previous_attempts"], 1);
+}
+
+TEST_F(RedisQueueTest, AHeartbeatRecreatesAnExpiredLeaseKey) {
+  ASSERT_TRUE(queue_->Submit(Spec("survivor")).ok());
+  Assignment a = StartNext();
+  std::this_thread::sleep_for(std::chrono::milliseconds(options_.lease_ms + 100));
+  EXPECT_EQ(Integer({"EXISTS", store_->LeaseKey(a.job_id)}), 0);
+  EXPECT_EQ(*queue_->Heartbeat(a.job_id, a.lease, 1, 4, "denoise"), HeartbeatOutcome::kRenewed);
+  EXPECT_EQ(Integer({"EXISTS", store_->LeaseKey(a.job_id)}), 1);
+  LeaseReaper reaper(queue_.get(), DefaultClock(), 0);
+  EXPECT_EQ(*reaper.Tick(), 0);
+}
+
+TEST_F(RedisQueueTest, CancelListAndDelete) {
+  worker::RenderSpec s = Spec("one");
+  s.dataset = "d1";
+  auto one = queue_->Submit(s);
+  s.prompt = "two";
+  auto two = queue_->Submit(s);
+  ASSERT_EQ(queue_->List({std::nullopt, "d1", 0, 10})->size(), 2u);
+  ASSERT_EQ(queue_->Cancel(one->id)->first, CancelOutcome::kCancelled);
+  EXPECT_EQ(queue_->List({JobState::kCancelled, "d1", 0, 10})->size(), 1u);
+  EXPECT_EQ(queue_->List({JobState::kQueued, "", 0, 10})->size(), 1u);
+  EXPECT_EQ(Integer({"XLEN", store_->StreamKey()}), 1) << "the cancelled job's ticket is gone";
+  ASSERT_TRUE(*queue_->Delete(two->id));
+  EXPECT_FALSE(*queue_->Delete(two->id));
+  EXPECT_EQ(queue_->List({std::nullopt, "d1", 0, 10})->size(), 1u);
+  EXPECT_EQ(Integer({"XLEN", store_->StreamKey()}), 0);
+  EXPECT_EQ(*store_->Datasets(), std::vector<std::string>{"d1"});
+}
+
+// ------------------------------------------------------------------------ connection failure paths
+
+TEST(RedisClientTest, AnUnreachableServerIsUnavailableNotACrash) {
+  RedisOptions o;
+  o.port = testing::FreeLoopbackPort();
+  o.backoff_initial_ms = 500;
+  RedisClient client(o);
+  auto r = client.Command({"PING"});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
+  EXPECT_NE(r.status().message().find("unreachable"), std::string::npos) << r.status().message();
+  const auto start = std::chrono::steady_clock::now();
+  auto again = client.Command({"PING"});
+  EXPECT_EQ(again.status().code(), StatusCode::kUnavailable);
+  EXPECT_NE(again.status().message().find("next attempt"), std::string::npos) << "fails fast during the backoff";
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 100ms);
+  RedisJobStore store(std::make_shared<RedisClient>(o));
+  EXPECT_EQ(store.Initialize().code(), StatusCode::kUnavailable);
+}
+
+TEST(RedisClientTest, AuthIsSentAndWrongPasswordsAreReported) {
+  testing::RedisTestServer::Options so;
+  so.password = "pa ss\"word";
+  testing::RedisTestServer server(so);
+  REQUIRE_REDIS(server);
+  if (server.external()) GTEST_SKIP() << "needs its own server";
+  RedisOptions o = OptionsFor(server);
+  RedisClient anonymous(o);
+  auto denied = anonymous.Command({"SET", "k", "v"});
+  ASSERT_FALSE(denied.ok());
+  EXPECT_NE(denied.status().message().find("NOAUTH"), std::string::npos) << denied.status().message();
+  o.password = "wrong";
+  RedisClient wrong(o);
+  auto bad = wrong.Ping();
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.code(), StatusCode::kUnavailable);
+  EXPECT_NE(bad.message().find("AUTH failed"), std::string::npos) << bad.message();
+  o.password = so.password;
+  RedisClient right(o);
+  EXPECT_TRUE(right.Ping().ok());
+  auto url = ParseRedisUrl("redis://:pa%20ss%22word@127.0.0.1:" + std::to_string(server.port()));
+  ASSERT_TRUE(url.ok());
+  EXPECT_TRUE(RedisClient(*url).Ping().ok());
+}
+
+TEST(RedisClientTest, ReconnectsAfterTheServerRestartsAndAofKeepsTheQueue) {
+  testing::RedisTestServer::Options so;
+  so.appendonly = true;
+  testing::RedisTestServer server(so);
+  REQUIRE_REDIS(server);
+  if (server.external()) GTEST_SKIP() << "needs its own server";
+  auto client = std::make_shared<RedisClient>(OptionsFor(server));
+  RedisJobStore store(client);
+  ASSERT_TRUE(store.Initialize().ok());
+  JobQueue queue(&store, DefaultClock(), QueueOptions{});
+  auto sub = queue.Submit(Spec("persistent"));
+  ASSERT_TRUE(sub.ok());
+  server.Stop();
+  auto down = queue.Get(sub->id);
+  ASSERT_FALSE(down.ok());
+  EXPECT_EQ(down.status().code(), StatusCode::kUnavailable);
+  ASSERT_TRUE(server.Start());
+  Status ping = Unavailable("not yet");
+  for (int i = 0; i < 50 && !ping.ok(); ++i) {
+    ping = client->Ping();
+    if (!ping.ok()) std::this_thread::sleep_for(50ms);
+  }
+  ASSERT_TRUE(ping.ok()) << ping.ToString();
+  auto back = queue.Get(sub->id);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  ASSERT_TRUE(back->has_value()) << "the append-only file kept the job";
+  EXPECT_EQ((*back)->state, JobState::kQueued);
+  auto tickets = store.ReadNewTickets("c", 10);
+  ASSERT_TRUE(tickets.ok()) << tickets.status().ToString();
+  ASSERT_EQ(tickets->size(), 1u) << "and its ticket and consumer group";
+  EXPECT_EQ(tickets->at(0).job_id, sub->id);
+}
+
+}  // namespace
+}  // namespace stas::coordinator

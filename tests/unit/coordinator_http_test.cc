@@ -1,0 +1,437 @@
+// HTTP API routing, parsing, validation and error codes (native and OpenAI-compatible), without
+// sockets: HttpApi::Handle on the in-memory store. Also the small parsers (Redis URLs, bearer tokens,
+// multipart forms, loopback addresses).
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <regex>
+
+#include "coordinator/auth.h"
+#include "coordinator/http_api.h"
+#include "coordinator/memory_job_store.h"
+#include "coordinator/redis_client.h"
+#include "support/temp_dir.h"
+
+namespace stas::coordinator {
+namespace {
+
+class HttpApiTest : public ::testing::Test {
+ protected:
+  HttpApiTest() : store_(&clock_), queue_(&store_, &clock_, QueueOptions{}) { Make(""); }
+
+  void Make(const std::string& token) {
+    DispatcherOptions d;
+    d.storage = storage_.path();
+    dispatcher_ = std::make_unique<Dispatcher>(&queue_, &clock_, d);
+    HttpApiOptions o;
+    o.token = token;
+    o.storage = storage_.path();
+    o.max_body_bytes = 64 * 1024;
+    api_ = std::make_unique<HttpApi>(&queue_, dispatcher_.get(), &clock_, o);
+  }
+
+  HttpResponse Call(const std::string& method, const std::string& target, const std::string& body = "",
+                    std::map<std::string, std::string> headers = {}) {
+    HttpRequest r;
+    r.method = method;
+    r.target = target;
+    r.body = body;
+    r.headers = std::move(headers);
+    return api_->Handle(r);
+  }
+  Json Body(const HttpResponse& r) { return Json::parse(r.body); }
+
+  std::string Submit(const std::string& prompt, const std::string& extra = "") {
+    auto r = Call("POST", "/jobs", R"({"prompt":")" + prompt + "\"" + extra + "}");
+    EXPECT_EQ(r.status, 201) << r.body;
+    return Body(r)["id"];
+  }
+
+  // Runs a job to completion the way a worker group would, reporting `output` (not written).
+  void Complete(const std::string& id, const std::string& output) {
+    // POST handlers poke the dispatcher, which buffers tickets as consumer "coordinator".
+    auto tickets = store_.ReadPendingTickets("coordinator", "0", 1000);
+    ASSERT_TRUE(tickets.ok());
+    pending_ = *tickets;
+    for (const auto& t : pending_) {
+      if (t.job_id != id) continue;
+      auto a = queue_.Start(t, "g");
+      ASSERT_TRUE(a.ok() && a->has_value());
+      ASSERT_TRUE(*queue_.GrantCommit(id, (*a)->lease));
+      ASSERT_EQ(*queue_.Complete(id, (*a)->lease, output, "", Json()), CompleteOutcome::kCompleted);
+      return;
+    }
+    FAIL() << "no ticket for " << id;
+  }
+  // The same, with `video_bytes` written as the MP4 under the storage folder.
+  void Finish(const std::string& id, const std::string& output, const std::string& video_bytes) {
+    storage_.Write(output, video_bytes);
+    Complete(id, output);
+  }
+
+  testing::TempDir storage_;
+  FakeClock clock_;
+  MemoryJobStore store_;
+  JobQueue queue_;
+  std::unique_ptr<Dispatcher> dispatcher_;
+  std::unique_ptr<HttpApi> api_;
+  std::vector<Ticket> pending_;
+};
+
+TEST_F(HttpApiTest, PostAJobThenGetIt) {
+  auto r = Call("POST", "/jobs", R"({"prompt":"a red fox","seed":3,"steps":4,"frames":5})");
+  ASSERT_EQ(r.status, 201) << r.body;
+  const std::string id = Body(r)["id"];
+  EXPECT_TRUE(std::regex_match(id, std::regex("[0-9a-f]{32}")));
+  EXPECT_TRUE(Body(r)["created"].get<bool>());
+  auto g = Call("GET", "/jobs/" + id);
+  ASSERT_EQ(g.status, 200) << g.body;
+  Json job = Body(g);
+  EXPECT_EQ(job["id"], id);
+  EXPECT_EQ(job["state"], "queued");
+  EXPECT_EQ(job["progress"]["step"], 0);
+  EXPECT_EQ(job["progress"]["steps"], 0);
+  EXPECT_EQ(job["attempts"], 0);
+  EXPECT_EQ(job["prompt"], "a red fox");
+  EXPECT_EQ(job["spec"]["steps"], 4);
+  EXPECT_FALSE(job.contains("output"));
+  // The same job again: same id, 200, nothing new.
+  auto again = Call("POST", "/jobs", R"({"seed":3,"prompt":"a red fox","frames":5,"steps":4})");
+  EXPECT_EQ(again.status, 200);
+  EXPECT_EQ(Body(again)["id"], id);
+  EXPECT_FALSE(Body(again)["created"].get<bool>());
+}
+
+TEST_F(HttpApiTest, BadInputIs400NamingTheFieldAndChangesNothing) {
+  struct Case {
+    std::string body, field;
+  };
+  const Case cases[] = {
+      {"{not json", "body"},
+      {"[1,2]", "body"},
+      {R"({"prompt":"x","colour":"red"})", "colour"},
+      {R"({"prompt":"x","frames":10})", "frames"},
+      {R"({"prompt":"x","height":100})", "height"},
+      {R"({"prompt":"x","steps":0})", "steps"},
+      {R"({"prompt":""})", "prompt"},
+      {R"({"prompt":"x","seed":-1})", "seed"},
+      {R"({"prompt":"x","model":"no-such-model"})", "model"},
+      {R"({"prompt":"x","output_name":"../escape"})", "output_name"},
+      {R"({"prompt":"x","stas":{"alpha":1,"warp":2}})", "stas.warp"},
+      {R"({"prompt":")" + std::string(9000, 'a') + R"("})", "prompt"},
+  };
+  for (const auto& c : cases) {
+    auto r = Call("POST", "/jobs", c.body);
+    EXPECT_EQ(r.status, 400) << c.body.substr(0, 80) << " -> " << r.body;
+    Json b = Body(r);
+    EXPECT_TRUE(b["error"].is_string() && !b["error"].get<std::string>().empty()) << r.body;
+    EXPECT_EQ(b.value("field", ""), c.field) << c.body.substr(0, 80) << " -> " << r.body;
+  }
+  EXPECT_EQ(*store_.Count(IndexRef::All()), 0);
+}
+
+TEST_F(HttpApiTest, BatchesAreValidatedWholeBeforeAnythingIsQueued) {
+  auto bad = Call("POST", "/jobs", R"({"jobs":[{"prompt":"ok"},{"prompt":"x","frames":6}]})");
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_EQ(Body(bad)["field"], "jobs[1].frames") << bad.body;
+  EXPECT_EQ(*store_.Count(IndexRef::All()), 0);
+  EXPECT_EQ(Call("POST", "/jobs", R"({"jobs":[]})").status, 400);
+  EXPECT_EQ(Body(Call("POST", "/jobs", R"({"jobs":[{"prompt":"a"}],"extra":1})"))["field"], "extra");
+
+  auto ok = Call("POST", "/jobs", R"({"dataset":"birds","jobs":[{"prompt":"a"},{"prompt":"b"},{"prompt":"a"}]})");
+  ASSERT_EQ(ok.status, 201) << ok.body;
+  Json b = Body(ok);
+  ASSERT_EQ(b["ids"].size(), 3u);
+  EXPECT_EQ(b["ids"][0], b["ids"][2]) << "duplicates inside a batch collapse to one job";
+  EXPECT_EQ(b["created"], 2);
+  EXPECT_EQ(b["existing"], 1);
+  auto list = Body(Call("GET", "/jobs?dataset=birds"));
+  EXPECT_EQ(list["count"], 2);
+  EXPECT_EQ(list["jobs"][0]["dataset"], "birds");
+}
+
+TEST_F(HttpApiTest, ListingValidatesItsQuery) {
+  Submit("a");
+  clock_.AdvanceMs(5);
+  const std::string newest = Submit("b");
+  auto all = Call("GET", "/jobs");
+  ASSERT_EQ(all.status, 200);
+  EXPECT_EQ(Body(all)["count"], 2);
+  EXPECT_EQ(Body(all)["total"], 2);
+  EXPECT_EQ(Body(all)["jobs"][0]["id"], newest);
+  EXPECT_EQ(Body(Call("GET", "/jobs?state=queued&limit=1"))["count"], 1);
+  EXPECT_EQ(Body(Call("GET", "/jobs?state=done"))["count"], 0);
+  EXPECT_EQ(Body(Call("GET", "/jobs?state=sleeping"))["field"], "state");
+  EXPECT_EQ(Body(Call("GET", "/jobs?limit=0"))["field"], "limit");
+  EXPECT_EQ(Body(Call("GET", "/jobs?limit=abc"))["field"], "limit");
+  EXPECT_EQ(Call("GET", "/jobs?status=queued").status, 400);
+}
+
+TEST_F(HttpApiTest, UnknownIdsAre404AndWrongMethods405) {
+  EXPECT_EQ(Call("GET", "/jobs/0123456789abcdef0123456789abcdef").status, 404);
+  EXPECT_EQ(Call("GET", "/jobs/not-an-id").status, 404);
+  EXPECT_EQ(Call("DELETE", "/jobs/0123456789abcdef0123456789abcdef").status, 404);
+  EXPECT_EQ(Call("GET", "/nowhere").status, 404);
+  auto r = Call("PUT", "/jobs");
+  EXPECT_EQ(r.status, 405);
+  ASSERT_EQ(r.headers.size(), 1u);
+  EXPECT_EQ(r.headers[0].first, "Allow");
+}
+
+TEST_F(HttpApiTest, DeleteCancelsAndFinishedJobsAreAConflict) {
+  const std::string id = Submit("a");
+  auto d = Call("DELETE", "/jobs/" + id);
+  ASSERT_EQ(d.status, 200) << d.body;
+  EXPECT_EQ(Body(d)["state"], "cancelled");
+  EXPECT_TRUE(Body(d)["cancelled"].get<bool>());
+  auto again = Call("DELETE", "/jobs/" + id);
+  EXPECT_EQ(again.status, 200);
+  EXPECT_FALSE(Body(again)["cancelled"].get<bool>());
+
+  const std::string done = Submit("b");
+  Finish(done, "single/b.mp4", "mp4 bytes");
+  auto conflict = Call("DELETE", "/jobs/" + done);
+  EXPECT_EQ(conflict.status, 409);
+  EXPECT_EQ(Body(conflict)["state"], "done");
+}
+
+TEST_F(HttpApiTest, VideosAreServedFromTheStorageFolderOnly) {
+  const std::string id = Submit("a");
+  EXPECT_EQ(Call("GET", "/jobs/" + id + "/video").status, 409) << "not done yet";
+  Finish(id, "single/a.mp4", "not really an mp4");
+  auto job = Body(Call("GET", "/jobs/" + id));
+  EXPECT_EQ(job["state"], "done");
+  EXPECT_EQ(job["output"], "single/a.mp4");
+  EXPECT_EQ(job["video_url"], "/jobs/" + id + "/video");
+  auto v = Call("GET", "/jobs/" + id + "/video");
+  ASSERT_EQ(v.status, 200) << v.body;
+  EXPECT_EQ(v.content_type, "video/mp4");
+  EXPECT_EQ(v.file_path, storage_.File("single/a.mp4"));
+
+  // A worker that reports a path outside the storage folder gets nothing served.
+  const std::string outside = Submit("b");
+  testing::TempDir elsewhere;
+  Complete(outside, elsewhere.Write("secret.mp4", "x"));
+  EXPECT_EQ(Call("GET", "/jobs/" + outside + "/video").status, 404);
+  const std::string escaping = Submit("c");
+  elsewhere.Write("c.mp4", "x");
+  Complete(escaping, "../" + std::filesystem::path(elsewhere.path()).filename().string() + "/c.mp4");
+  EXPECT_EQ(Call("GET", "/jobs/" + escaping + "/video").status, 404);
+  const std::string missing = Submit("d");
+  Complete(missing, "single/d.mp4");
+  EXPECT_EQ(Call("GET", "/jobs/" + missing + "/video").status, 404);
+}
+
+TEST_F(HttpApiTest, BodiesOverTheLimitAre413) {
+  auto r = Call("POST", "/jobs", std::string(64 * 1024 + 1, ' '));
+  EXPECT_EQ(r.status, 413);
+}
+
+TEST_F(HttpApiTest, TheTokenGuardsEverythingButTheStatusPageAndHealth) {
+  Make("s3cret");
+  EXPECT_EQ(Call("GET", "/jobs").status, 401);
+  EXPECT_EQ(Call("GET", "/jobs", "", {{"authorization", "Bearer nope"}}).status, 401);
+  EXPECT_EQ(Call("GET", "/jobs", "", {{"authorization", "Bearer s3cret"}}).status, 200);
+  EXPECT_EQ(Call("GET", "/metrics").status, 401);
+  EXPECT_EQ(Call("POST", "/v1/videos", "{}").status, 401);
+  EXPECT_EQ(Call("GET", "/healthz").status, 200);
+  auto page = Call("GET", "/");
+  EXPECT_EQ(page.status, 200);
+  EXPECT_NE(page.body.find("<html"), std::string::npos);
+  EXPECT_EQ(Call("GET", "/jobs").headers.at(0).first, "WWW-Authenticate");
+}
+
+TEST_F(HttpApiTest, HealthMetricsStatsAndWorkers) {
+  Submit("a");
+  auto h = Call("GET", "/healthz");
+  EXPECT_EQ(h.status, 200);
+  EXPECT_EQ(Body(h)["redis"], "ok");
+  auto m = Call("GET", "/metrics");
+  ASSERT_EQ(m.status, 200);
+  EXPECT_EQ(m.content_type.rfind("text/plain", 0), 0u);
+  for (const char* line : {"stas_redis_up 1", "stas_jobs{state=\"queued\"} 1", "stas_jobs{state=\"done\"} 0",
+                           "stas_jobs_submitted_total 1", "stas_jobs_completed_total 0", "stas_lease_expiries_total 0",
+                           "stas_workers_connected 0", "stas_step_throughput 0", "# TYPE stas_steps_total counter"})
+    EXPECT_NE(m.body.find(line), std::string::npos) << line << "\n" << m.body;
+  auto s = Body(Call("GET", "/stats"));
+  EXPECT_EQ(s["jobs"]["queued"], 1);
+  EXPECT_EQ(s["workers"]["connected"], 0);
+  EXPECT_EQ(Body(Call("GET", "/workers"))["count"], 0);
+  store_.SetUnavailable(true);
+  auto down = Call("GET", "/healthz");
+  EXPECT_EQ(down.status, 503);
+  EXPECT_EQ(Body(down)["status"], "unavailable");
+  EXPECT_NE(Call("GET", "/metrics").body.find("stas_redis_up 0"), std::string::npos);
+  EXPECT_EQ(Call("GET", "/jobs").status, 503);
+}
+
+// ------------------------------------------------------------------------------------------- OpenAI
+
+TEST_F(HttpApiTest, OpenAiCreateConvertsSizeAndSecondsIntoTheSpec) {
+  auto r = Call("POST", "/v1/videos", R"({"model":"tiny","prompt":"a kite","size":"96x64","seconds":"1","seed":9})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  Json v = Body(r);
+  EXPECT_EQ(v["object"], "video");
+  EXPECT_EQ(v["status"], "queued");
+  EXPECT_EQ(v["progress"], 0);
+  EXPECT_EQ(v["size"], "96x64");
+  EXPECT_EQ(v["seconds"], "1");
+  EXPECT_EQ(v["model"], "tiny");
+  EXPECT_TRUE(v["error"].is_null());
+  EXPECT_EQ(v["created_at"], clock_.NowMs() / 1000);
+  const std::string id = v["id"];
+  Json spec = Body(Call("GET", "/jobs/" + id))["spec"];
+  EXPECT_EQ(spec["width"], 96);
+  EXPECT_EQ(spec["height"], 64);
+  EXPECT_EQ(spec["frames"], FramesForSeconds(1, 16));
+  EXPECT_EQ(spec["seed"], 9);
+  EXPECT_EQ(Body(Call("GET", "/v1/videos/" + id))["id"], id);
+  EXPECT_EQ(Body(Call("GET", "/v1/videos/video_" + id))["id"], id);
+}
+
+TEST_F(HttpApiTest, FramesForSecondsIsTheNearest4kPlus1) {
+  EXPECT_EQ(FramesForSeconds(5, 16), 81);
+  for (double s : {0.1, 0.5, 1.0, 2.0, 3.3, 5.0, 10.0}) {
+    for (int fps : {8, 16, 24}) {
+      const int f = FramesForSeconds(s, fps);
+      EXPECT_EQ((f - 1) % 4, 0) << s << "s @" << fps;
+      EXPECT_GE(f, 1);
+      EXPECT_LE(std::abs(f - s * fps), 2.0 + 1e-9) << s << "s @" << fps;
+    }
+  }
+}
+
+TEST_F(HttpApiTest, OpenAiMultipartFormsWork) {
+  const std::string boundary = "XyZ123";
+  auto part = [&](const std::string& name, const std::string& value) {
+    return "--" + boundary + "\r\nContent-Disposition: form-data; name=\"" + name + "\"\r\n\r\n" + value + "\r\n";
+  };
+  const std::string body = part("prompt", "a kite\nover a hill") + part("model", "tiny") + part("seconds", "2") +
+                           part("steps", "3") + "--" + boundary + "--\r\n";
+  auto r = Call("POST", "/v1/videos", body, {{"content-type", "multipart/form-data; boundary=" + boundary}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  Json spec = Body(Call("GET", "/jobs/" + Body(r)["id"].get<std::string>()))["spec"];
+  EXPECT_EQ(spec["prompt"], "a kite\nover a hill");
+  EXPECT_EQ(spec["steps"], 3);
+  EXPECT_EQ(spec["frames"], FramesForSeconds(2, 16));
+  const std::string file = "--" + boundary +
+                           "\r\nContent-Disposition: form-data; name=\"input_reference\"; filename=\"a.png\"\r\n\r\nPNG\r\n--" +
+                           boundary + "--\r\n";
+  auto rejected = Call("POST", "/v1/videos", file, {{"content-type", "multipart/form-data; boundary=" + boundary}});
+  EXPECT_EQ(rejected.status, 400);
+  EXPECT_EQ(Body(rejected)["error"]["param"], "input_reference");
+}
+
+TEST_F(HttpApiTest, OpenAiErrorsUseTheOpenAiShape) {
+  auto unknown = Call("POST", "/v1/videos", R"({"prompt":"x","colour":"red"})");
+  EXPECT_EQ(unknown.status, 400);
+  EXPECT_EQ(Body(unknown)["error"]["param"], "colour");
+  EXPECT_EQ(Body(unknown)["error"]["type"], "invalid_request_error");
+  EXPECT_EQ(Body(Call("POST", "/v1/videos", R"({"prompt":"x","size":"big"})"))["error"]["param"], "size");
+  EXPECT_EQ(Body(Call("POST", "/v1/videos", R"({"prompt":"x","seconds":"-2"})"))["error"]["param"], "seconds");
+  EXPECT_EQ(Body(Call("POST", "/v1/videos", R"({"prompt":"x","seconds":1,"frames":5})"))["error"]["param"], "seconds");
+  EXPECT_EQ(Body(Call("POST", "/v1/videos", R"({"prompt":"x","size":"100x64"})"))["error"]["param"], "width");
+  auto missing = Call("GET", "/v1/videos/0123456789abcdef0123456789abcdef");
+  EXPECT_EQ(missing.status, 404);
+  EXPECT_EQ(Body(missing)["error"]["code"], "not_found");
+  EXPECT_EQ(*store_.Count(IndexRef::All()), 0);
+}
+
+TEST_F(HttpApiTest, OpenAiLifecycleListContentAndDelete) {
+  const std::string a = Body(Call("POST", "/v1/videos", R"({"prompt":"a"})"))["id"];
+  clock_.AdvanceMs(1000);
+  const std::string b = Body(Call("POST", "/v1/videos", R"({"prompt":"b"})"))["id"];
+  clock_.AdvanceMs(1000);
+  const std::string c = Body(Call("POST", "/v1/videos", R"({"prompt":"c"})"))["id"];
+  auto list = Body(Call("GET", "/v1/videos?limit=2"));
+  EXPECT_EQ(list["object"], "list");
+  ASSERT_EQ(list["data"].size(), 2u);
+  EXPECT_EQ(list["data"][0]["id"], c);
+  EXPECT_TRUE(list["has_more"].get<bool>());
+  auto rest = Body(Call("GET", "/v1/videos?limit=2&after=" + list["last_id"].get<std::string>()));
+  ASSERT_EQ(rest["data"].size(), 1u);
+  EXPECT_EQ(rest["data"][0]["id"], a);
+  EXPECT_FALSE(rest["has_more"].get<bool>());
+  auto asc = Body(Call("GET", "/v1/videos?order=asc"));
+  ASSERT_EQ(asc["data"].size(), 3u);
+  EXPECT_EQ(asc["data"][0]["id"], a);
+
+  EXPECT_EQ(Call("GET", "/v1/videos/" + b + "/content").status, 409);
+  Finish(b, "single/b.mp4", "video");
+  auto done = Body(Call("GET", "/v1/videos/" + b));
+  EXPECT_EQ(done["status"], "completed");
+  EXPECT_EQ(done["progress"], 100);
+  EXPECT_FALSE(done["completed_at"].is_null());
+  auto content = Call("GET", "/v1/videos/" + b + "/content");
+  ASSERT_EQ(content.status, 200);
+  EXPECT_EQ(content.file_path, storage_.File("single/b.mp4"));
+  EXPECT_EQ(Call("GET", "/v1/videos/" + b + "/content?variant=thumbnail").status, 400);
+
+  auto del = Call("DELETE", "/v1/videos/" + b);
+  ASSERT_EQ(del.status, 200);
+  EXPECT_EQ(Body(del)["object"], "video.deleted");
+  EXPECT_TRUE(Body(del)["deleted"].get<bool>());
+  EXPECT_EQ(Call("GET", "/v1/videos/" + b).status, 404);
+  EXPECT_FALSE(std::filesystem::exists(storage_.File("single/b.mp4")));
+  auto cancelled = Call("DELETE", "/jobs/" + a);
+  EXPECT_EQ(Body(Call("GET", "/v1/videos/" + a))["status"], "failed");
+  EXPECT_EQ(Body(Call("GET", "/v1/videos/" + a))["error"]["code"], "cancelled");
+}
+
+// --------------------------------------------------------------------------------------- parsers
+
+TEST(CoordinatorParsers, RedisUrls) {
+  auto a = ParseRedisUrl("redis://127.0.0.1:6380");
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->host, "127.0.0.1");
+  EXPECT_EQ(a->port, 6380);
+  EXPECT_TRUE(a->password.empty());
+  auto b = ParseRedisUrl("redis://:p%40ss@redis.internal/2");
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(b->host, "redis.internal");
+  EXPECT_EQ(b->port, 6379);
+  EXPECT_EQ(b->password, "p@ss");
+  EXPECT_EQ(b->db, 2);
+  auto c = ParseRedisUrl("redis://alice:secret@[::1]:7000");
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->username, "alice");
+  EXPECT_EQ(c->host, "::1");
+  EXPECT_EQ(c->port, 7000);
+  EXPECT_TRUE(ParseRedisUrl("localhost:6379").ok());
+  EXPECT_FALSE(ParseRedisUrl("rediss://host:1").ok());
+  EXPECT_FALSE(ParseRedisUrl("redis://host:99999").ok());
+  EXPECT_FALSE(ParseRedisUrl("redis://host:12ab").ok());
+  EXPECT_FALSE(ParseRedisUrl("redis://").ok());
+}
+
+TEST(CoordinatorParsers, TokensAndLoopback) {
+  EXPECT_EQ(BearerToken("Bearer abc").value_or(""), "abc");
+  EXPECT_EQ(BearerToken("bearer   abc ").value_or(""), "abc");
+  EXPECT_FALSE(BearerToken("Basic abc").has_value());
+  EXPECT_FALSE(BearerToken("Bearer ").has_value());
+  EXPECT_TRUE(TokenMatches("abc", "abc"));
+  EXPECT_FALSE(TokenMatches("abd", "abc"));
+  EXPECT_FALSE(TokenMatches("", ""));
+  EXPECT_TRUE(IsLoopbackHost("127.0.0.1"));
+  EXPECT_TRUE(IsLoopbackHost("127.1.2.3"));
+  EXPECT_TRUE(IsLoopbackHost("::1"));
+  EXPECT_TRUE(IsLoopbackHost("[::1]"));
+  EXPECT_TRUE(IsLoopbackHost("localhost"));
+  EXPECT_FALSE(IsLoopbackHost("0.0.0.0"));
+  EXPECT_FALSE(IsLoopbackHost("::"));
+  EXPECT_FALSE(IsLoopbackHost("10.0.0.5"));
+  EXPECT_FALSE(IsLoopbackHost("example.com"));
+}
+
+TEST(CoordinatorParsers, MultipartRejectsMalformedBodies) {
+  EXPECT_FALSE(ParseMultipartForm("multipart/form-data", "x").ok());
+  EXPECT_FALSE(ParseMultipartForm("multipart/form-data; boundary=b", "no boundary here").ok());
+  EXPECT_FALSE(ParseMultipartForm("multipart/form-data; boundary=b", "--b\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nunterminated").ok());
+  auto ok = ParseMultipartForm("multipart/form-data; boundary=\"b\"",
+                               "--b\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n1\r\n--b--\r\n");
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  EXPECT_EQ((*ok)["a"], "1");
+}
+
+}  // namespace
+}  // namespace stas::coordinator
