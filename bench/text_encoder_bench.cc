@@ -102,11 +102,11 @@ int main(int argc, char** argv) {
   std::sort(ms.begin(), ms.end());
   const double median = ms[ms.size() / 2];
   const double tflops = ForwardFlops(config, batch, length) / (median * 1e-3) / 1e12;
-  std::printf("text_encoder %s layers=%lld d=%lld batch=%lld length=%lld dtype=%s device=%s params=%.2fB: "
+  std::printf("text_encoder %s layers=%lld d=%lld batch=%lld length=%lld dtype=%s device=%s params=%.1fM: "
               "median %.2f ms (min %.2f, max %.2f), %.1f TFLOP/s\n",
               config.variant == T5Variant::kUmt5 ? "umt5" : "t5", static_cast<long long>(config.num_layers),
               static_cast<long long>(config.d_model), static_cast<long long>(batch), static_cast<long long>(length),
               dtype == at::kFloat ? "fp32" : "bf16", cuda ? "cuda" : "cpu",
-              static_cast<double>(T5EncoderParameterCount(config)) / 1e9, median, ms.front(), ms.back(), tflops);
+              static_cast<double>(T5EncoderParameterCount(config)) / 1e6, median, ms.front(), ms.back(), tflops);
   return 0;
 }

@@ -2,6 +2,7 @@
 
 #include <utility>
 
+#include "models/text/fixture_runners.h"
 #include "models/wan/fixture_runners.h"
 
 namespace stas::models {
@@ -11,6 +12,8 @@ namespace stas::models {
 namespace {
 const std::map<std::string, FixtureRunner>& Registry() {
   static const std::map<std::string, FixtureRunner> registry = {
+      {"umt5_encoder", text::RunUmt5EncoderFixture},
+      {"t5_encoder", text::RunT5EncoderFixture},
       {"wan_transformer", wan::RunWanTransformerFixture},
       {"unipc_flow_scheduler", wan::RunUniPCFlowSchedulerFixture},
       {"wan_pipeline", wan::RunWanPipelineFixture},
