@@ -15,6 +15,10 @@ CLI::App* AddCommand(CLI::App& app, const std::string& name, const std::string& 
 
 void RegisterCheckFixture(CLI::App& app);
 void RegisterVersion(CLI::App& app);
+void RegisterRender(CLI::App& app);
 void RegisterCoordinator(CLI::App& app);
+void RegisterClientCommands(CLI::App& app);  // submit, status, watch, cancel
+void RegisterWorker(CLI::App& app);
+void RegisterAnalyze(CLI::App& app);  // MA analysis and STAS channel calibration
 
 }  // namespace stas::cli

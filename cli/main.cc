@@ -32,7 +32,11 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", log_level, "trace, debug, info, warn or error");
   stas::cli::RegisterCheckFixture(app);
   stas::cli::RegisterVersion(app);
+  stas::cli::RegisterRender(app);
   stas::cli::RegisterCoordinator(app);
+  stas::cli::RegisterClientCommands(app);
+  stas::cli::RegisterWorker(app);
+  stas::cli::RegisterAnalyze(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -4,6 +4,7 @@
 
 #include "models/text/fixture_runners.h"
 #include "models/wan/fixture_runners.h"
+#include "models/wan/vae.h"
 
 namespace stas::models {
 
@@ -17,6 +18,7 @@ const std::map<std::string, FixtureRunner>& Registry() {
       {"wan_transformer", wan::RunWanTransformerFixture},
       {"unipc_flow_scheduler", wan::RunUniPCFlowSchedulerFixture},
       {"wan_pipeline", wan::RunWanPipelineFixture},
+      {"wan_vae_decoder", wan::RunWanVaeDecoderFixture},
   };
   return registry;
 }

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <set>
 
 #include "common/checkpoint.h"
@@ -133,6 +134,12 @@ Result<RenderSpec> RenderSpec::FromJson(const Json& j) {
       field = key;
       if (j.contains(key) && !j[key].is_null()) {
         if (!j[key].is_number_integer()) throw std::runtime_error(std::string("field '") + key + "' must be an integer");
+        // Range-check before narrowing: 2^32 + 81 must not wrap into a valid 81.
+        const bool fits = j[key].is_number_unsigned()
+                              ? j[key].get<uint64_t>() <= static_cast<uint64_t>(std::numeric_limits<int>::max())
+                              : (j[key].get<int64_t>() >= std::numeric_limits<int>::min() &&
+                                 j[key].get<int64_t>() <= std::numeric_limits<int>::max());
+        if (!fits) throw std::runtime_error(std::string("field '") + key + "' is out of range");
         out = j[key].get<int>();
       }
     };

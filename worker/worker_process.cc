@@ -7,6 +7,7 @@
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -20,9 +21,20 @@ namespace stas::worker {
 
 namespace {
 
+// 0 = serve, 1 = drain (finish the running job, then leave), 2 = stop the running job and leave.
 std::atomic<int> g_stop_signals{0};
 
-void OnStopSignal(int) { g_stop_signals.fetch_add(1); }
+void RaiseStopLevel(int level) {
+  int have = g_stop_signals.load();
+  while (have < level && !g_stop_signals.compare_exchange_weak(have, level)) {
+  }
+}
+
+void OnStopSignal(int signal) {
+  if (signal == SIGUSR1) RaiseStopLevel(1);
+  else if (signal == SIGUSR2) RaiseStopLevel(2);
+  else RaiseStopLevel(std::min(2, g_stop_signals.load() + 1));  // SIGTERM/SIGINT: drain, then stop
+}
 
 using Clock = std::chrono::steady_clock;
 
@@ -184,6 +196,7 @@ class WorkerProcess::Impl {
   GroupChannel channel_;
   std::unique_ptr<CoordinatorLink> link_;
   std::atomic<int> requested_{0};
+  std::set<std::string> swept_folders_;
 };
 
 std::string WorkerProcess::Impl::WorkerName() const {
@@ -356,10 +369,20 @@ void WorkerProcess::Impl::FinishOnLeader(const JobContext& job, Result<std::opti
   auto discard = [&] {
     if (result.ok() && result->has_value()) std::remove((*result)->temp_video.c_str());
   };
+  // A group that lost its job may have written a latent checkpoint after the new owner committed and
+  // removed it; once the video exists nobody needs one, so do not leave it behind.
+  auto drop_stale_checkpoint = [&] {
+    auto paths = storage::OutputLayout(job.storage).PathsFor(job.job_id, job.spec.dataset, job.spec.output_name);
+    if (paths.ok() && storage::IsCommitted(*paths)) {
+      Status removed = storage::LatentCheckpointStore(job.storage).Remove(job.job_id);
+      if (!removed.ok()) STAS_LOG_WARN("job {}: {}", job.job_id, removed.message());
+    }
+  };
   if (!all_ok) {
     discard();
     ++stats_->failed;
     if (stop_reason == StopReason::kCancelled) {
+      drop_stale_checkpoint();
       link_->ReportFailed("cancelled", /*retryable=*/false);
       return;
     }
@@ -395,6 +418,7 @@ void WorkerProcess::Impl::FinishOnLeader(const JobContext& job, Result<std::opti
       link_->ReportFailed("could not confirm the commit with the coordinator: " + granted.status().message(), true);
     } else {
       STAS_LOG_WARN("job {}: commit denied (the lease moved to another group); output discarded", job.job_id);
+      drop_stale_checkpoint();
       link_->Abandon();
     }
     return;
@@ -425,6 +449,11 @@ void WorkerProcess::Impl::FinishOnLeader(const JobContext& job, Result<std::opti
   }
   Status removed = storage::LatentCheckpointStore(job.storage).Remove(job.job_id);
   if (!removed.ok()) STAS_LOG_WARN("job {}: could not remove its latent checkpoint: {}", job.job_id, removed.message());
+  // Processes killed mid-write leave hidden temporaries; sweep each output folder once per process.
+  if (swept_folders_.insert(staged.paths.folder).second) {
+    auto swept = storage::RemoveStaleTemporaryFiles(staged.paths.folder, /*min_age_s=*/3600);
+    if (swept.ok() && *swept > 0) STAS_LOG_INFO("removed {} stale temporary files from {}", *swept, staged.paths.folder);
+  }
   ++stats_->done;
   link_->ReportDone(std::move(done));
 }
@@ -449,12 +478,10 @@ void InstallStopSignalHandlers() {
   struct sigaction action {};
   action.sa_handler = OnStopSignal;
   sigemptyset(&action.sa_mask);
-  ::sigaction(SIGTERM, &action, nullptr);
-  ::sigaction(SIGINT, &action, nullptr);
+  for (int signal : {SIGTERM, SIGINT, SIGUSR1, SIGUSR2}) ::sigaction(signal, &action, nullptr);
 }
 
 int RunWorkerMain(const WorkerOptions& options, const ExecutorFactory& factory) {
-  InstallStopSignalHandlers();
   const int cfg = options.cfg_parallel ? 2 : 1;
   const bool need_mpi = parallel::LaunchedByMpiLauncher() || options.sp * cfg > 1;
   std::unique_ptr<parallel::MpiEnvironment> mpi;
@@ -476,6 +503,8 @@ int RunWorkerMain(const WorkerOptions& options, const ExecutorFactory& factory) 
     SetLogTag("[rank " + std::to_string(layout.world_rank) + " g" + std::to_string(layout.group_index()) + "]");
     STAS_LOG_DEBUG("{}", layout.ToString());
   }
+  // After MPI_Init, so that no handler the MPI library installs replaces ours.
+  InstallStopSignalHandlers();
   const parallel::ProcessGroups* group_ptr = groups ? &*groups : nullptr;
   Result<std::unique_ptr<JobExecutor>> executor = Internal("executor not created");
   try {

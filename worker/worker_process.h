@@ -132,8 +132,12 @@ class WorkerProcess {
   WorkerStats stats_;
 };
 
-// SIGTERM/SIGINT handlers for `stas worker`: the first signal drains (finish the running job, then
-// leave), the second cancels the running job. WorkerProcess::Run polls them.
+// Signal handlers for `stas worker`, polled by WorkerProcess::Run:
+//   SIGUSR1            drain: finish the running job, then leave
+//   SIGUSR2            stop: end the running job between two steps (handed back, retryable), leave
+//   SIGTERM / SIGINT   the first drains, the second stops
+// mpirun forwards SIGUSR1/SIGUSR2 to every rank and lets them run on, while it follows a forwarded
+// SIGTERM with a kill shortly after, so drain an mpirun launch with `kill -USR1 <mpirun pid>`.
 void InstallStopSignalHandlers();
 
 // The whole `stas worker` command: initializes MPI when launched by an MPI launcher or when G > 1,

@@ -6,6 +6,7 @@
 #include "models/schedulers/unipc.h"
 #include "models/wan/pipeline.h"
 #include "models/wan/transformer.h"
+#include "models/wan/vae.h"
 
 namespace stas::models::wan {
 namespace {
@@ -86,8 +87,15 @@ Result<TensorMap> RunWanPipelineLatents(const Fixture& fixture) {
 
 Result<TensorMap> RunWanPipelineFixture(const Fixture& fixture) {
   STAS_ASSIGN_OR_RETURN(TensorMap outputs, RunWanPipelineLatents(fixture));
-  // The `video` output (latents de-normalized with config.vae latents_mean/std, decoded, mapped to
-  // [0, 1] as [B, frames, 3, H, W]) is added here by the Wan VAE decoder's owner.
+  // `video`: latents de-normalized with config.vae latents_mean/std, decoded, mapped to [0, 1] as
+  // [B, frames, 3, H, W] (diffusers' output_type "pt").
+  if (!fixture.config().contains("vae")) return InvalidArgument("wan_pipeline fixture config needs a vae section");
+  STAS_ASSIGN_OR_RETURN(WanVaeConfig vae_config, WanVaeConfig::FromJson(fixture.config()["vae"]));
+  STAS_ASSIGN_OR_RETURN(WanVaeDecoder vae, WanVaeDecoder::Load(vae_config, fixture.weights().WithPrefix("vae."),
+                                                               at::TensorOptions().dtype(at::kFloat)));
+  STAS_ASSIGN_OR_RETURN(at::Tensor latents, DenormalizeWanLatents(outputs.at("final_latents"), vae_config));
+  STAS_ASSIGN_OR_RETURN(at::Tensor video, vae.Decode(latents));
+  outputs["video"] = WanVideoToFrames(video);
   return outputs;
 }
 

@@ -20,8 +20,8 @@ Result<TensorMap> RunUniPCFlowSchedulerFixture(const Fixture& fixture);
 // config.expand_timesteps).
 Result<TensorMap> RunWanPipelineLatents(const Fixture& fixture);
 
-// wan_pipeline: RunWanPipelineLatents plus the decoded `video` once a Wan VAE decoder is wired in here;
-// until then `video` is absent and check-fixture reports it as not produced.
+// wan_pipeline: RunWanPipelineLatents plus the decoded `video` ([B, frames, 3, H, W] in [0, 1], from
+// the final latents de-normalized with config.vae's statistics).
 Result<TensorMap> RunWanPipelineFixture(const Fixture& fixture);
 
 }  // namespace stas::models::wan

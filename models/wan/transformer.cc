@@ -1,5 +1,6 @@
 #include "models/wan/transformer.h"
 
+#include <algorithm>
 #include <cmath>
 #include <set>
 #include <sstream>
@@ -12,6 +13,8 @@ namespace {
 
 constexpr double kRopeTheta = 10000.0;
 constexpr double kTimestepMaxPeriod = 10000.0;
+// Attention scores held at once by the unfused (LibTorch 1.x) attention: 64 Mi floats = 256 MiB.
+constexpr int64_t kMaxUnfusedScores = int64_t{1} << 26;
 
 // The rows [begin, begin + local_tokens) of dim 1 of x ([B, L, ...]); rows past the end are zeros.
 at::Tensor ShardTokens(const at::Tensor& x, const ShardLayout& shard) {
@@ -343,8 +346,20 @@ at::Tensor WanTransformer::SelfAttention(const at::Tensor& q, const at::Tensor& 
                                          SequenceParallel* parallel, int64_t valid_tokens) const {
   const double scale = 1.0 / std::sqrt(static_cast<double>(config_.attention_head_dim));
   if (parallel) return parallel->SelfAttention(q, k, v, scale, valid_tokens);
-  return compat::ScaledDotProductAttention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), scale)
-      .transpose(1, 2);
+  const at::Tensor qt = q.transpose(1, 2), kt = k.transpose(1, 2), vt = v.transpose(1, 2);
+  if (!compat::kHasFusedSdpa) {
+    // The unfused fallback materializes the scores: bound them by running the queries in chunks.
+    const int64_t queries = qt.size(2);
+    const int64_t per_query = std::max<int64_t>(1, qt.size(0) * qt.size(1) * kt.size(2));
+    const int64_t chunk = std::max<int64_t>(1, kMaxUnfusedScores / per_query);
+    if (chunk < queries) {
+      std::vector<at::Tensor> parts;
+      for (int64_t s = 0; s < queries; s += chunk)
+        parts.push_back(compat::ScaledDotProductAttention(qt.narrow(2, s, std::min(chunk, queries - s)), kt, vt, scale));
+      return at::cat(parts, 2).transpose(1, 2);
+    }
+  }
+  return compat::ScaledDotProductAttention(qt, kt, vt, scale).transpose(1, 2);
 }
 
 at::Tensor WanTransformer::RunBlock(const Block& block, const at::Tensor& hidden, const Conditioning& cond,

@@ -45,6 +45,16 @@ void CheckAgainstReference(const Case& c, uint64_t seed) {
   const at::Tensor k_local = padded(k, seed + 11).narrow(1, shard.begin, shard.local_tokens);
   const at::Tensor v_local = padded(v, seed + 12).narrow(1, shard.begin, shard.local_tokens);
 
+  if (shard.padded_tokens > c.tokens) {
+    // The junk must matter: attending to the padded keys would give a clearly different answer, so
+    // the comparisons below catch an implementation that does not drop them.
+    const at::Tensor with_junk = ReferenceAttention(padded(q, seed + 10).transpose(1, 2),
+                                                    padded(k, seed + 11).transpose(1, 2),
+                                                    padded(v, seed + 12).transpose(1, 2), scale)
+                                     .transpose(1, 2)
+                                     .narrow(1, 0, c.tokens);
+    EXPECT_GT((with_junk - expected).abs().max().item<float>(), 1e-2);
+  }
   const at::Tensor out = ulysses.SelfAttention(q_local, k_local, v_local, scale, c.tokens);
   const at::Tensor gathered = ulysses.GatherSequence(out);
   // A rank holding only padding contributes nothing to the maximum.

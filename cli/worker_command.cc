@@ -1,0 +1,76 @@
+// `stas worker`: one MPI rank of a rendering group (worker/worker_process.h). Launch with
+//   mpirun -np N stas worker --coordinator HOST:PORT --model tiny|DIR [--sp S] [--cfg-parallel]
+// docs/OPERATIONS.md covers scaling, signals and failure handling.
+#include <cstdlib>
+#include <iostream>
+
+#include "cli/commands.h"
+#include "worker/renderer_executor.h"
+#include "worker/worker_process.h"
+
+namespace stas::cli {
+
+namespace {
+
+struct WorkerFlags {
+  worker::WorkerOptions options;
+  double group_timeout_s = 600;
+};
+
+int RunWorker(WorkerFlags& flags) {
+  worker::WorkerOptions options = flags.options;
+  options.group_timeout_ms = static_cast<int>(flags.group_timeout_s * 1000);
+  if (options.token.empty()) {
+    const char* env = std::getenv("STAS_TOKEN");
+    if (env) options.token = env;
+  }
+  auto address = worker::ParseHostPort(options.coordinator);
+  if (!address.ok()) {
+    std::cerr << "stas worker: --coordinator: " << address.status().message() << "\n";
+    return 2;
+  }
+  return worker::RunWorkerMain(options, worker::MakeRendererExecutor);
+}
+
+}  // namespace
+
+void RegisterWorker(CLI::App& app) {
+  auto flags = std::make_shared<WorkerFlags>();
+  worker::WorkerOptions& o = flags->options;
+  CLI::App* cmd = AddCommand(app, "worker",
+                             "serve render jobs from a coordinator as one rank of a rendering group (launch with "
+                             "mpirun -np N)",
+                             [flags] { return RunWorker(*flags); });
+  cmd->add_option("--coordinator", o.coordinator, "the coordinator's worker address, HOST:PORT")->required();
+  cmd->add_option("--model", o.model, "tiny (built in) or a diffusers-format checkpoint folder")->capture_default_str();
+  cmd->add_option("--sp", o.sp, "sequence-parallel degree (ranks per CFG branch)")
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
+  cmd->add_flag("--cfg-parallel", o.cfg_parallel, "run the two CFG branches on two halves of each group");
+  cmd->add_option("--storage", o.storage,
+                  "the storage folder as this host sees it (default: the path the coordinator announces)");
+  cmd->add_option("--name", o.name, "prefix of this launch's group names (default: the host name)");
+  cmd->add_option("--token", o.token, "the coordinator's token (default: $STAS_TOKEN)");
+  cmd->add_option("--checkpoint-every", o.checkpoint_every,
+                  "denoising steps between latent checkpoints (0 = none)")
+      ->check(CLI::Range(0, 1000))
+      ->capture_default_str();
+  cmd->add_option("--commit-timeout-ms", o.commit_timeout_ms,
+                  "how long to wait for the coordinator's commit answer (across reconnects)")
+      ->check(CLI::Range(100, 3600000))
+      ->capture_default_str();
+  cmd->add_option("--group-timeout-s", flags->group_timeout_s,
+                  "how long the ranks of a group wait for each other at the end of a job before the group "
+                  "is declared broken")
+      ->check(CLI::Range(1.0, 86400.0))
+      ->capture_default_str();
+  cmd->add_option("--max-jobs", o.max_jobs, "leave after this many jobs (0 = serve until SIGTERM)")
+      ->check(CLI::NonNegativeNumber);
+  auto* faults = cmd->add_option_group("fault injection", "for the reliability tests only");
+  faults->add_option("--fault-step-delay-ms", o.fault_step_delay_ms, "sleep this long after each denoising step")
+      ->check(CLI::Range(0, 600000));
+  faults->add_option("--fault-fail-prompt", o.fault_fail_prompt,
+                     "fail (retryably) every job whose prompt contains this text");
+}
+
+}  // namespace stas::cli

@@ -1,0 +1,518 @@
+#include "worker/renderer.h"
+
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <optional>
+
+#if STAS_HAVE_CUDA
+#include <c10/cuda/CUDAFunctions.h>
+#endif
+
+#include "common/checkpoint.h"
+#include "common/log.h"
+#include "models/schedulers/unipc.h"
+#include "models/text/prompt_encoder.h"
+#include "models/wan/pipeline.h"
+#include "models/wan/tiny.h"
+#include "models/wan/transformer.h"
+#include "models/wan/vae.h"
+#include "models/wan/vae_tiny.h"
+#include "parallel/ulysses.h"
+#include "steering/stas_hook.h"
+#include "storage/latent_checkpoint.h"
+#include "storage/mp4_writer.h"
+
+namespace stas::worker {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+const char* RenderStageName(RenderStage stage) {
+  switch (stage) {
+    case RenderStage::kTextEncode: return "text_encode";
+    case RenderStage::kDenoise: return "denoise";
+    case RenderStage::kDecode: return "decode";
+    case RenderStage::kEncode: return "encode";
+  }
+  return "unknown";
+}
+
+std::string ManifestPathFor(const std::string& video_path) {
+  fs::path p(video_path);
+  p.replace_extension(".json");
+  return p.string();
+}
+
+at::Device DefaultRenderDevice() {
+#if STAS_HAVE_CUDA
+  if (at::hasCUDA()) return at::Device(at::kCUDA, 0);
+#endif
+  return at::Device(at::kCPU);
+}
+
+namespace {
+
+double Seconds(Clock::time_point since) { return std::chrono::duration<double>(Clock::now() - since).count(); }
+
+// Stage timings must not end while the GPU is still working on the stage's kernels.
+void SynchronizeDevice(const at::Device& device) {
+#if STAS_HAVE_CUDA
+  if (device.is_cuda()) c10::cuda::device_synchronize();
+#else
+  (void)device;
+#endif
+}
+
+std::string DtypeName(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return "float32";
+    case at::kBFloat16: return "bfloat16";
+    case at::kHalf: return "float16";
+    default: return c10::toString(t);
+  }
+}
+
+bool EndsWithMp4(const std::string& path) {
+  std::string ext = fs::path(path).extension().string();
+  for (char& c : ext) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return ext == ".mp4";
+}
+
+// Two spellings of the same checkpoint folder name the same model.
+bool SameModel(const std::string& a, const std::string& b) {
+  if (a == b) return true;
+  if (a == "tiny" || b == "tiny") return false;
+  std::error_code ea, eb;
+  const fs::path ca = fs::weakly_canonical(a, ea), cb = fs::weakly_canonical(b, eb);
+  return !ea && !eb && ca == cb;
+}
+
+// UniPC scheduler state <-> named tensors of a latent checkpoint.
+std::map<std::string, at::Tensor> SchedulerStateTensors(const models::UniPCMultistepScheduler::State& s) {
+  std::map<std::string, at::Tensor> t;
+  t["counters"] = at::tensor({static_cast<int64_t>(s.num_inference_steps), static_cast<int64_t>(s.step_index),
+                              static_cast<int64_t>(s.lower_order_nums), static_cast<int64_t>(s.last_order),
+                              static_cast<int64_t>(s.model_outputs.size())},
+                             at::kLong);
+  for (size_t i = 0; i < s.model_outputs.size(); ++i)
+    if (s.model_outputs[i].defined()) t["model_output." + std::to_string(i)] = s.model_outputs[i];
+  if (s.last_sample.defined()) t["last_sample"] = s.last_sample;
+  return t;
+}
+
+Result<models::UniPCMultistepScheduler::State> SchedulerStateFromTensors(const std::map<std::string, at::Tensor>& t,
+                                                                        const at::Device& device) {
+  auto counters = t.find("counters");
+  if (counters == t.end() || counters->second.numel() != 5 || counters->second.scalar_type() != at::kLong)
+    return InvalidArgument("latent checkpoint: scheduler counters missing or malformed");
+  const at::Tensor c = counters->second.contiguous();
+  const int64_t* v = c.data_ptr<int64_t>();
+  if (v[4] < 0 || v[4] > 16) return InvalidArgument("latent checkpoint: implausible scheduler history length");
+  models::UniPCMultistepScheduler::State s;
+  s.num_inference_steps = static_cast<int>(v[0]);
+  s.step_index = static_cast<int>(v[1]);
+  s.lower_order_nums = static_cast<int>(v[2]);
+  s.last_order = static_cast<int>(v[3]);
+  s.model_outputs.resize(static_cast<size_t>(v[4]));
+  for (size_t i = 0; i < s.model_outputs.size(); ++i) {
+    auto it = t.find("model_output." + std::to_string(i));
+    if (it != t.end()) s.model_outputs[i] = it->second.to(device, at::kFloat);
+  }
+  if (auto it = t.find("last_sample"); it != t.end()) s.last_sample = it->second.to(device, at::kFloat);
+  return s;
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------------------ Impl
+
+class Renderer::Impl {
+ public:
+  RendererOptions options;
+  ModelFamily family = ModelFamily::kTiny;
+  at::Device device = at::kCPU;
+  at::ScalarType dtype = at::kFloat;
+  std::string model_id;  // what STAS calibrations are compared with
+  double load_seconds = 0;
+  bool expand_timesteps = false;
+
+  std::optional<models::text::PromptEncoder> text;
+  std::optional<models::wan::WanTransformer> transformer;
+  models::UniPCConfig scheduler_config;
+  models::wan::WanVaeConfig vae_config;
+  std::optional<models::wan::WanVaeDecoder> vae;
+  models::wan::VaeCompression compression;
+
+  Status LoadTiny();
+  Status LoadCheckpoint();
+  Status CheckResolved(const RenderSpec& spec) const;
+  Result<std::unique_ptr<steering::StasHook>> MakeHook(const RenderSpec& spec) const;
+  Result<RenderedVideo> Render(const RenderSpec& spec, const RenderControl& control);
+};
+
+Status Renderer::Impl::LoadTiny() {
+  model_id = "tiny";
+  STAS_ASSIGN_OR_RETURN(auto text_encoder, models::text::PromptEncoder::Tiny(options.tiny_seed, device, dtype));
+  text.emplace(std::move(text_encoder));
+  STAS_ASSIGN_OR_RETURN(auto tconfig, models::wan::WanTransformerConfig::FromJson(models::wan::TinyWanTransformerConfigJson()));
+  STAS_ASSIGN_OR_RETURN(auto dit, models::wan::WanTransformer::Load(
+                                      tconfig, models::wan::TinyWanTransformerWeights(options.tiny_seed), device, dtype));
+  transformer.emplace(std::move(dit));
+  // The sampler settings of the released Wan2.1 scheduler_config.json.
+  const Json scheduler_json = {{"num_train_timesteps", 1000}, {"solver_order", 2},         {"solver_type", "bh2"},
+                               {"use_flow_sigmas", true},     {"prediction_type", "flow_prediction"},
+                               {"flow_shift", 3.0},           {"lower_order_final", true}};
+  STAS_ASSIGN_OR_RETURN(scheduler_config, models::UniPCConfig::FromJson(scheduler_json));
+  const Json vae_json = models::wan::TinyWanVaeConfigJson();
+  STAS_ASSIGN_OR_RETURN(vae_config, models::wan::WanVaeConfig::FromJson(vae_json));
+  STAS_ASSIGN_OR_RETURN(compression, models::wan::VaeCompression::FromVaeConfig(vae_json));
+  // The VAE decodes in float32 everywhere: it is a small share of the time and bf16 costs colour accuracy.
+  STAS_ASSIGN_OR_RETURN(auto decoder,
+                        models::wan::WanVaeDecoder::Load(vae_config, WeightStore::FromTensors(models::wan::TinyWanVaeWeights(options.tiny_seed)),
+                                                         at::TensorOptions().device(device).dtype(at::kFloat)));
+  vae.emplace(std::move(decoder));
+  return Status::Ok();
+}
+
+Status Renderer::Impl::LoadCheckpoint() {
+  STAS_ASSIGN_OR_RETURN(CheckpointFolder ckpt, CheckpointFolder::Open(options.model));
+  model_id = fs::path(options.model).filename().string();
+  if (model_id.empty()) model_id = fs::path(options.model).parent_path().filename().string();
+  if (family == ModelFamily::kCogVideoX)
+    return NotImplemented("rendering CogVideoX checkpoints is not implemented yet (" + options.model + ")");
+  for (const char* required : {"text_encoder", "tokenizer", "transformer", "vae", "scheduler"})
+    if (!ckpt.HasComponent(required))
+      return InvalidArgument(options.model + " has no '" + required + "' component folder");
+  if (ckpt.HasComponent("transformer_2"))
+    return NotImplemented(options.model + ": two-transformer (MoE) Wan checkpoints are not supported");
+  expand_timesteps = JsonValueOr(ckpt.model_index(), "expand_timesteps", false);
+
+  const auto t0 = Clock::now();
+  STAS_ASSIGN_OR_RETURN(auto text_encoder, models::text::PromptEncoder::FromCheckpoint(
+                                               ckpt, device, dtype, models::text::PromptEncoderOptions::Wan()));
+  text.emplace(std::move(text_encoder));
+  STAS_LOG_INFO("render: text encoder loaded in {:.1f} s", Seconds(t0));
+
+  const auto t1 = Clock::now();
+  STAS_ASSIGN_OR_RETURN(Json tjson, ckpt.ComponentConfig("transformer"));
+  STAS_ASSIGN_OR_RETURN(auto tconfig, models::wan::WanTransformerConfig::FromJson(tjson));
+  STAS_ASSIGN_OR_RETURN(WeightStore tweights, ckpt.ComponentWeights("transformer"));
+  STAS_ASSIGN_OR_RETURN(auto dit, models::wan::WanTransformer::Load(tconfig, tweights, device, dtype));
+  transformer.emplace(std::move(dit));
+  STAS_LOG_INFO("render: transformer loaded in {:.1f} s", Seconds(t1));
+
+  STAS_ASSIGN_OR_RETURN(Json sjson, ckpt.ComponentConfig("scheduler"));
+  STAS_ASSIGN_OR_RETURN(scheduler_config, models::UniPCConfig::FromJson(sjson));
+
+  STAS_ASSIGN_OR_RETURN(Json vjson, ckpt.ComponentConfig("vae"));
+  STAS_ASSIGN_OR_RETURN(vae_config, models::wan::WanVaeConfig::FromJson(vjson));
+  STAS_ASSIGN_OR_RETURN(compression, models::wan::VaeCompression::FromVaeConfig(vjson));
+  STAS_ASSIGN_OR_RETURN(WeightStore vweights, ckpt.ComponentWeights("vae"));
+  STAS_ASSIGN_OR_RETURN(auto decoder, models::wan::WanVaeDecoder::Load(
+                                          vae_config, vweights, at::TensorOptions().device(device).dtype(at::kFloat)));
+  vae.emplace(std::move(decoder));
+  if (text->embedding_dim() != tconfig.text_dim)
+    return InvalidArgument(options.model + ": the text encoder's width " + std::to_string(text->embedding_dim()) +
+                           " does not match the transformer's text_dim " + std::to_string(tconfig.text_dim));
+  if (vae_config.z_dim != tconfig.in_channels)
+    return InvalidArgument(options.model + ": the VAE's z_dim " + std::to_string(vae_config.z_dim) +
+                           " does not match the transformer's in_channels " + std::to_string(tconfig.in_channels));
+  return Status::Ok();
+}
+
+// Checks that need the resolved sizes and the loaded model.
+Status Renderer::Impl::CheckResolved(const RenderSpec& spec) const {
+  const auto& tc = transformer->config();
+  const int64_t multiple_hw = compression.spatial * std::max(tc.patch_size[1], tc.patch_size[2]);
+  for (auto [value, name] : {std::pair{*spec.height, "height"}, std::pair{*spec.width, "width"}})
+    if (value % multiple_hw != 0)
+      return InvalidArgument(std::string(name) + " must be a multiple of " + std::to_string(multiple_hw) +
+                             " for this model, got " + std::to_string(value));
+  if ((*spec.frames - 1) % compression.temporal != 0)
+    return InvalidArgument("frames must be " + std::to_string(compression.temporal) + "k+1 for this model, got " +
+                           std::to_string(*spec.frames));
+  const int64_t latent_frames = (*spec.frames - 1) / compression.temporal + 1;
+  if (latent_frames % tc.patch_size[0] != 0)
+    return InvalidArgument("frames do not fit the transformer's temporal patch size");
+  if (options.parallelism.sequence)
+    STAS_RETURN_IF_ERROR(parallel::UlyssesAttention::CheckHeads(tc.num_attention_heads, options.parallelism.sequence_degree()));
+  return Status::Ok();
+}
+
+Result<std::unique_ptr<steering::StasHook>> Renderer::Impl::MakeHook(const RenderSpec& spec) const {
+  steering::StasModelInfo info;
+  info.model_id = model_id;
+  info.hidden_dim = transformer->config().dim();
+  info.num_blocks = static_cast<int>(transformer->config().num_layers);
+  return steering::MakeStasHook(spec.stas, info);
+}
+
+Result<RenderedVideo> Renderer::Impl::Render(const RenderSpec& input, const RenderControl& control) {
+  const auto total_start = Clock::now();
+  RenderedVideo out;
+  out.spec = input;
+  RenderSpec& spec = out.spec;
+  spec.ResolveDefaults(family);
+  STAS_RETURN_IF_ERROR(CheckResolved(spec));
+  STAS_ASSIGN_OR_RETURN(std::unique_ptr<steering::StasHook> hook, MakeHook(spec));
+  const std::string job_id = control.job_id.empty() ? input.JobId() : control.job_id;
+  const int steps = *spec.steps;
+  const bool guided = *spec.guidance > 1.0;
+  const auto& par = options.parallelism;
+  auto report = [&](RenderStage stage, int step, Clock::time_point stage_start) {
+    if (control.on_progress) control.on_progress(RenderProgress{stage, step, steps, Seconds(stage_start)});
+  };
+
+  storage::Manifest& m = out.manifest;
+  m.job_id = job_id;
+  m.prompt = spec.prompt;
+  m.negative_prompt = spec.negative_prompt;
+  m.seed = spec.seed;
+  m.model = spec.model;
+  m.model_family = ModelFamilyName(family);
+  m.width = *spec.width;
+  m.height = *spec.height;
+  m.frames = *spec.frames;
+  m.fps = *spec.fps;
+  m.steps = steps;
+  m.guidance = *spec.guidance;
+  m.shift = *spec.shift;
+  m.stas = spec.stas.ToJson();
+  m.stas["steered_steps"] = spec.stas.SteeredSteps(steps);
+  m.device = device.str();
+  m.dtype = DtypeName(dtype);
+  m.sequence_parallel = par.sequence_degree();
+  m.cfg_parallel = par.cfg_parallel();
+
+  // 1. Prompt embeddings (the negative prompt only when CFG is on, as upstream).
+  auto stage_start = Clock::now();
+  report(RenderStage::kTextEncode, 0, stage_start);
+  at::Tensor positive, negative;
+  if (guided) {
+    STAS_ASSIGN_OR_RETURN(auto both, text->EncodeForGuidance({spec.prompt}, {spec.negative_prompt}));
+    positive = both.positive;
+    negative = both.negative;
+  } else {
+    STAS_ASSIGN_OR_RETURN(positive, text->Encode({spec.prompt}));
+  }
+  SynchronizeDevice(device);
+  m.timings_s["text_encode"] = Seconds(stage_start);
+
+  // 2. Denoising, from the job's noise or from its latest latent checkpoint.
+  stage_start = Clock::now();
+  report(RenderStage::kDenoise, 0, stage_start);
+  const auto& tc = transformer->config();
+  STAS_ASSIGN_OR_RETURN(at::Tensor latents, models::wan::InitialNoise(spec.seed, 1, tc.in_channels, *spec.frames,
+                                                                     *spec.height, *spec.width, compression));
+  const bool checkpoints = !control.checkpoint_root.empty();
+  const storage::LatentCheckpointStore store(control.checkpoint_root);
+  std::optional<models::UniPCMultistepScheduler::State> resume;
+  if (checkpoints) {
+    auto saved = store.Load(job_id);
+    if (saved.ok()) {
+      auto state = SchedulerStateFromTensors(saved->scheduler_state, device);
+      if (!state.ok() || saved->num_steps != steps || state->num_inference_steps != steps ||
+          state->step_index != saved->step || !saved->latents.sizes().equals(latents.sizes())) {
+        STAS_LOG_WARN("job {}: ignoring a latent checkpoint that does not fit this run ({})", job_id,
+                      state.ok() ? "step count or shape differs" : state.status().message());
+      } else {
+        latents = saved->latents.to(at::kFloat);
+        resume = std::move(state).value();
+        m.resumed_from_step = saved->step;
+        STAS_LOG_INFO("job {}: resuming from the latent checkpoint at step {} of {}", job_id, saved->step, steps);
+      }
+    } else if (saved.status().code() != StatusCode::kNotFound) {
+      STAS_LOG_WARN("job {}: ignoring an unreadable latent checkpoint: {}", job_id, saved.status().message());
+    }
+  }
+
+  models::wan::WanSamplingOptions sampling;
+  sampling.num_inference_steps = steps;
+  sampling.guidance_scale = *spec.guidance;
+  sampling.shift = *spec.shift;
+  sampling.expand_timesteps = expand_timesteps;
+  sampling.hook = hook.get();
+  sampling.parallel = par.sequence;
+  sampling.cfg_partner = par.cfg_partner;
+  sampling.should_cancel = control.should_cancel;
+  sampling.resume = resume ? &*resume : nullptr;
+  sampling.on_step = [&](const models::wan::StepProgress& p) {
+    const int done = p.step + 1;
+    if (checkpoints && par.output_rank && control.checkpoint_every > 0 && done % control.checkpoint_every == 0 &&
+        done < steps) {
+      storage::LatentCheckpoint c;
+      c.job_id = job_id;
+      c.step = done;
+      c.num_steps = steps;
+      c.latents = *p.latents;
+      c.scheduler_state = SchedulerStateTensors(p.scheduler->SaveState());
+      // A checkpoint only saves time later; failing to write one must not fail the job.
+      if (Status st = store.Save(c); !st.ok()) STAS_LOG_WARN("job {}: latent checkpoint not saved: {}", job_id, st.message());
+    }
+    report(RenderStage::kDenoise, done, stage_start);
+  };
+  models::wan::WanSampler sampler(*transformer, scheduler_config);
+  STAS_ASSIGN_OR_RETURN(at::Tensor final_latents, sampler.Sample(latents, positive, guided ? negative : at::Tensor(), sampling));
+  SynchronizeDevice(device);
+  m.timings_s["denoise"] = Seconds(stage_start);
+  if (hook) m.stas["steered_calls"] = hook->steered_calls();
+
+  // 3. VAE decode, on the output rank only; the frames go to the CPU as bytes piece by piece.
+  if (par.output_rank) {
+    stage_start = Clock::now();
+    report(RenderStage::kDecode, 0, stage_start);
+    STAS_ASSIGN_OR_RETURN(at::Tensor z, models::wan::DenormalizeWanLatents(final_latents, vae_config));
+    std::vector<at::Tensor> pieces;
+    STAS_RETURN_IF_ERROR(vae->DecodeStreaming(z, {}, [&](int64_t, const at::Tensor& video) -> Status {
+      pieces.push_back(storage::VideoToRgbFrames(video));
+      return Status::Ok();
+    }));
+    out.frames = at::cat(pieces, 0);
+    if (out.frames.size(0) != *spec.frames)
+      return Internal("the VAE produced " + std::to_string(out.frames.size(0)) + " frames, expected " +
+                      std::to_string(*spec.frames));
+    m.timings_s["decode"] = Seconds(stage_start);
+  }
+  m.timings_s["total"] = Seconds(total_start);
+  return out;
+}
+
+// ------------------------------------------------------------------------------------------- Renderer
+
+Renderer::Renderer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Renderer::~Renderer() = default;
+
+Result<std::unique_ptr<Renderer>> Renderer::Load(const RendererOptions& options) {
+  const auto start = Clock::now();
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  STAS_ASSIGN_OR_RETURN(impl->family, DetectModelFamily(options.model));
+  impl->device = options.device.value_or(DefaultRenderDevice());
+  if (impl->device.is_cuda() && !STAS_HAVE_CUDA)
+    return InvalidArgument("this build has no CUDA support; render on the CPU");
+  impl->dtype = options.dtype.value_or(impl->device.is_cuda() ? at::kBFloat16 : at::kFloat);
+  if (options.model == "tiny") {
+    STAS_RETURN_IF_ERROR(impl->LoadTiny());
+  } else {
+    STAS_RETURN_IF_ERROR(impl->LoadCheckpoint());
+  }
+  impl->load_seconds = Seconds(start);
+  STAS_LOG_INFO("render: {} ({}) loaded on {} as {} in {:.1f} s", options.model, ModelFamilyName(impl->family),
+                impl->device.str(), DtypeName(impl->dtype), impl->load_seconds);
+  return std::unique_ptr<Renderer>(new Renderer(std::move(impl)));
+}
+
+ModelFamily Renderer::family() const { return impl_->family; }
+const std::string& Renderer::model() const { return impl_->options.model; }
+at::Device Renderer::device() const { return impl_->device; }
+at::ScalarType Renderer::dtype() const { return impl_->dtype; }
+double Renderer::load_seconds() const { return impl_->load_seconds; }
+
+Status Renderer::Check(const RenderSpec& spec) const {
+  STAS_RETURN_IF_ERROR(spec.Validate());
+  STAS_RETURN_IF_ERROR(spec.ValidateFor(impl_->family));
+  if (!SameModel(spec.model, impl_->options.model))
+    return InvalidArgument("this renderer serves model '" + impl_->options.model + "', the job asks for '" +
+                           spec.model + "'");
+  RenderSpec resolved = spec;
+  resolved.ResolveDefaults(impl_->family);
+  STAS_RETURN_IF_ERROR(impl_->CheckResolved(resolved));
+  return impl_->MakeHook(resolved).status();
+}
+
+Result<RenderedVideo> Renderer::RenderFrames(const RenderSpec& spec, const RenderControl& control) {
+  STAS_RETURN_IF_ERROR(Check(spec));
+  return impl_->Render(spec, control);
+}
+
+namespace {
+
+storage::Mp4Options EncoderOptions(const RenderedVideo& video) {
+  storage::Mp4Options o;
+  o.width = *video.spec.width;
+  o.height = *video.spec.height;
+  o.fps = *video.spec.fps;
+  return o;
+}
+
+Status CheckFolderOf(const std::string& path) {
+  const fs::path p(path);
+  const fs::path dir = p.parent_path().empty() ? fs::path(".") : p.parent_path();
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return NotFound("output folder " + dir.string() + " does not exist");
+  if (fs::is_directory(p, ec)) return InvalidArgument("output path " + path + " is a folder");
+  return Status::Ok();
+}
+
+// Encodes the frames to a finished temporary MP4 beside `video_path`; returns its path.
+Result<std::string> EncodeToTemp(RenderedVideo& video, const std::string& video_path, const RenderControl& control) {
+  const auto start = Clock::now();
+  if (control.on_progress)
+    control.on_progress(RenderProgress{RenderStage::kEncode, 0, *video.spec.steps, 0.0});
+  STAS_ASSIGN_OR_RETURN(auto writer, storage::Mp4Writer::Open(video_path, EncoderOptions(video)));
+  STAS_RETURN_IF_ERROR(writer->WriteFrames(video.frames));
+  STAS_ASSIGN_OR_RETURN(std::string temp, writer->FinishToTemp());
+  video.manifest.codec = writer->codec_name();
+  video.manifest.video_file = fs::path(video_path).filename().string();
+  const double encode = Seconds(start);
+  video.manifest.timings_s["encode"] = encode;
+  video.manifest.timings_s["total"] += encode;
+  storage::FillEnvironment(video.manifest);
+  return temp;
+}
+
+}  // namespace
+
+Result<RenderResult> Renderer::RenderToFile(const RenderSpec& spec, const std::string& out_path,
+                                            const RenderControl& control) {
+  if (!EndsWithMp4(out_path)) return InvalidArgument("output file " + out_path + " must end in .mp4");
+  STAS_RETURN_IF_ERROR(CheckFolderOf(out_path));
+  STAS_ASSIGN_OR_RETURN(RenderedVideo video, RenderFrames(spec, control));
+  RenderResult result;
+  result.output_rank = impl_->options.parallelism.output_rank;
+  if (!result.output_rank) {
+    result.manifest = std::move(video.manifest);
+    return result;
+  }
+  STAS_ASSIGN_OR_RETURN(std::string temp, EncodeToTemp(video, out_path, control));
+  // The manifest goes in first (atomically); the video's rename then completes the pair. Any failure
+  // removes what this call wrote.
+  const std::string manifest_path = ManifestPathFor(out_path);
+  if (Status st = storage::WriteManifest(manifest_path, video.manifest); !st.ok()) {
+    std::remove(temp.c_str());
+    return st;
+  }
+  if (std::rename(temp.c_str(), out_path.c_str()) != 0) {
+    const std::string err = std::strerror(errno);
+    std::remove(temp.c_str());
+    std::remove(manifest_path.c_str());
+    return IoError("cannot rename " + temp + " to " + out_path + ": " + err);
+  }
+  if (!control.checkpoint_root.empty()) {
+    const std::string job_id = control.job_id.empty() ? spec.JobId() : control.job_id;
+    if (Status st = storage::LatentCheckpointStore(control.checkpoint_root).Remove(job_id); !st.ok())
+      STAS_LOG_WARN("{}", st.message());
+  }
+  result.manifest = std::move(video.manifest);
+  result.video_path = out_path;
+  result.manifest_path = manifest_path;
+  return result;
+}
+
+Result<RenderResult> Renderer::RenderStaged(const RenderSpec& spec, const std::string& video_path,
+                                            const RenderControl& control) {
+  STAS_RETURN_IF_ERROR(CheckFolderOf(video_path));
+  STAS_ASSIGN_OR_RETURN(RenderedVideo video, RenderFrames(spec, control));
+  RenderResult result;
+  result.output_rank = impl_->options.parallelism.output_rank;
+  if (result.output_rank) {
+    STAS_ASSIGN_OR_RETURN(result.video_path, EncodeToTemp(video, video_path, control));
+  }
+  result.manifest = std::move(video.manifest);
+  return result;
+}
+
+}  // namespace stas::worker

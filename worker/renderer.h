@@ -1,0 +1,142 @@
+// Renderer: one loaded text-to-video model that turns RenderSpecs into MP4 files.
+//
+// Load once (the built-in tiny model, or a diffusers checkpoint folder), then Render* many specs:
+//   validate (RenderSpec::Validate + ValidateFor the family) -> ResolveDefaults -> encode the prompt and
+//   the negative prompt -> denoise (UniPC + CFG, STAS hook when spec.stas.enabled) -> VAE decode ->
+//   MP4 (storage::Mp4Writer) + JSON manifest.
+// `stas render` calls RenderToFile; the service's worker calls RenderStaged and commits the staged
+// video itself (storage::CommitOutput), so a job that runs twice never leaves two outputs.
+//
+// Devices: CUDA (device 0 unless given) when this build has CUDA and a GPU is present, else the CPU;
+// bfloat16 weights on a GPU, float32 on the CPU. Latents are always float32.
+//
+// Multi-rank rendering (mpirun ... --sp S [--cfg-parallel]): every rank of a group constructs a
+// Renderer with the same options plus its RenderParallelism and calls Render* with the same spec in
+// lockstep. Every rank samples; only the output rank decodes, encodes and writes.
+//
+// Thread-safety: one Render* call at a time per Renderer.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "common/status.h"
+#include "models/dit.h"
+#include "storage/manifest.h"
+#include "worker/render_spec.h"
+
+namespace stas::models::wan {
+class CfgPartner;
+}
+
+namespace stas::worker {
+
+// The seam to parallel/: what one rank of a rendering group contributes. Pointers are not owned and
+// must outlive the Renderer. All null = a single process rendering everything.
+struct RenderParallelism {
+  models::SequenceParallel* sequence = nullptr;   // Ulysses group: this rank holds a slice of the tokens
+  models::wan::CfgPartner* cfg_partner = nullptr; // CFG branches split over a pair of ranks
+  bool output_rank = true;                        // decodes, encodes and writes (the group leader)
+
+  int sequence_degree() const { return sequence ? sequence->size() : 1; }
+  bool cfg_parallel() const { return cfg_partner != nullptr; }
+};
+
+struct RendererOptions {
+  std::string model = "tiny";                // "tiny" or a diffusers-format checkpoint folder
+  std::optional<at::Device> device;          // default: cuda:0 when built with CUDA and present, else cpu
+  std::optional<at::ScalarType> dtype;       // default: bfloat16 on a GPU, float32 on the CPU
+  RenderParallelism parallelism;
+  uint64_t tiny_seed = 0;                    // weights of the built-in tiny model (its identity)
+};
+
+enum class RenderStage { kTextEncode, kDenoise, kDecode, kEncode };
+// "text_encode", "denoise", "decode", "encode" (the manifest's timing keys).
+const char* RenderStageName(RenderStage stage);
+
+struct RenderProgress {
+  RenderStage stage = RenderStage::kTextEncode;
+  int step = 0;   // kDenoise: steps completed so far (1..steps); other stages: 0 at the stage's start
+  int steps = 0;  // denoising steps of the run
+  double stage_elapsed_s = 0;  // seconds since the stage began
+};
+
+struct RenderControl {
+  // Called at the start of each stage and after every denoising step, on every rank.
+  std::function<void(const RenderProgress&)> on_progress;
+  // Polled before every denoising step; true stops the render with Aborted (nothing is written).
+  // Under parallelism it must answer the same on every rank of the group.
+  std::function<bool()> should_cancel;
+  // Latent checkpoints (storage::LatentCheckpointStore under this root): saved every
+  // `checkpoint_every` steps by the output rank, resumed from when present. Empty root or 0 = off.
+  std::string checkpoint_root;
+  int checkpoint_every = 0;
+  // The job's id (manifest, checkpoint file); empty = spec.JobId().
+  std::string job_id;
+};
+
+// A render before encoding.
+struct RenderedVideo {
+  at::Tensor frames;           // [T, H, W, 3] uint8 on the CPU; undefined on non-output ranks
+  RenderSpec spec;             // defaults resolved
+  storage::Manifest manifest;  // complete except the "encode" timing, codec and video file
+};
+
+struct RenderResult {
+  storage::Manifest manifest;
+  std::string video_path;     // RenderToFile: the MP4; RenderStaged: the temporary MP4 to commit
+  std::string manifest_path;  // RenderToFile only
+  bool output_rank = true;    // false: this rank only helped; nothing was written
+};
+
+class Renderer {
+ public:
+  // Loads every component onto the device. NotFound / InvalidArgument for a missing or malformed
+  // checkpoint folder, NotImplemented for a model family this build cannot run yet.
+  static Result<std::unique_ptr<Renderer>> Load(const RendererOptions& options);
+  ~Renderer();
+  Renderer(const Renderer&) = delete;
+  Renderer& operator=(const Renderer&) = delete;
+
+  ModelFamily family() const;
+  const std::string& model() const;
+  at::Device device() const;
+  at::ScalarType dtype() const;
+  double load_seconds() const;
+
+  // Everything that can be checked before rendering: the spec's own validation, the family's size
+  // rules, that the spec names this model, the STAS blocks/channels and the sequence-parallel split.
+  // InvalidArgument (or NotFound for a missing STAS channels file).
+  Status Check(const RenderSpec& spec) const;
+
+  // Renders to decoded frames (no file written).
+  Result<RenderedVideo> RenderFrames(const RenderSpec& spec, const RenderControl& control = {});
+  // Renders and writes `out_path` (must end in .mp4; its folder must exist) via a temporary file and a
+  // rename, and the manifest beside it (same stem, .json). Replaces existing files at those paths.
+  Result<RenderResult> RenderToFile(const RenderSpec& spec, const std::string& out_path,
+                                    const RenderControl& control = {});
+  // Renders and leaves the finished MP4 at a temporary name beside `video_path` (whose folder must
+  // exist): result.video_path is that temporary file, which the caller commits to `video_path`
+  // (storage::CommitOutput) or removes. The manifest is returned, not written; latent checkpoints are
+  // left for the caller to remove after the commit.
+  Result<RenderResult> RenderStaged(const RenderSpec& spec, const std::string& video_path,
+                                    const RenderControl& control = {});
+
+  class Impl;
+
+ private:
+  explicit Renderer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// The manifest path for an MP4 path: "dir/clip.mp4" -> "dir/clip.json".
+std::string ManifestPathFor(const std::string& video_path);
+
+// The device a Renderer picks by default: cuda:0 when this build has CUDA and a GPU is visible.
+at::Device DefaultRenderDevice();
+
+}  // namespace stas::worker
