@@ -28,6 +28,9 @@ const char* StatusPageHtml() {
   .card .k { color:var(--dim); font-size:11.5px; text-transform:uppercase; letter-spacing:.6px; }
   .card .v { font-size:22px; font-weight:600; margin-top:2px; font-variant-numeric:tabular-nums; }
   .card svg { display:block; margin-top:4px; }
+  .card .s { color:var(--dim); font-size:11.5px; margin-top:2px; white-space:nowrap; overflow:hidden; text-overflow:ellipsis; }
+  .chip { display:inline-block; margin-left:6px; padding:0 6px; border-radius:3px; background:#223041; color:#9fb4cc; font-size:11px; }
+  .errline { color:var(--bad); font-size:12px; overflow:hidden; text-overflow:ellipsis; white-space:nowrap; }
   section { background:var(--panel); border:1px solid var(--line); border-radius:8px; margin-bottom:18px; }
   section > h2 { font-size:13px; margin:0; padding:10px 14px; border-bottom:1px solid var(--line); display:flex; align-items:center; gap:10px; font-weight:600; }
   section > h2 .grow { flex:1; }
@@ -54,7 +57,7 @@ const char* StatusPageHtml() {
   form.submit { display:flex; gap:8px; padding:10px 14px; flex-wrap:wrap; }
   form.submit input[name=prompt] { flex:1; min-width:240px; }
   .err { color:var(--bad); font-size:12.5px; padding:0 14px 10px; }
-  #auth { display:none; padding:14px; } #auth input { width:320px; }
+  #auth { display:none; } #auth input { width:320px; }
   .dim { color:var(--dim); }
 </style>
 </head>
@@ -123,7 +126,11 @@ async function api(path, options) {
   const o = Object.assign({ headers: {} }, options || {});
   if (token) o.headers["Authorization"] = "Bearer " + token;
   const r = await fetch(path, o);
-  if (r.status === 401) { $("auth").style.display = "block"; throw new Error("unauthorized"); }
+  if (r.status === 401) {
+    $("auth").style.display = "block";
+    $("redis-dot").className = "dot bad"; $("redis-text").textContent = "token required";
+    throw new Error("unauthorized");
+  }
   const body = await r.json().catch(() => ({}));
   if (!r.ok) throw new Error(typeof body.error === "string" ? body.error : (body.error && body.error.message) || r.statusText);
   return body;
@@ -136,6 +143,13 @@ function ago(ms) {
   if (s < 3600) return Math.round(s / 60) + "m ago";
   return Math.round(s / 3600) + "h ago";
 }
+
+function inFuture(ms) {
+  const s = Math.max(0, (ms - Date.now()) / 1000);
+  return s < 1 ? "now" : "in " + (s < 60 ? Math.round(s) + "s" : Math.round(s / 60) + "m");
+}
+
+function plural(n, word) { return n + " " + word + (n === 1 ? "" : "s"); }
 
 function sparkline(values) {
   const w = 110, h = 22, max = Math.max(1e-9, ...values);
@@ -150,15 +164,19 @@ function sparkline(values) {
   return svg;
 }
 
-function card(label, value, extra) {
-  return el("div", { class: "card" }, el("div", { class: "k", text: label }), el("div", { class: "v", text: value }), extra);
+function card(label, value, sub, extra) {
+  return el("div", { class: "card" }, el("div", { class: "k", text: label }), el("div", { class: "v", text: value }),
+            sub ? el("div", { class: "s", text: sub }) : null, extra);
 }
 
 function progressBar(job) {
   const p = job.progress || {};
-  const pct = job.state === "done" ? 100 : (p.steps ? Math.min(100, 100 * p.step / p.steps) : 0);
+  // A queued job may carry its previous attempt's progress; show it as waiting, not as progress.
+  const waiting = job.state === "queued";
+  const pct = job.state === "done" ? 100 : (p.steps && !waiting ? Math.min(100, 100 * p.step / p.steps) : 0);
   const cls = job.state === "done" ? "bar done" : (["failed", "dead"].includes(job.state) ? "bar bad" : "bar");
-  let label = p.steps ? p.step + " / " + p.steps : (job.state === "queued" ? "waiting" : "");
+  let label = waiting ? "waiting" : (p.steps ? p.step + " / " + p.steps : "");
+  if (waiting && job.retry_at) label = "retry " + inFuture(Date.parse(job.retry_at));
   if (p.stage && job.state === "running") label += (label ? " · " : "") + p.stage;
   const span = el("span"); span.style.width = pct.toFixed(1) + "%";
   return el("div", { class: cls }, span, el("em", { text: label }));
@@ -175,11 +193,13 @@ function renderStats(s) {
   const j = s.jobs || {}, w = s.workers || {}, t = s.totals || {};
   history.push(s.steps_per_second || 0); if (history.length > 60) history.shift();
   const cards = $("cards"); cards.replaceChildren(
-    card("queued", j.queued ?? "–"), card("running", j.running ?? "–"), card("done", j.done ?? "–"),
+    card("queued", j.queued ?? "–", s.delayed ? s.delayed + " waiting to retry" : ""),
+    card("running", j.running ?? "–"), card("done", j.done ?? "–"),
     card("failed / dead", (j.failed ?? 0) + " / " + (j.dead ?? 0)), card("cancelled", j.cancelled ?? "–"),
-    card("workers", (w.connected ?? 0) + (w.connected ? " (" + (w.busy ?? 0) + " busy)" : "")),
-    card("steps / s", (s.steps_per_second || 0).toFixed(2), sparkline(history.length > 1 ? history : [0, 0])),
-    card("submitted", t.submitted ?? 0), card("lease expiries", t.lease_expired ?? 0));
+    card("worker groups", w.connected ?? 0, (w.busy ?? 0) + " busy · " + (w.waiting ?? 0) + " waiting"),
+    card("steps / s", (s.steps_per_second || 0).toFixed(2), "", sparkline(history.length > 1 ? history : [0, 0])),
+    card("submitted", t.submitted ?? 0, (t.completed ?? 0) + " completed"),
+    card("lease expiries", t.lease_expired ?? 0, plural(t.retried ?? 0, "retry").replace("retrys", "retries")));
   const sel = $("dataset-filter"), current = sel.value;
   const names = s.datasets || [];
   if (sel.options.length - 1 !== names.length) {
@@ -194,7 +214,9 @@ function renderJobs(list) {
     if (job.state === "done") actions.push(el("a", { href: job.video_url, target: "_blank", text: "video" }));
     if (job.state === "queued" || job.state === "running")
       actions.push(el("button", { class: "link", text: "cancel", onclick: () => cancelJob(job.id) }));
-    const prompt = el("td", { class: "prompt", title: (job.prompt || "") + (job.error ? "\n\nerror: " + job.error : ""), text: job.prompt || "" });
+    const prompt = el("td", { class: "prompt", title: (job.prompt || "") + (job.error ? "\n\nerror: " + job.error : "") },
+      job.prompt || "", job.dataset ? el("span", { class: "chip", text: job.dataset }) : null,
+      job.error && job.state !== "done" ? el("div", { class: "errline", text: job.error }) : null);
     return el("tr", {},
       el("td", { class: "mono", title: job.id, text: job.id.slice(0, 10) }),
       prompt,
