@@ -300,6 +300,7 @@ Result<std::vector<Ticket>> RedisJobStore::ReadPendingTickets(const std::string&
 Result<std::vector<Ticket>> RedisJobStore::ClaimStaleTickets(const std::string& consumer, int64_t min_idle_ms,
                                                              const std::string& cursor, int count,
                                                              std::string* next_cursor) {
+  if (force_xpending_claim_) return ClaimWithXPending(consumer, min_idle_ms, cursor, count, next_cursor);
   auto r = client_->Command({"XAUTOCLAIM", StreamKey(), kGroup, consumer, std::to_string(std::max<int64_t>(0, min_idle_ms)),
                              cursor.empty() ? "0-0" : cursor, "COUNT", std::to_string(std::max(1, count))});
   if (!r.ok() && (IsRedisError(r.status(), "ERR unknown command") || IsRedisError(r.status(), "ERR Unknown"))) {

@@ -54,12 +54,16 @@ class RedisJobStore : public JobStore {
   std::string DeadKey() const { return client_->Key("dead"); }
   std::string IndexKey(const IndexRef& index) const;
 
+  // Claims through XPENDING + XCLAIM even on servers that have XAUTOCLAIM (tests of the fallback).
+  void set_force_xpending_claim(bool force) { force_xpending_claim_ = force; }
+
  private:
   Result<std::vector<Ticket>> ReadGroup(const std::string& consumer, const std::string& id, int count);
   Result<std::vector<Ticket>> ClaimWithXPending(const std::string& consumer, int64_t min_idle_ms,
                                                 const std::string& cursor, int count, std::string* next_cursor);
 
   std::shared_ptr<RedisClient> client_;
+  bool force_xpending_claim_ = false;
 };
 
 }  // namespace stas::coordinator

@@ -111,8 +111,9 @@ Result<WanTransformerConfig> WanTransformerConfig::FromJson(const Json& json) {
     c.num_attention_heads = JsonValueOr<int64_t>(json, "num_attention_heads", c.num_attention_heads);
     c.attention_head_dim = JsonValueOr<int64_t>(json, "attention_head_dim", c.attention_head_dim);
     c.in_channels = JsonValueOr<int64_t>(json, "in_channels", c.in_channels);
-    // Upstream: out_channels = out_channels or in_channels.
-    c.out_channels = JsonValueOr<int64_t>(json, "out_channels", c.out_channels);
+    // Upstream: out_channels = out_channels or in_channels (null or 0 -> in_channels; absent -> 16).
+    if (json.contains("out_channels"))
+      c.out_channels = json["out_channels"].is_null() ? 0 : json["out_channels"].get<int64_t>();
     if (c.out_channels == 0) c.out_channels = c.in_channels;
     c.text_dim = JsonValueOr<int64_t>(json, "text_dim", c.text_dim);
     c.freq_dim = JsonValueOr<int64_t>(json, "freq_dim", c.freq_dim);

@@ -194,6 +194,7 @@ class FakeWorker {
 class CoordinatorServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
+    if (!STAS_HAVE_REDIS) GTEST_SKIP() << "built without Redis";
     if (!redis_.available()) GTEST_SKIP() << "redis-server is not installed";
   }
 

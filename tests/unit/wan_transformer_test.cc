@@ -315,7 +315,7 @@ TEST(TinyWan, LoadsStrictlyAndIsDeterministicPerSeed) {
 TEST(TinyWan, PlantedMassiveActivationHierarchyInTheResidualStream) {
   const WanTransformer tiny = LoadTiny();
   // 33 frames at 64x64 and 17 frames at 96x160 (latents /4 in time, /8 in space).
-  for (std::vector<int64_t> shape : {std::vector<int64_t>{1, 16, 9, 8, 8}, std::vector<int64_t>{2, 16, 5, 12, 20}}) {
+  for (std::vector<int64_t> shape : {std::vector<int64_t>{1, 16, 9, 8, 8}, std::vector<int64_t>{1, 16, 5, 12, 20}}) {
     at::manual_seed(99);
     const at::Tensor latents = at::randn(shape);
     const TokenGrid grid = tiny.GridFor(latents.sizes());
