@@ -166,10 +166,18 @@ int Submit(const SubmitFlags& flags) {
   const size_t batch = static_cast<size_t>(std::max(1, flags.batch_size));
   size_t sent = 0;
   int created = 0;
-  for (size_t begin = 0; begin < specs.size(); begin += batch) {
-    const size_t end = std::min(specs.size(), begin + batch);
+  // The coordinator refuses bodies over 8 MiB by default: a batch also ends at 4 MiB.
+  constexpr size_t kMaxBatchBytes = 4u << 20;
+  for (size_t begin = 0, end = 0; begin < specs.size(); begin = end) {
     Json jobs = Json::array();
-    for (size_t i = begin; i < end; ++i) jobs.push_back(specs[i].ToJson());
+    size_t bytes = 0;
+    for (end = begin; end < specs.size() && end - begin < batch; ++end) {
+      Json j = specs[end].ToJson();
+      const size_t size = j.dump().size();
+      if (end > begin && bytes + size > kMaxBatchBytes) break;
+      bytes += size;
+      jobs.push_back(std::move(j));
+    }
     auto response = (*client)->Post("/jobs", Json{{"jobs", jobs}}.dump());
     if (!response.ok()) {
       if (show_bar) std::cerr << "\n";

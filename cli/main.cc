@@ -39,8 +39,16 @@ int main(int argc, char** argv) {
   stas::cli::RegisterAnalyze(app);
   try {
     app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
+  } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    // Argument errors are bad input: exit 2 (as for invalid values) and name the subcommand.
+    std::string command = "stas";
+    for (const CLI::App* sub : app.get_subcommands()) command += " " + sub->get_name();
+    std::cerr << command << ": " << e.what() << "\nRun with --help for more information.\n";
+    return 2;
   }
   if (!log_level.empty()) stas::SetLogLevel(log_level);
   for (const auto& [sub, handler] : stas::cli::Handlers()) {

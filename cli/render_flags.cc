@@ -11,6 +11,8 @@ template <typename T>
 CLI::Option* AddOptional(CLI::App* app, const std::string& name, std::optional<T>& target, const std::string& help) {
   CLI::Option* opt = app->add_option_function<T>(name, [&target](const T& v) { target = v; }, help);
   opt->type_name(std::is_integral<T>::value ? "INT" : "FLOAT");
+  // A repeated flag overrides the earlier one, as in most command lines (`... --steps 8 --steps 4`).
+  opt->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   return opt;
 }
 

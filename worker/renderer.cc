@@ -171,7 +171,7 @@ Status Renderer::Impl::LoadTiny() {
   STAS_ASSIGN_OR_RETURN(compression, models::wan::VaeCompression::FromVaeConfig(vae_json));
   // The VAE decodes in float32 everywhere: it is a small share of the time and bf16 costs colour accuracy.
   STAS_ASSIGN_OR_RETURN(auto decoder,
-                        models::wan::WanVaeDecoder::Load(vae_config, WeightStore::FromTensors(models::wan::TinyWanVaeWeights(options.tiny_seed)),
+                        models::wan::WanVaeDecoder::Load(vae_config, models::wan::TinyWanVaeWeights(options.tiny_seed),
                                                          at::TensorOptions().device(device).dtype(at::kFloat)));
   vae.emplace(std::move(decoder));
   return Status::Ok();
