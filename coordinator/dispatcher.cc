@@ -47,7 +47,7 @@ Dispatcher::Dispatcher(JobQueue* queue, const Clock* clock, DispatcherOptions op
     : queue_(queue),
       clock_(clock),
       options_(std::move(options)),
-      reaper_(queue, clock, options_.reaper_grace_ms < 0 ? queue->options().lease_ms : options_.reaper_grace_ms),
+      reaper_(queue, clock, options_.reaper_grace_ms < 0 ? 2 * queue->options().lease_ms : options_.reaper_grace_ms),
       start_ms_(clock->NowMs()) {
   if (options_.heartbeat_ms <= 0) options_.heartbeat_ms = std::max<int64_t>(50, queue->options().lease_ms / 5);
   if (options_.reap_interval_ms <= 0)

@@ -16,7 +16,7 @@
 //
 // Restart model: a group that reconnects re-sends its running job's heartbeat with the original lease
 // token, which renews (or re-creates) the lease unless the reaper already re-queued the job. The reaper
-// waits one lease period after start-up before expiring anything. Tickets that were buffered by a
+// waits two lease periods after start-up before expiring anything. Tickets that were buffered by a
 // previous run with the same consumer name are re-read from the pending list at start-up; those of
 // other consumers are claimed once idle for claim_idle_ms (XAUTOCLAIM).
 //
@@ -61,7 +61,7 @@ struct DispatcherOptions {
   int64_t claim_idle_ms = 60000;  // pending tickets idle this long are claimed from other consumers
   int64_t claim_interval_ms = 30000;
   int64_t reap_interval_ms = 0;   // 0 = min(1000, lease_ms / 4)
-  int64_t reaper_grace_ms = -1;   // -1 = lease_ms
+  int64_t reaper_grace_ms = -1;   // -1 = 2 x lease_ms: groups reconnecting after a restart keep their jobs
 };
 
 // True when a job for `job_model` may run on a group serving `worker_model`.
