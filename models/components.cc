@@ -2,6 +2,7 @@
 
 #include <utility>
 
+#include "models/cogvideox/fixture_runners.h"
 #include "models/text/fixture_runners.h"
 #include "models/wan/fixture_runners.h"
 #include "models/wan/vae.h"
@@ -19,6 +20,7 @@ const std::map<std::string, FixtureRunner>& Registry() {
       {"unipc_flow_scheduler", wan::RunUniPCFlowSchedulerFixture},
       {"wan_pipeline", wan::RunWanPipelineFixture},
       {"wan_vae_decoder", wan::RunWanVaeDecoderFixture},
+      {"cogvideox_transformer", cogvideox::RunCogVideoXTransformerFixture},
   };
   return registry;
 }

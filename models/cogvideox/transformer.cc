@@ -1,0 +1,428 @@
+#include "models/cogvideox/transformer.h"
+
+#include <cmath>
+#include <set>
+#include <sstream>
+
+#include "common/check.h"
+#include "common/torch_compat.h"
+
+namespace stas::models::cogvideox {
+namespace {
+
+constexpr double kRopeTheta = 10000.0;
+constexpr double kTimestepMaxPeriod = 10000.0;
+constexpr double kQkNormEps = 1e-6;  // upstream fixes the q/k LayerNorm eps, independent of norm_eps
+
+std::string ShapeString(at::IntArrayRef sizes) {
+  std::ostringstream ss;
+  ss << sizes;
+  return ss.str();
+}
+
+Status CheckPositive(const char* name, int64_t value) {
+  if (value <= 0) return InvalidArgument(std::string(name) + " must be positive, got " + std::to_string(value));
+  return Status::Ok();
+}
+
+// LayerNorm over the last dim, computed in float32 and returned in `out_dtype`.
+at::Tensor LayerNormF32(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, double eps,
+                        at::ScalarType out_dtype) {
+  at::Tensor w = weight.defined() ? weight.to(at::kFloat) : at::Tensor();
+  at::Tensor b = bias.defined() ? bias.to(at::kFloat) : at::Tensor();
+  return at::layer_norm(x.to(at::kFloat), {x.size(-1)}, w, b, eps).to(out_dtype);
+}
+
+// Sinusoidal timestep features as diffusers' Timesteps: f_i = exp(-ln(10000) i / (half - shift)),
+// [sin, cos] or, with flip, [cos, sin]; float32 [N, dim].
+at::Tensor TimestepSinusoid(const at::Tensor& t, int64_t dim, bool flip_sin_to_cos, double freq_shift) {
+  const int64_t half = dim / 2;
+  at::Tensor exponent = at::arange(0, half, t.options().dtype(at::kFloat)) * (-std::log(kTimestepMaxPeriod));
+  exponent = exponent / (static_cast<double>(half) - freq_shift);
+  at::Tensor args = t.to(at::kFloat).unsqueeze(1) * at::exp(exponent).unsqueeze(0);
+  at::Tensor emb = flip_sin_to_cos ? at::cat({at::cos(args), at::sin(args)}, 1)
+                                   : at::cat({at::sin(args), at::cos(args)}, 1);
+  if (dim % 2 == 1) emb = at::constant_pad_nd(emb, {0, 1});
+  return emb;
+}
+
+// RoPE on interleaved pairs with full-width tables: x * cos + rot(x) * sin, rot(x0, x1) = (-x1, x0).
+// x [B, H, L, Dh]; cos/sin [L, Dh]. In float32 as upstream.
+at::Tensor ApplyRope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+  const auto sizes = x.sizes();
+  at::Tensor xf = x.to(at::kFloat);
+  at::Tensor pairs = xf.reshape({sizes[0], sizes[1], sizes[2], sizes[3] / 2, 2});
+  at::Tensor rotated = at::stack({-pairs.select(-1, 1), pairs.select(-1, 0)}, -1).reshape(sizes);
+  return (xf * cos + rotated * sin).to(x.scalar_type());
+}
+
+at::Tensor Gelu(const at::Tensor& x, bool tanh_approximation) {
+  return at::gelu(x, tanh_approximation ? "tanh" : "none");
+}
+
+// One axis of RoPE, as upstream's get_1d_rotary_pos_embed (float32): angles = pos x 1/theta^(2i/dim),
+// cos/sin repeated pairwise to [S, dim].
+std::pair<at::Tensor, at::Tensor> RopeAxis(int64_t dim, const at::Tensor& positions) {
+  at::Tensor exponents = at::arange(0, dim, 2, at::kFloat) / static_cast<double>(dim);
+  at::Tensor inv_freq = at::reciprocal(at::pow(kRopeTheta, exponents));
+  at::Tensor angles = at::outer(positions.to(at::kFloat), inv_freq);
+  return {at::repeat_interleave(angles.cos(), 2, 1), at::repeat_interleave(angles.sin(), 2, 1)};
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------------------
+// Config
+
+Result<CogVideoXTransformerConfig> CogVideoXTransformerConfig::FromJson(const Json& json) {
+  if (!json.is_object()) return InvalidArgument("CogVideoX transformer config must be a JSON object");
+  CogVideoXTransformerConfig c;
+  bool has_ofs = false, learned_positions = false;
+  std::string timestep_activation = "silu";
+  Status parsed = CatchConfigErrors("CogVideoX transformer config", [&] {
+    c.num_attention_heads = JsonValueOr<int64_t>(json, "num_attention_heads", c.num_attention_heads);
+    c.attention_head_dim = JsonValueOr<int64_t>(json, "attention_head_dim", c.attention_head_dim);
+    c.in_channels = JsonValueOr<int64_t>(json, "in_channels", c.in_channels);
+    // Upstream: out_channels may be null, meaning in_channels.
+    if (json.contains("out_channels"))
+      c.out_channels = json["out_channels"].is_null() ? c.in_channels : json["out_channels"].get<int64_t>();
+    c.flip_sin_to_cos = JsonValueOr<bool>(json, "flip_sin_to_cos", c.flip_sin_to_cos);
+    c.freq_shift = JsonValueOr<double>(json, "freq_shift", c.freq_shift);
+    c.time_embed_dim = JsonValueOr<int64_t>(json, "time_embed_dim", c.time_embed_dim);
+    c.text_embed_dim = JsonValueOr<int64_t>(json, "text_embed_dim", c.text_embed_dim);
+    c.num_layers = JsonValueOr<int64_t>(json, "num_layers", c.num_layers);
+    c.attention_bias = JsonValueOr<bool>(json, "attention_bias", c.attention_bias);
+    c.sample_width = JsonValueOr<int64_t>(json, "sample_width", c.sample_width);
+    c.sample_height = JsonValueOr<int64_t>(json, "sample_height", c.sample_height);
+    c.sample_frames = JsonValueOr<int64_t>(json, "sample_frames", c.sample_frames);
+    c.patch_size = JsonValueOr<int64_t>(json, "patch_size", c.patch_size);
+    if (json.contains("patch_size_t") && !json["patch_size_t"].is_null())
+      c.patch_size_t = json["patch_size_t"].get<int64_t>();
+    c.temporal_compression_ratio = JsonValueOr<int64_t>(json, "temporal_compression_ratio", c.temporal_compression_ratio);
+    c.max_text_seq_length = JsonValueOr<int64_t>(json, "max_text_seq_length", c.max_text_seq_length);
+    c.activation_fn = JsonValueOr<std::string>(json, "activation_fn", c.activation_fn);
+    timestep_activation = JsonValueOr<std::string>(json, "timestep_activation_fn", timestep_activation);
+    c.norm_elementwise_affine = JsonValueOr<bool>(json, "norm_elementwise_affine", c.norm_elementwise_affine);
+    c.norm_eps = JsonValueOr<double>(json, "norm_eps", c.norm_eps);
+    // diffusers' default is false (sin-cos absolute positions, CogVideoX-2B); a config without the key
+    // is therefore a 2B-style model.
+    c.use_rotary_positional_embeddings = JsonValueOr<bool>(json, "use_rotary_positional_embeddings", false);
+    learned_positions = JsonValueOr<bool>(json, "use_learned_positional_embeddings", false);
+    c.patch_bias = JsonValueOr<bool>(json, "patch_bias", c.patch_bias);
+    has_ofs = json.contains("ofs_embed_dim") && !json["ofs_embed_dim"].is_null() &&
+              json["ofs_embed_dim"].get<int64_t>() != 0;
+  });
+  STAS_RETURN_IF_ERROR(parsed);
+  if (!c.use_rotary_positional_embeddings)
+    return NotImplemented(
+        "CogVideoX transformer: sin-cos absolute positional embeddings (use_rotary_positional_embeddings = false, "
+        "CogVideoX-2B) are not supported; only the RoPE models (5B, 1.5)");
+  if (learned_positions)
+    return NotImplemented("CogVideoX transformer: learned positional embeddings (the I2V models) are not supported");
+  if (has_ofs) return NotImplemented("CogVideoX transformer: the ofs embedding (CogVideoX 1.5 I2V) is not supported");
+  if (timestep_activation != "silu" && timestep_activation != "swish")
+    return NotImplemented("CogVideoX transformer: timestep_activation_fn '" + timestep_activation +
+                          "' is not supported (only silu)");
+  if (c.activation_fn != "gelu-approximate" && c.activation_fn != "gelu")
+    return NotImplemented("CogVideoX transformer: activation_fn '" + c.activation_fn +
+                          "' is not supported (gelu-approximate, gelu)");
+  STAS_RETURN_IF_ERROR(CheckPositive("num_attention_heads", c.num_attention_heads));
+  STAS_RETURN_IF_ERROR(CheckPositive("attention_head_dim", c.attention_head_dim));
+  STAS_RETURN_IF_ERROR(CheckPositive("in_channels", c.in_channels));
+  STAS_RETURN_IF_ERROR(CheckPositive("out_channels", c.out_channels));
+  STAS_RETURN_IF_ERROR(CheckPositive("time_embed_dim", c.time_embed_dim));
+  STAS_RETURN_IF_ERROR(CheckPositive("text_embed_dim", c.text_embed_dim));
+  STAS_RETURN_IF_ERROR(CheckPositive("num_layers", c.num_layers));
+  STAS_RETURN_IF_ERROR(CheckPositive("patch_size", c.patch_size));
+  STAS_RETURN_IF_ERROR(CheckPositive("sample_width", c.sample_width));
+  STAS_RETURN_IF_ERROR(CheckPositive("sample_height", c.sample_height));
+  STAS_RETURN_IF_ERROR(CheckPositive("temporal_compression_ratio", c.temporal_compression_ratio));
+  if (c.patch_size_t) STAS_RETURN_IF_ERROR(CheckPositive("patch_size_t", *c.patch_size_t));
+  // The 3D RoPE splits the head into t/h/w parts of d/4, 3d/8, 3d/8, each an even number of channels.
+  if (c.attention_head_dim % 16 != 0)
+    return InvalidArgument("CogVideoX transformer: attention_head_dim must be a multiple of 16 for the 3D RoPE, got " +
+                           std::to_string(c.attention_head_dim));
+  if (!(c.norm_eps > 0)) return InvalidArgument("CogVideoX transformer: norm_eps must be positive");
+  return c;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// RoPE tables
+
+Result<RotaryTables> ComputeRotaryTables(const CogVideoXTransformerConfig& config, int64_t latent_frames,
+                                         int64_t latent_height, int64_t latent_width) {
+  const int64_t p = config.patch_size;
+  if (latent_frames <= 0 || latent_height <= 0 || latent_width <= 0)
+    return InvalidArgument("CogVideoX RoPE: latent sizes must be positive");
+  if (latent_height % p != 0 || latent_width % p != 0)
+    return InvalidArgument("CogVideoX RoPE: latent height and width (" + std::to_string(latent_height) + "x" +
+                           std::to_string(latent_width) + ") must be multiples of patch_size " + std::to_string(p));
+  const int64_t grid_h = latent_height / p;
+  const int64_t grid_w = latent_width / p;
+  const int64_t base_h = config.sample_height / p;
+  const int64_t base_w = config.sample_width / p;
+  const int64_t dim = config.attention_head_dim;
+  const int64_t dim_t = dim / 4;
+  const int64_t dim_h = dim / 8 * 3;
+  const int64_t dim_w = dim / 8 * 3;
+
+  at::Tensor pos_t, pos_h, pos_w;
+  int64_t frames = latent_frames;
+  if (!config.patch_size_t) {
+    // CogVideoX 1.0: fit the token grid inside the training grid keeping its aspect ratio, centre it, and
+    // spread the positions over the fitted span (fractional positions).
+    const double ratio = static_cast<double>(grid_h) / static_cast<double>(grid_w);
+    int64_t resize_h, resize_w;
+    if (ratio > static_cast<double>(base_h) / static_cast<double>(base_w)) {
+      resize_h = base_h;
+      resize_w = static_cast<int64_t>(std::nearbyint(static_cast<double>(base_h) / grid_h * grid_w));
+    } else {
+      resize_w = base_w;
+      resize_h = static_cast<int64_t>(std::nearbyint(static_cast<double>(base_w) / grid_w * grid_h));
+    }
+    // Python's round() rounds halves to even, as nearbyint does in the default rounding mode.
+    const int64_t top = static_cast<int64_t>(std::nearbyint((base_h - resize_h) / 2.0));
+    const int64_t left = static_cast<int64_t>(std::nearbyint((base_w - resize_w) / 2.0));
+    const int64_t bottom = top + resize_h;
+    const int64_t right = left + resize_w;
+    pos_h = at::linspace(static_cast<double>(top), bottom * static_cast<double>(grid_h - 1) / grid_h, grid_h,
+                         at::kFloat);
+    pos_w = at::linspace(static_cast<double>(left), right * static_cast<double>(grid_w - 1) / grid_w, grid_w,
+                         at::kFloat);
+    pos_t = at::linspace(0.0, frames * static_cast<double>(frames - 1) / frames, frames, at::kFloat);
+  } else {
+    // CogVideoX 1.5: integer positions; the grid must fit the training grid.
+    const int64_t pt = *config.patch_size_t;
+    frames = (latent_frames + pt - 1) / pt;
+    if (grid_h > base_h || grid_w > base_w)
+      return InvalidArgument("CogVideoX RoPE: token grid " + std::to_string(grid_h) + "x" + std::to_string(grid_w) +
+                             " exceeds the training grid " + std::to_string(base_h) + "x" + std::to_string(base_w));
+    pos_h = at::arange(grid_h, at::kFloat);
+    pos_w = at::arange(grid_w, at::kFloat);
+    pos_t = at::arange(frames, at::kFloat);
+  }
+  auto [cos_t, sin_t] = RopeAxis(dim_t, pos_t);
+  auto [cos_h, sin_h] = RopeAxis(dim_h, pos_h);
+  auto [cos_w, sin_w] = RopeAxis(dim_w, pos_w);
+  // Token (f, y, x) gets [t(f), h(y), w(x)] concatenated along the channels.
+  auto combine = [&](const at::Tensor& t, const at::Tensor& h, const at::Tensor& w) {
+    at::Tensor tt = t.view({frames, 1, 1, dim_t}).expand({frames, grid_h, grid_w, dim_t});
+    at::Tensor hh = h.view({1, grid_h, 1, dim_h}).expand({frames, grid_h, grid_w, dim_h});
+    at::Tensor ww = w.view({1, 1, grid_w, dim_w}).expand({frames, grid_h, grid_w, dim_w});
+    return at::cat({tt, hh, ww}, -1).reshape({frames * grid_h * grid_w, dim_t + dim_h + dim_w});
+  };
+  return RotaryTables{combine(cos_t, cos_h, cos_w), combine(sin_t, sin_h, sin_w)};
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Loading
+
+Result<CogVideoXTransformer> CogVideoXTransformer::Load(const CogVideoXTransformerConfig& config,
+                                                        const WeightStore& weights, at::Device device,
+                                                        at::ScalarType dtype) {
+  if (dtype != at::kFloat && dtype != at::kBFloat16 && dtype != at::kHalf)
+    return InvalidArgument(std::string("CogVideoX transformer dtype must be float32, bfloat16 or float16, got ") +
+                           c10::toString(dtype));
+  return LoadModelWeights<CogVideoXTransformer>(
+      "CogVideoX transformer from " + weights.Describe(), [&]() -> Result<CogVideoXTransformer> {
+        CogVideoXTransformer m;
+        m.config_ = config;
+        m.device_ = device;
+        m.dtype_ = dtype;
+        const WeightReader reader(weights, at::TensorOptions().device(device).dtype(dtype));
+        std::set<std::string> used;
+        auto take = [&](const std::string& name, std::vector<int64_t> shape) {
+          used.insert(name);
+          return reader.Require(name, shape);
+        };
+        auto take_float = [&](const std::string& name, std::vector<int64_t> shape) {
+          used.insert(name);
+          return reader.RequireFloat(name, shape);
+        };
+        auto take_norm = [&](const std::string& prefix, int64_t size, bool affine) {
+          LayerNormWeights n;
+          if (affine) {
+            n.weight = take(prefix + ".weight", {size});
+            n.bias = take(prefix + ".bias", {size});
+          }
+          return n;
+        };
+        const int64_t D = config.dim();
+        const int64_t p = config.patch_size;
+        const int64_t C = config.in_channels;
+        const int64_t E = config.time_embed_dim;
+        if (!config.patch_size_t) {
+          // A Conv2d with kernel = stride = p is a linear map of each (C, p, p) patch.
+          m.patch_weight_ = take("patch_embed.proj.weight", {D, C, p, p}).reshape({D, C * p * p});
+        } else {
+          m.patch_weight_ = take("patch_embed.proj.weight", {D, C * p * p * *config.patch_size_t});
+        }
+        if (config.patch_bias || config.patch_size_t) m.patch_bias_ = take("patch_embed.proj.bias", {D});
+        m.text_proj_weight_ = take("patch_embed.text_proj.weight", {D, config.text_embed_dim});
+        m.text_proj_bias_ = take("patch_embed.text_proj.bias", {D});
+        m.time_in_weight_ = take_float("time_embedding.linear_1.weight", {E, D});
+        m.time_in_bias_ = take_float("time_embedding.linear_1.bias", {E});
+        m.time_out_weight_ = take_float("time_embedding.linear_2.weight", {E, E});
+        m.time_out_bias_ = take_float("time_embedding.linear_2.bias", {E});
+
+        const int64_t hd = config.attention_head_dim;
+        const int64_t ff = 4 * D;
+        for (int64_t i = 0; i < config.num_layers; ++i) {
+          const std::string b = "transformer_blocks." + std::to_string(i) + ".";
+          Block blk;
+          blk.norm1_weight = take(b + "norm1.linear.weight", {6 * D, E});
+          blk.norm1_bias = take(b + "norm1.linear.bias", {6 * D});
+          blk.norm1 = take_norm(b + "norm1.norm", D, config.norm_elementwise_affine);
+          blk.norm2_weight = take(b + "norm2.linear.weight", {6 * D, E});
+          blk.norm2_bias = take(b + "norm2.linear.bias", {6 * D});
+          blk.norm2 = take_norm(b + "norm2.norm", D, config.norm_elementwise_affine);
+          const std::string a = b + "attn1.";
+          blk.qkv_weight = at::cat({take(a + "to_q.weight", {D, D}), take(a + "to_k.weight", {D, D}),
+                                    take(a + "to_v.weight", {D, D})});
+          if (config.attention_bias)
+            blk.qkv_bias =
+                at::cat({take(a + "to_q.bias", {D}), take(a + "to_k.bias", {D}), take(a + "to_v.bias", {D})});
+          blk.norm_q = take_norm(a + "norm_q", hd, true);
+          blk.norm_k = take_norm(a + "norm_k", hd, true);
+          blk.out_weight = take(a + "to_out.0.weight", {D, D});
+          blk.out_bias = take(a + "to_out.0.bias", {D});
+          blk.ff_in_weight = take(b + "ff.net.0.proj.weight", {ff, D});
+          blk.ff_in_bias = take(b + "ff.net.0.proj.bias", {ff});
+          blk.ff_out_weight = take(b + "ff.net.2.weight", {D, ff});
+          blk.ff_out_bias = take(b + "ff.net.2.bias", {D});
+          m.blocks_.push_back(std::move(blk));
+        }
+        m.norm_final_ = take_norm("norm_final", D, config.norm_elementwise_affine);
+        m.norm_out_weight_ = take("norm_out.linear.weight", {2 * D, E});
+        m.norm_out_bias_ = take("norm_out.linear.bias", {2 * D});
+        m.norm_out_ = take_norm("norm_out.norm", D, config.norm_elementwise_affine);
+        const int64_t out_dim = p * p * config.temporal_patch() * config.out_channels;
+        m.proj_out_weight_ = take("proj_out.weight", {out_dim, D});
+        m.proj_out_bias_ = take("proj_out.bias", {out_dim});
+
+        for (const auto& name : weights.Names()) {
+          // A non-persistent buffer some exports keep; unused with RoPE.
+          if (name == "patch_embed.pos_embedding") continue;
+          if (!used.count(name))
+            return InvalidArgument("CogVideoX transformer: weight '" + name + "' is not used by this config (" +
+                                   std::to_string(config.num_layers) + " layers)");
+        }
+        return m;
+      });
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Forward
+
+Result<at::Tensor> CogVideoXTransformer::Forward(const at::Tensor& latents, const at::Tensor& timestep,
+                                                 const at::Tensor& text, const RotaryTables& rope) const {
+  const auto& c = config_;
+  if (latents.dim() != 5 || latents.size(2) != c.in_channels)
+    return InvalidArgument("CogVideoX transformer: latents must be [B, F, " + std::to_string(c.in_channels) +
+                           ", H, W], got " + ShapeString(latents.sizes()));
+  const int64_t B = latents.size(0), F = latents.size(1), H = latents.size(3), W = latents.size(4);
+  const int64_t p = c.patch_size, pt = c.temporal_patch();
+  if (H % p != 0 || W % p != 0 || F % pt != 0)
+    return InvalidArgument("CogVideoX transformer: latent size " + ShapeString(latents.sizes()) +
+                           " is not divisible by the patch (" + std::to_string(pt) + ", " + std::to_string(p) +
+                           ", " + std::to_string(p) + ")");
+  if (text.dim() != 3 || text.size(0) != B || text.size(2) != c.text_embed_dim)
+    return InvalidArgument("CogVideoX transformer: text must be [" + std::to_string(B) + ", L, " +
+                           std::to_string(c.text_embed_dim) + "], got " + ShapeString(text.sizes()));
+  if (timestep.numel() != B && timestep.numel() != 1)
+    return InvalidArgument("CogVideoX transformer: timestep must hold 1 or B values, got " +
+                           ShapeString(timestep.sizes()));
+  const int64_t tokens = (F / pt) * (H / p) * (W / p);
+  const std::vector<int64_t> table_shape{tokens, c.attention_head_dim};
+  if (!rope.cos.defined() || !rope.sin.defined() || rope.cos.sizes() != at::IntArrayRef(table_shape) ||
+      rope.sin.sizes() != at::IntArrayRef(table_shape))
+    return InvalidArgument("CogVideoX transformer: RoPE tables must be [" + std::to_string(tokens) + ", " +
+                           std::to_string(c.attention_head_dim) + "] for latents " + ShapeString(latents.sizes()));
+  return ForwardImpl(latents, timestep, text, rope);
+}
+
+at::Tensor CogVideoXTransformer::ForwardImpl(const at::Tensor& latents_in, const at::Tensor& timestep,
+                                             const at::Tensor& text_in, const RotaryTables& rope) const {
+  const auto& c = config_;
+  const at::Tensor latents = latents_in.to(device_, dtype_);
+  const int64_t B = latents.size(0), F = latents.size(1), C = latents.size(2), H = latents.size(3),
+                W = latents.size(4);
+  const int64_t p = c.patch_size, pt = c.temporal_patch();
+  const int64_t h = H / p, w = W / p, f = F / pt;
+  const int64_t D = c.dim();
+
+  // Time embedding, float32.
+  at::Tensor t = timestep.to(device_).reshape({-1});
+  if (t.numel() == 1 && B > 1) t = t.expand({B});
+  at::Tensor temb = TimestepSinusoid(t, D, c.flip_sin_to_cos, c.freq_shift);
+  temb = at::linear(at::silu(at::linear(temb, time_in_weight_, time_in_bias_)), time_out_weight_, time_out_bias_);
+  // Every modulation consumes SiLU(temb); compute it once in the model dtype.
+  const at::Tensor temb_act = at::silu(temb).to(dtype_);
+
+  // Patch embedding: tokens ordered (frame, row, column), each patch flattened as (C, pt, p, p).
+  at::Tensor patches = latents.reshape({B, f, pt, C, h, p, w, p})
+                           .permute({0, 1, 4, 6, 3, 2, 5, 7})
+                           .reshape({B, f * h * w, C * pt * p * p});
+  at::Tensor video = at::linear(patches, patch_weight_, patch_bias_);
+  at::Tensor text = at::linear(text_in.to(device_, dtype_), text_proj_weight_, text_proj_bias_);
+
+  const at::Tensor cos = rope.cos.to(device_, at::kFloat);
+  const at::Tensor sin = rope.sin.to(device_, at::kFloat);
+  for (const auto& block : blocks_) RunBlock(block, video, text, temb_act, cos, sin);
+
+  video = LayerNormF32(video, norm_final_.weight, norm_final_.bias, c.norm_eps, dtype_);
+  at::Tensor mod = at::linear(temb_act, norm_out_weight_, norm_out_bias_);  // [B, 2D]: shift, scale
+  at::Tensor shift = mod.narrow(1, 0, D).unsqueeze(1);
+  at::Tensor scale = mod.narrow(1, D, D).unsqueeze(1);
+  video = LayerNormF32(video, norm_out_.weight, norm_out_.bias, c.norm_eps, dtype_) * (1 + scale) + shift;
+  video = at::linear(video, proj_out_weight_, proj_out_bias_);  // [B, L, Cout*pt*p*p] as (Cout, pt, p, p)
+
+  // Unpatchify to [B, F, Cout, H, W].
+  const int64_t Co = c.out_channels;
+  at::Tensor out = video.reshape({B, f, h, w, Co, pt, p, p})
+                       .permute({0, 1, 5, 4, 2, 6, 3, 7})
+                       .reshape({B, F, Co, H, W});
+  return out.to(at::kFloat);
+}
+
+void CogVideoXTransformer::RunBlock(const Block& block, at::Tensor& video, at::Tensor& text,
+                                    const at::Tensor& temb_act, const at::Tensor& cos, const at::Tensor& sin) const {
+  const auto& c = config_;
+  const int64_t D = c.dim();
+  const int64_t B = video.size(0);
+  const int64_t Lt = text.size(1);
+  const int64_t Lv = video.size(1);
+  const int64_t heads = c.num_attention_heads, hd = c.attention_head_dim;
+
+  // Expert adaLN: one LayerNorm, separate (shift, scale, gate) for video and text.
+  auto modulate = [&](const at::Tensor& weight, const at::Tensor& bias, const LayerNormWeights& norm) {
+    std::vector<at::Tensor> m = at::linear(temb_act, weight, bias).unsqueeze(1).chunk(6, -1);
+    at::Tensor nv = LayerNormF32(video, norm.weight, norm.bias, c.norm_eps, dtype_) * (1 + m[1]) + m[0];
+    at::Tensor nt = LayerNormF32(text, norm.weight, norm.bias, c.norm_eps, dtype_) * (1 + m[4]) + m[3];
+    return std::make_tuple(at::cat({nt, nv}, 1), m[2], m[5]);
+  };
+
+  auto [joint, gate, text_gate] = modulate(block.norm1_weight, block.norm1_bias, block.norm1);
+  at::Tensor qkv = at::linear(joint, block.qkv_weight, block.qkv_bias)
+                       .view({B, Lt + Lv, 3, heads, hd})
+                       .permute({2, 0, 3, 1, 4});  // [3, B, H, L, hd]
+  at::Tensor q = LayerNormF32(qkv[0], block.norm_q.weight, block.norm_q.bias, kQkNormEps, dtype_);
+  at::Tensor k = LayerNormF32(qkv[1], block.norm_k.weight, block.norm_k.bias, kQkNormEps, dtype_);
+  at::Tensor v = qkv[2];
+  // RoPE on the video tokens only; the text tokens carry no position.
+  q = at::cat({q.narrow(2, 0, Lt), ApplyRope(q.narrow(2, Lt, Lv), cos, sin)}, 2);
+  k = at::cat({k.narrow(2, 0, Lt), ApplyRope(k.narrow(2, Lt, Lv), cos, sin)}, 2);
+  at::Tensor attn = compat::ScaledDotProductAttention(q, k, v, 1.0 / std::sqrt(static_cast<double>(hd)));
+  attn = at::linear(attn.transpose(1, 2).reshape({B, Lt + Lv, D}), block.out_weight, block.out_bias);
+  video = video + gate * attn.narrow(1, Lt, Lv);
+  text = text + text_gate * attn.narrow(1, 0, Lt);
+
+  auto [joint2, ff_gate, text_ff_gate] = modulate(block.norm2_weight, block.norm2_bias, block.norm2);
+  at::Tensor ff = at::linear(Gelu(at::linear(joint2, block.ff_in_weight, block.ff_in_bias),
+                                  c.activation_fn == "gelu-approximate"),
+                             block.ff_out_weight, block.ff_out_bias);
+  video = video + ff_gate * ff.narrow(1, Lt, Lv);
+  text = text + text_ff_gate * ff.narrow(1, 0, Lt);
+}
+
+}  // namespace stas::models::cogvideox
