@@ -1,0 +1,70 @@
+// render_bench: times a whole render (prompt -> frames) through the same Renderer as `stas render`,
+// stage by stage, without the MP4 encode (so it runs on machines built without FFmpeg).
+//
+//   render_bench --model DIR|tiny [--height 480 --width 832 --frames 81 --steps 4] [--repeats 1]
+//                [--prompt TEXT] [--stas]
+//
+// Prints the load time, then per run the manifest's stage timings (text_encode, denoise, decode), the
+// time per denoising step and the peak GPU memory.
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "bench/bench_util.h"
+#include "worker/renderer.h"
+
+using namespace stas;
+
+namespace {
+std::string Arg(int argc, char** argv, const char* name, const std::string& fallback) {
+  for (int i = 1; i + 1 < argc; ++i)
+    if (std::strcmp(argv[i], name) == 0) return argv[i + 1];
+  return fallback;
+}
+bool Flag(int argc, char** argv, const char* name) {
+  for (int i = 1; i < argc; ++i)
+    if (std::strcmp(argv[i], name) == 0) return true;
+  return false;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  worker::RendererOptions options;
+  options.model = Arg(argc, argv, "--model", "tiny");
+  auto renderer = worker::Renderer::Load(options);
+  if (!renderer.ok()) {
+    std::fprintf(stderr, "render_bench: %s\n", renderer.status().ToString().c_str());
+    return 1;
+  }
+  const at::Device device = (*renderer)->device();
+  std::printf("model %s on %s, loaded in %.1f s\n", options.model.c_str(), device.str().c_str(),
+              (*renderer)->load_seconds());
+
+  worker::RenderSpec spec;
+  spec.model = options.model;
+  spec.prompt = Arg(argc, argv, "--prompt", "a red fox running through fresh snow at dawn, cinematic lighting");
+  spec.height = std::stoi(Arg(argc, argv, "--height", "480"));
+  spec.width = std::stoi(Arg(argc, argv, "--width", "832"));
+  spec.frames = std::stoi(Arg(argc, argv, "--frames", "81"));
+  spec.steps = std::stoi(Arg(argc, argv, "--steps", "4"));
+  spec.stas.enabled = Flag(argc, argv, "--stas");
+  const int repeats = std::stoi(Arg(argc, argv, "--repeats", "1"));
+
+  for (int run = 0; run < repeats; ++run) {
+    bench::ResetPeakMemory(device);
+    auto video = (*renderer)->RenderFrames(spec);
+    if (!video.ok()) {
+      std::fprintf(stderr, "render_bench: %s\n", video.status().ToString().c_str());
+      return 1;
+    }
+    const auto& t = video->manifest.timings_s;
+    auto at_or_zero = [&](const char* key) { return t.count(key) ? t.at(key) : 0.0; };
+    std::printf("run %d: %dx%dx%d, %d steps: text_encode %.3f s, denoise %.3f s (%.1f ms/step), decode %.3f s, "
+                "frames [%lld, %lld, %lld, 3], peak %.2f GiB\n",
+                run, *spec.width, *spec.height, *spec.frames, *spec.steps, at_or_zero("text_encode"),
+                at_or_zero("denoise"), 1e3 * at_or_zero("denoise") / *spec.steps, at_or_zero("decode"),
+                static_cast<long long>(video->frames.size(0)), static_cast<long long>(video->frames.size(1)),
+                static_cast<long long>(video->frames.size(2)), bench::PeakMemoryGiB(device));
+  }
+  return 0;
+}
