@@ -21,6 +21,7 @@ const std::map<std::string, FixtureRunner>& Registry() {
       {"wan_pipeline", wan::RunWanPipelineFixture},
       {"wan_vae_decoder", wan::RunWanVaeDecoderFixture},
       {"cogvideox_transformer", cogvideox::RunCogVideoXTransformerFixture},
+      {"cogvideox_vae_decoder", cogvideox::RunCogVideoXVaeDecoderFixture},
   };
   return registry;
 }

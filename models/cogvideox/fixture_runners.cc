@@ -1,6 +1,7 @@
 #include "models/cogvideox/fixture_runners.h"
 
 #include "models/cogvideox/transformer.h"
+#include "models/cogvideox/vae.h"
 
 namespace stas::models::cogvideox {
 
@@ -21,6 +22,16 @@ Result<TensorMap> RunCogVideoXTransformerFixture(const Fixture& fixture) {
   STAS_ASSIGN_OR_RETURN(at::Tensor output, model.Forward(latents, timestep, text, rope));
   TensorMap outputs;
   outputs["output"] = output;
+  return outputs;
+}
+
+Result<TensorMap> RunCogVideoXVaeDecoderFixture(const Fixture& fixture) {
+  STAS_ASSIGN_OR_RETURN(CogVideoXVaeConfig config, CogVideoXVaeConfig::FromJson(fixture.config()));
+  STAS_ASSIGN_OR_RETURN(CogVideoXVaeDecoder vae, CogVideoXVaeDecoder::Load(config, fixture.weights()));
+  STAS_ASSIGN_OR_RETURN(at::Tensor latents, fixture.Io("latents"));
+  STAS_ASSIGN_OR_RETURN(at::Tensor video, vae.Decode(latents));
+  TensorMap outputs;
+  outputs["video"] = video;
   return outputs;
 }
 
