@@ -6,6 +6,10 @@
 
 #include <functional>
 
+namespace stas::eval {
+struct EvalSettings;
+}
+
 namespace stas::cli {
 
 using Handler = std::function<int()>;
@@ -20,5 +24,10 @@ void RegisterCoordinator(CLI::App& app);
 void RegisterClientCommands(CLI::App& app);  // submit, status, watch, cancel
 void RegisterWorker(CLI::App& app);
 void RegisterAnalyze(CLI::App& app);  // MA analysis and STAS channel calibration
+void RegisterEval(CLI::App& app);     // temporal-consistency metrics of videos
+void RegisterAb(CLI::App& app);       // ab (STAS on/off comparison + report) and render-suite (VBench naming)
+
+// The metric flags shared by `stas eval` and `stas ab` (--temporal-compression, --dino, --clip, ...).
+void AddEvalFlags(CLI::App* command, eval::EvalSettings* settings);
 
 }  // namespace stas::cli

@@ -37,6 +37,8 @@ int main(int argc, char** argv) {
   stas::cli::RegisterClientCommands(app);
   stas::cli::RegisterWorker(app);
   stas::cli::RegisterAnalyze(app);
+  stas::cli::RegisterEval(app);
+  stas::cli::RegisterAb(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
