@@ -22,6 +22,7 @@ const std::map<std::string, FixtureRunner>& Registry() {
       {"wan_vae_decoder", wan::RunWanVaeDecoderFixture},
       {"cogvideox_transformer", cogvideox::RunCogVideoXTransformerFixture},
       {"cogvideox_vae_decoder", cogvideox::RunCogVideoXVaeDecoderFixture},
+      {"cogvideox_pipeline", cogvideox::RunCogVideoXPipelineFixture},
   };
   return registry;
 }
