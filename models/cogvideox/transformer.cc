@@ -223,6 +223,8 @@ Result<CogVideoXTransformer> CogVideoXTransformer::Load(const CogVideoXTransform
   if (dtype != at::kFloat && dtype != at::kBFloat16 && dtype != at::kHalf)
     return InvalidArgument(std::string("CogVideoX transformer dtype must be float32, bfloat16 or float16, got ") +
                            c10::toString(dtype));
+  if (!config.use_rotary_positional_embeddings)
+    return NotImplemented("CogVideoX transformer: only the RoPE models are supported (use_rotary_positional_embeddings)");
   return LoadModelWeights<CogVideoXTransformer>(
       "CogVideoX transformer from " + weights.Describe(), [&]() -> Result<CogVideoXTransformer> {
         CogVideoXTransformer m;

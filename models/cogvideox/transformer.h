@@ -50,7 +50,8 @@ struct CogVideoXTransformerConfig {
   std::string activation_fn = "gelu-approximate";  // or "gelu"
   bool norm_elementwise_affine = true;
   double norm_eps = 1e-5;
-  bool use_rotary_positional_embeddings = true;
+  // diffusers' default is false (absolute sin-cos positions, CogVideoX-2B), which is not supported.
+  bool use_rotary_positional_embeddings = false;
   bool patch_bias = true;
 
   int64_t dim() const { return num_attention_heads * attention_head_dim; }
