@@ -1,5 +1,6 @@
 #include "models/cogvideox/transformer.h"
 
+#include <algorithm>
 #include <cmath>
 #include <set>
 #include <sstream>
@@ -13,6 +14,9 @@ namespace {
 constexpr double kRopeTheta = 10000.0;
 constexpr double kTimestepMaxPeriod = 10000.0;
 constexpr double kQkNormEps = 1e-6;  // upstream fixes the q/k LayerNorm eps, independent of norm_eps
+// Attention scores held at once by the unfused (LibTorch 1.x) attention: 64 Mi floats = 256 MiB. The 5B
+// model's full sequence (17776 tokens, 48 heads) would otherwise need 60 GB of scores.
+constexpr int64_t kMaxUnfusedScores = int64_t{1} << 26;
 
 std::string ShapeString(at::IntArrayRef sizes) {
   std::ostringstream ss;
@@ -54,6 +58,19 @@ at::Tensor ApplyRope(const at::Tensor& x, const at::Tensor& cos, const at::Tenso
   at::Tensor pairs = xf.reshape({sizes[0], sizes[1], sizes[2], sizes[3] / 2, 2});
   at::Tensor rotated = at::stack({-pairs.select(-1, 1), pairs.select(-1, 0)}, -1).reshape(sizes);
   return (xf * cos + rotated * sin).to(x.scalar_type());
+}
+
+// softmax(q k^T scale) v over [B, H, L, hd]; without a fused kernel, in slices of query rows so the
+// score matrix stays bounded (rows are independent, so the result is the same).
+at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale) {
+  const int64_t Lq = q.size(2);
+  const int64_t row_cost = std::max<int64_t>(q.size(0) * q.size(1) * k.size(2), 1);
+  const int64_t rows = std::max<int64_t>(kMaxUnfusedScores / row_cost, 1);
+  if (compat::kHasFusedSdpa || rows >= Lq) return compat::ScaledDotProductAttention(q, k, v, scale);
+  std::vector<at::Tensor> parts;
+  for (int64_t begin = 0; begin < Lq; begin += rows)
+    parts.push_back(compat::ScaledDotProductAttention(q.narrow(2, begin, std::min(rows, Lq - begin)), k, v, scale));
+  return at::cat(parts, 2);
 }
 
 at::Tensor Gelu(const at::Tensor& x, bool tanh_approximation) {
@@ -414,7 +431,7 @@ void CogVideoXTransformer::RunBlock(const Block& block, at::Tensor& video, at::T
   // RoPE on the video tokens only; the text tokens carry no position.
   q = at::cat({q.narrow(2, 0, Lt), ApplyRope(q.narrow(2, Lt, Lv), cos, sin)}, 2);
   k = at::cat({k.narrow(2, 0, Lt), ApplyRope(k.narrow(2, Lt, Lv), cos, sin)}, 2);
-  at::Tensor attn = compat::ScaledDotProductAttention(q, k, v, 1.0 / std::sqrt(static_cast<double>(hd)));
+  at::Tensor attn = Attention(q, k, v, 1.0 / std::sqrt(static_cast<double>(hd)));
   attn = at::linear(attn.transpose(1, 2).reshape({B, Lt + Lv, D}), block.out_weight, block.out_bias);
   video = video + gate * attn.narrow(1, Lt, Lv);
   text = text + text_gate * attn.narrow(1, 0, Lt);
