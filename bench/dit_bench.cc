@@ -2,6 +2,10 @@
 //
 //   dit_bench [--height 480 --width 832 --frames 81] [--repeats 5 --warmup 2] [--dtype bf16|fp32]
 //             [--config transformer_config.json] [--text-len 512] [--cfg] [--device cuda|cpu]
+//             [--spatial 8] [--per-token]
+//
+// --spatial is the VAE's spatial compression (16 for Wan2.2); --per-token gives every token its own
+// timestep, as Wan2.2 does.
 //
 // Prints median/min/max ms of one forward (and with --cfg of one denoising step: two forwards plus the
 // guidance combine), peak GPU memory, and achieved model TFLOP/s with the FLOP count of the
@@ -80,14 +84,16 @@ int main(int argc, char** argv) {
   }
   weights = WeightStore();  // the model holds its own copies
 
-  const int64_t lat_f = (frames - 1) / 4 + 1, lat_h = height / 8, lat_w = width / 8;
+  const int spatial = std::stoi(Arg(argc, argv, "--spatial", "8"));
+  const int64_t lat_f = (frames - 1) / 4 + 1, lat_h = height / spatial, lat_w = width / spatial;
   auto gen_opts = at::TensorOptions().device(device).dtype(at::kFloat);
   at::Tensor latents = at::randn({1, config->in_channels, lat_f, lat_h, lat_w}, gen_opts);
   at::Tensor text = at::randn({1, text_len, config->text_dim}, gen_opts).to(dtype);
   at::Tensor text_uncond = at::randn({1, text_len, config->text_dim}, gen_opts).to(dtype);
-  at::Tensor t = at::full({1}, 999.0, gen_opts);
+  const int64_t tokens = lat_f * (lat_h / 2) * (lat_w / 2);
+  at::Tensor t = Flag(argc, argv, "--per-token") ? at::full({1, tokens}, 999.0, gen_opts) : at::full({1}, 999.0, gen_opts);
 
-  const double L = static_cast<double>(lat_f * (lat_h / 2) * (lat_w / 2));
+  const double L = static_cast<double>(tokens);
   const double D = static_cast<double>(config->dim()), n = static_cast<double>(config->num_layers);
   const double ffn = static_cast<double>(config->ffn_dim), T = text_len;
   const double flops = 2 * L * (4 * D * D + 2 * D * ffn) * n + 4 * L * L * D * n + 2 * L * (2 * D * D) * n +

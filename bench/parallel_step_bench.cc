@@ -3,7 +3,7 @@
 //
 //   mpirun -np N parallel_step_bench [--sp S] [--cfg-parallel] [--height 480 --width 832 --frames 81]
 //          [--repeats 5 --warmup 2] [--dtype bf16|fp32] [--device cuda|cpu] [--config transformer.json]
-//          [--layers L] [--text-len 512] [--guidance 5.0] [--threads T] [--check]
+//          [--layers L] [--text-len 512] [--guidance 5.0] [--threads T] [--check] [--spatial 8]
 //
 // The model is the real Wan2.1-T2V-1.3B configuration (or --config) with random weights (same FLOPs and
 // shapes as the checkpoint). A step is two forwards (cond, uncond) and the guidance combine; with
@@ -78,6 +78,7 @@ int main(int argc, char** argv) {
     const int height = std::stoi(Arg(argc, argv, "--height", "480"));
     const int width = std::stoi(Arg(argc, argv, "--width", "832"));
     const int frames = std::stoi(Arg(argc, argv, "--frames", "81"));
+    const int spatial = std::stoi(Arg(argc, argv, "--spatial", "8"));  // VAE spatial compression (16: Wan2.2)
     const int repeats = std::max(1, std::stoi(Arg(argc, argv, "--repeats", "5")));
     const int warmup = std::max(0, std::stoi(Arg(argc, argv, "--warmup", "2")));
     const int text_len = std::stoi(Arg(argc, argv, "--text-len", "512"));
@@ -143,7 +144,7 @@ int main(int argc, char** argv) {
     }
 
     // Inputs drawn on the CPU from one seed, so every rank holds the same ones.
-    const int64_t lat_f = (frames - 1) / 4 + 1, lat_h = height / 8, lat_w = width / 8;
+    const int64_t lat_f = (frames - 1) / 4 + 1, lat_h = height / spatial, lat_w = width / spatial;
     at::manual_seed(1234);
     const at::Tensor latents = at::randn({1, config->in_channels, lat_f, lat_h, lat_w}).to(device);
     const at::Tensor text_cond = at::randn({1, text_len, config->text_dim}).to(device, dtype);
