@@ -98,7 +98,7 @@ class Decoder {
     if (rc < 0) return InvalidArgument(path_ + " is not a video FFmpeg can read (" + AvErrorText(rc) + ")");
     input_.reset(raw);
     rc = avformat_find_stream_info(input_.get(), nullptr);
-    if (rc < 0) return InvalidArgument(path_ + " is not a readable video (" + AvErrorText(rc) + ")");
+    if (rc < 0) return InvalidArgument(path_ + " is not a video FFmpeg can read (" + AvErrorText(rc) + ")");
     const AVCodec* codec = nullptr;
     rc = av_find_best_stream(input_.get(), AVMEDIA_TYPE_VIDEO, -1, -1, &codec, 0);
     if (rc < 0 || !codec) return InvalidArgument(path_ + " has no video stream");
