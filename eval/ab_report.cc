@@ -42,7 +42,7 @@ h1{font-size:22px} h2{font-size:18px;margin-top:32px;border-bottom:1px solid #d5
 table{border-collapse:collapse;margin:8px 0} td,th{border:1px solid #d5dbe1;padding:3px 8px;text-align:right}
 th{background:#f1f4f7} td.l,th.l{text-align:left} .better{color:#11773a;font-weight:600} .worse{color:#b3261e;font-weight:600}
 .pair{display:flex;gap:16px;flex-wrap:wrap;margin:12px 0 24px} .pair figure{margin:0} figcaption{font-size:12px;color:#555}
-video{max-width:560px;width:100%;background:#000} .note{color:#555;font-size:13px} pre{background:#f6f8fa;padding:8px;overflow:auto;font-size:12px}
+video{width:420px;max-width:100%;background:#000} .note{color:#555;font-size:13px} pre{background:#f6f8fa;padding:8px;overflow:auto;font-size:12px}
 iframe{width:100%;height:900px;border:1px solid #d5dbe1}
 )";
 

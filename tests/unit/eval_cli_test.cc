@@ -46,9 +46,12 @@ TEST(EvalCommand, JsonForVideosAndForADatasetFolder) {
   std::filesystem::copy_file(dir.File("a.mp4"), dir.File("set/a.mp4"));
   std::filesystem::copy_file(dir.File("a.mp4"), dir.File("set/sub/b.mp4"));
   dir.Write("set/notes.txt", "not a video");
-  auto r = testing::RunCommand(Stas("eval --json --dataset " + dir.File("set") + " 2>/dev/null"));
+  // stdout alone is the JSON document (progress lines go to stderr).
+  auto r = testing::RunCommand("(" + Stas("eval --json --dataset " + dir.File("set")) + " > " + dir.File("out.json") + ")");
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  const Json j = Json::parse(r.output);
+  auto parsed = ReadJsonFile(dir.File("out.json"));
+  ASSERT_TRUE(parsed.ok()) << parsed.status().ToString() << "\n" << r.output;
+  const Json& j = *parsed;
   ASSERT_EQ(j["videos"].size(), 2u);
   EXPECT_EQ(j["summary"]["videos"], 2);
   EXPECT_EQ(j["summary"]["cross_chunk"]["pairs"], 4);
