@@ -65,6 +65,46 @@ TEST(EvalMetrics, KnownPsnrOfAConstantShift) {
   EXPECT_NEAR(SsimPairs(a, a)[0], 1.0, 1e-9);
 }
 
+// SSIM by its definition, one window at a time (Wang et al. 2004, eq. 13 with Gaussian weights), against
+// the separable-filter implementation.
+TEST(EvalMetrics, SsimMatchesTheDefinitionWindowByWindow) {
+  at::manual_seed(11);
+  const int64_t h = 14, w = 17, k = 11;
+  const at::Tensor grey_a = at::rand({h, w}, at::kDouble), grey_b = (grey_a * 0.7 + at::rand({h, w}, at::kDouble) * 0.3);
+  // Grey frames: R = G = B, so luma is the value itself (x 255).
+  const at::Tensor a = grey_a.unsqueeze(-1).expand({h, w, 3}).unsqueeze(0).to(at::kFloat);
+  const at::Tensor b = grey_b.unsqueeze(-1).expand({h, w, 3}).unsqueeze(0).to(at::kFloat);
+  const at::Tensor x = Luma(a)[0].to(at::kDouble), y = Luma(b)[0].to(at::kDouble);
+  std::vector<double> g(k);
+  double gsum = 0;
+  for (int64_t i = 0; i < k; ++i) gsum += g[i] = std::exp(-std::pow(i - 5.0, 2) / (2 * 1.5 * 1.5));
+  const double c1 = std::pow(0.01 * 255, 2), c2 = std::pow(0.03 * 255, 2);
+  double total = 0;
+  int64_t windows = 0;
+  auto X = x.accessor<double, 2>(), Y = y.accessor<double, 2>();
+  for (int64_t r = 0; r + k <= h; ++r)
+    for (int64_t c = 0; c + k <= w; ++c) {
+      double mx = 0, my = 0, sxx = 0, syy = 0, sxy = 0;
+      for (int64_t i = 0; i < k; ++i)
+        for (int64_t j = 0; j < k; ++j) {
+          const double wt = g[i] * g[j] / (gsum * gsum);
+          mx += wt * X[r + i][c + j];
+          my += wt * Y[r + i][c + j];
+        }
+      for (int64_t i = 0; i < k; ++i)
+        for (int64_t j = 0; j < k; ++j) {
+          const double wt = g[i] * g[j] / (gsum * gsum), dx = X[r + i][c + j] - mx, dy = Y[r + i][c + j] - my;
+          sxx += wt * dx * dx;
+          syy += wt * dy * dy;
+          sxy += wt * dx * dy;
+        }
+      total += ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2));
+      ++windows;
+    }
+  EXPECT_EQ(windows, 4 * 7);
+  EXPECT_NEAR(SsimPairs(a, b)[0], total / windows, 1e-6);
+}
+
 TEST(EvalMetrics, ACutShowsExactlyAtItsPairAndInTheRightChunkClass) {
   // Cut before frame 9 (pair 8-9 crosses from latent chunk 2 to 3), then before frame 7 (6-7 is within chunk 2).
   for (const auto& [cut, cross] : {std::pair<int64_t, bool>{9, true}, {7, false}}) {
