@@ -11,14 +11,16 @@
 //   prompt-suite evaluation expects: DIR/{prompt}-{i}.mp4 (manifests in DIR/manifests/).
 //
 // Exit codes: 0 written; 2 bad input (flags, prompts file, sizes), nothing rendered; 1 a failure while
-// rendering, downloading or evaluating.
+// rendering, downloading or evaluating; 130 interrupted (videos already finished are kept).
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <atomic>
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -50,8 +52,28 @@ namespace {
 namespace fs = std::filesystem;
 
 int ExitCodeFor(const Status& st) {
+  if (st.code() == StatusCode::kAborted) return 130;
   return (st.code() == StatusCode::kInvalidArgument || st.code() == StatusCode::kNotFound) ? 2 : 1;
 }
+
+// Ctrl-C stops at the next denoising step (or poll) so the renderer removes its temporary files; a
+// second Ctrl-C ends the process at once.
+std::atomic<bool> g_interrupted{false};
+extern "C" void OnAbInterrupt(int) {
+  g_interrupted.store(true);
+  std::signal(SIGINT, SIG_DFL);
+}
+class InterruptScope {
+ public:
+  InterruptScope() {
+    g_interrupted.store(false);
+    previous_ = std::signal(SIGINT, OnAbInterrupt);
+  }
+  ~InterruptScope() { std::signal(SIGINT, previous_); }
+
+ private:
+  void (*previous_)(int);
+};
 
 int Fail(const std::string& command, const Status& st) {
   std::cerr << "stas " << command << ": " << st.message() << "\n";
@@ -107,6 +129,7 @@ class LocalBackend final : public RenderBackend {
       const std::string prefix = "[" + std::to_string(i + 1) + "/" + std::to_string(jobs.size()) + "] " + j.label;
       std::cerr << prefix << (tty ? "" : "\n") << std::flush;
       worker::RenderControl control;
+      control.should_cancel = [] { return g_interrupted.load(); };
       control.on_progress = [&](const worker::RenderProgress& p) {
         if (!tty || p.stage != worker::RenderStage::kDenoise) return;
         std::cerr << "\r" << prefix << "  step " << p.step << "/" << p.steps << std::flush;
@@ -160,6 +183,9 @@ class RemoteBackend final : public RenderBackend {
     std::map<size_t, std::string> last_state;
     size_t finished = 0;
     while (!pending.empty()) {
+      if (g_interrupted.load())
+        return Aborted("interrupted; the submitted jobs stay on the service (submitting again finds them: job ids "
+                       "are content hashes)");
       for (auto it = pending.begin(); it != pending.end();) {
         const size_t i = *it;
         STAS_ASSIGN_OR_RETURN(HttpResponse r, client_->Get("/jobs/" + UrlEncode(ids[i])));
@@ -393,7 +419,10 @@ int RunAb(const AbFlags& flags) {
 
   std::cerr << "ab: " << records->size() << " prompt(s) x " << seeds->size() << " seed(s) x {baseline, stas} = "
             << jobs.size() << " videos (" << (*backend)->Describe() << ")\n";
-  if (Status st = (*backend)->RenderAll(jobs); !st.ok()) return Fail(cmd, st);
+  {
+    InterruptScope interrupt;
+    if (Status st = (*backend)->RenderAll(jobs); !st.ok()) return Fail(cmd, st);
+  }
 
   eval::AbReport report;
   report.model = flags.render.model;
@@ -502,7 +531,10 @@ int RunSuite(const SuiteFlags& flags) {
   std::cerr << "render-suite: " << records->size() << " prompt(s) x " << flags.samples << " sample(s): " << jobs.size()
             << " to render" << (skipped ? ", " + std::to_string(skipped) + " already there" : "") << " ("
             << (*backend)->Describe() << ")\n";
-  if (Status st = (*backend)->RenderAll(jobs); !st.ok()) return Fail(cmd, st);
+  {
+    InterruptScope interrupt;
+    if (Status st = (*backend)->RenderAll(jobs); !st.ok()) return Fail(cmd, st);
+  }
   // Manifests move out of the video folder, which then holds exactly the suite's videos.
   const fs::path manifests = fs::path(flags.out) / "manifests";
   for (const RenderJob& j : jobs) {
