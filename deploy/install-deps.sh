@@ -13,6 +13,7 @@ PACKAGES=(
   nlohmann-json3-dev libcli11-dev
   libgtest-dev libgmock-dev
   curl python3
+  chromium
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
