@@ -17,6 +17,19 @@
 
 namespace stas::bench {
 
+// The value after `name` on the command line, or `fallback`.
+inline std::string Arg(int argc, char** argv, const char* name, const std::string& fallback) {
+  for (int i = 1; i + 1 < argc; ++i)
+    if (std::string(argv[i]) == name) return argv[i + 1];
+  return fallback;
+}
+// Whether `name` is on the command line.
+inline bool Flag(int argc, char** argv, const char* name) {
+  for (int i = 1; i < argc; ++i)
+    if (std::string(argv[i]) == name) return true;
+  return false;
+}
+
 inline void Synchronize(const at::Device& device) {
 #if STAS_HAVE_CUDA
   if (device.is_cuda()) c10::cuda::device_synchronize();

@@ -40,16 +40,8 @@ const char* kWan21_1_3B = R"({"patch_size":[1,2,2],"num_attention_heads":12,"att
   "in_channels":16,"out_channels":16,"text_dim":4096,"freq_dim":256,"ffn_dim":8960,"num_layers":30,
   "cross_attn_norm":true,"qk_norm":"rms_norm_across_heads","eps":1e-6,"rope_max_seq_len":1024})";
 
-std::string Arg(int argc, char** argv, const char* name, const std::string& fallback) {
-  for (int i = 1; i + 1 < argc; ++i)
-    if (std::strcmp(argv[i], name) == 0) return argv[i + 1];
-  return fallback;
-}
-bool Flag(int argc, char** argv, const char* name) {
-  for (int i = 1; i < argc; ++i)
-    if (std::strcmp(argv[i], name) == 0) return true;
-  return false;
-}
+using bench::Arg;
+using bench::Flag;
 
 // Every rank calls this with the same outcome in mind; rank 0 prints.
 int Fail(int rank, const std::string& message) {

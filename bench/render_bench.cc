@@ -16,16 +16,8 @@
 using namespace stas;
 
 namespace {
-std::string Arg(int argc, char** argv, const char* name, const std::string& fallback) {
-  for (int i = 1; i + 1 < argc; ++i)
-    if (std::strcmp(argv[i], name) == 0) return argv[i + 1];
-  return fallback;
-}
-bool Flag(int argc, char** argv, const char* name) {
-  for (int i = 1; i < argc; ++i)
-    if (std::strcmp(argv[i], name) == 0) return true;
-  return false;
-}
+using bench::Arg;
+using bench::Flag;
 }  // namespace
 
 int main(int argc, char** argv) {

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_util.h"
 #include "common/json.h"
 #include "models/text/t5_encoder.h"
 
@@ -26,11 +27,7 @@ using namespace stas::models::text;
 
 namespace {
 
-std::string Arg(int argc, char** argv, const char* name, const std::string& fallback) {
-  for (int i = 1; i + 1 < argc; ++i)
-    if (std::strcmp(argv[i], name) == 0) return argv[i + 1];
-  return fallback;
-}
+using bench::Arg;
 
 // Model FLOPs of one forward: every linear (2 * in * out per token) plus QK^T and PV (2 * 2 * L * inner
 // per token and layer).

@@ -13,42 +13,22 @@ extern "C" {
 }
 
 #include "eval/mp4_reader.h"
+#include "storage/ffmpeg_handles.h"
 
 namespace stas::eval {
 
 namespace {
 
-std::string AvErrorText(int code) {
-  char buf[AV_ERROR_MAX_STRING_SIZE] = {0};
-  if (av_strerror(code, buf, sizeof(buf)) < 0) return "error " + std::to_string(code);
-  return buf;
-}
+using storage::ffmpeg::ErrorText;
+using storage::ffmpeg::CodecContextPtr;
+using storage::ffmpeg::FramePtr;
+using storage::ffmpeg::InputPtr;
+using storage::ffmpeg::PacketPtr;
+using storage::ffmpeg::SwsPtr;
 
 Status AvFailure(const std::string& path, const char* call, int code) {
-  return Internal(path + ": FFmpeg " + call + " failed: " + AvErrorText(code));
+  return Internal(path + ": FFmpeg " + call + " failed: " + ErrorText(code));
 }
-
-// RAII owners for every FFmpeg handle the decoder uses.
-struct InputDeleter {
-  void operator()(AVFormatContext* ctx) const { avformat_close_input(&ctx); }
-};
-struct CodecContextDeleter {
-  void operator()(AVCodecContext* ctx) const { avcodec_free_context(&ctx); }
-};
-struct FrameDeleter {
-  void operator()(AVFrame* frame) const { av_frame_free(&frame); }
-};
-struct PacketDeleter {
-  void operator()(AVPacket* packet) const { av_packet_free(&packet); }
-};
-struct SwsDeleter {
-  void operator()(SwsContext* sws) const { sws_freeContext(sws); }
-};
-using InputPtr = std::unique_ptr<AVFormatContext, InputDeleter>;
-using CodecContextPtr = std::unique_ptr<AVCodecContext, CodecContextDeleter>;
-using FramePtr = std::unique_ptr<AVFrame, FrameDeleter>;
-using PacketPtr = std::unique_ptr<AVPacket, PacketDeleter>;
-using SwsPtr = std::unique_ptr<SwsContext, SwsDeleter>;
 
 class Decoder {
  public:
@@ -95,10 +75,10 @@ class Decoder {
     if (std::filesystem::is_directory(path_, ec)) return InvalidArgument(path_ + " is a folder, not a video");
     AVFormatContext* raw = nullptr;
     int rc = avformat_open_input(&raw, path_.c_str(), nullptr, nullptr);
-    if (rc < 0) return InvalidArgument(path_ + " is not a video FFmpeg can read (" + AvErrorText(rc) + ")");
+    if (rc < 0) return InvalidArgument(path_ + " is not a video FFmpeg can read (" + ErrorText(rc) + ")");
     input_.reset(raw);
     rc = avformat_find_stream_info(input_.get(), nullptr);
-    if (rc < 0) return InvalidArgument(path_ + " is not a video FFmpeg can read (" + AvErrorText(rc) + ")");
+    if (rc < 0) return InvalidArgument(path_ + " is not a video FFmpeg can read (" + ErrorText(rc) + ")");
     const AVCodec* codec = nullptr;
     rc = av_find_best_stream(input_.get(), AVMEDIA_TYPE_VIDEO, -1, -1, &codec, 0);
     if (rc < 0 || !codec) return InvalidArgument(path_ + " has no video stream");
@@ -115,7 +95,7 @@ class Decoder {
   Status Send(const AVPacket* packet) {
     const int rc = avcodec_send_packet(codec_.get(), packet);
     // EAGAIN cannot happen here: every Send is followed by ReceiveAll, which empties the decoder.
-    if (rc < 0 && rc != AVERROR_EOF) return InvalidArgument(path_ + ": corrupt video data (" + AvErrorText(rc) + ")");
+    if (rc < 0 && rc != AVERROR_EOF) return InvalidArgument(path_ + ": corrupt video data (" + ErrorText(rc) + ")");
     return Status::Ok();
   }
 
@@ -125,7 +105,7 @@ class Decoder {
       const int rc = avcodec_receive_frame(codec_.get(), frame_.get());
       if (rc == AVERROR(EAGAIN)) return false;
       if (rc == AVERROR_EOF) return true;
-      if (rc < 0) return InvalidArgument(path_ + ": corrupt video data (" + AvErrorText(rc) + ")");
+      if (rc < 0) return InvalidArgument(path_ + ": corrupt video data (" + ErrorText(rc) + ")");
       Status st = Convert();
       av_frame_unref(frame_.get());
       STAS_RETURN_IF_ERROR(st);

@@ -14,6 +14,7 @@ extern "C" {
 }
 
 #include "common/log.h"
+#include "storage/ffmpeg_handles.h"
 #include "storage/mp4_encoder_internal.h"
 
 namespace stas::storage {
@@ -24,16 +25,10 @@ std::string VersionTriple(unsigned v) {
   return std::to_string(v >> 16) + "." + std::to_string((v >> 8) & 0xff) + "." + std::to_string(v & 0xff);
 }
 
-std::string AvErrorText(int code) {
-  char buf[AV_ERROR_MAX_STRING_SIZE] = {0};
-  if (av_strerror(code, buf, sizeof(buf)) < 0) return "error " + std::to_string(code);
-  return buf;
-}
-
 // An FFmpeg failure as a Status that names the call, FFmpeg's own text, the library version and
 // where it happened. Errors of the file system are I/O errors; everything else is internal.
 Status AvError(const char* call, int code, const char* file, int line) {
-  std::string msg = std::string("FFmpeg ") + call + " failed: " + AvErrorText(code) + " (libavcodec " +
+  std::string msg = std::string("FFmpeg ") + call + " failed: " + ffmpeg::ErrorText(code) + " (libavcodec " +
                     VersionTriple(avcodec_version()) + ", " + file + ":" + std::to_string(line) + ")";
   for (int e : {ENOSPC, EIO, EACCES, ENOENT, EROFS, EDQUOT, EPERM})
     if (code == AVERROR(e)) return IoError(std::move(msg));
@@ -59,18 +54,6 @@ struct FormatContextDeleter {
     avformat_free_context(ctx);
   }
 };
-struct CodecContextDeleter {
-  void operator()(AVCodecContext* ctx) const { avcodec_free_context(&ctx); }
-};
-struct FrameDeleter {
-  void operator()(AVFrame* frame) const { av_frame_free(&frame); }
-};
-struct PacketDeleter {
-  void operator()(AVPacket* packet) const { av_packet_free(&packet); }
-};
-struct SwsDeleter {
-  void operator()(SwsContext* sws) const { sws_freeContext(sws); }
-};
 // AVDictionary is handed around by address, so the owner holds the pointer itself.
 class Dictionary {
  public:
@@ -93,10 +76,10 @@ class Dictionary {
 };
 
 using FormatContextPtr = std::unique_ptr<AVFormatContext, FormatContextDeleter>;
-using CodecContextPtr = std::unique_ptr<AVCodecContext, CodecContextDeleter>;
-using FramePtr = std::unique_ptr<AVFrame, FrameDeleter>;
-using PacketPtr = std::unique_ptr<AVPacket, PacketDeleter>;
-using SwsPtr = std::unique_ptr<SwsContext, SwsDeleter>;
+using ffmpeg::CodecContextPtr;
+using ffmpeg::FramePtr;
+using ffmpeg::PacketPtr;
+using ffmpeg::SwsPtr;
 
 // FFmpeg logs to stderr by default (libx264 prints statistics at info level); route its warnings
 // and errors through our logger and drop the chatter.
