@@ -239,12 +239,13 @@ class ServiceStack {
   bool Healthy() { return RunCommand("curl -sf " + server() + "/healthz").exit_code == 0; }
 
   // -------------------------------------------------------------------------------------- workers
-  // One `mpirun -np np stas worker` launch: np / (sp*cfg) groups named "<name>-g<k>-<pid>".
-  Child& StartWorkers(const std::string& name, int np = 1, const std::vector<std::string>& extra = {}) {
+  // One `mpirun -np np stas worker --model MODEL` launch: np / (sp*cfg) groups named "<name>-g<k>-<pid>".
+  Child& StartWorkers(const std::string& name, int np = 1, const std::vector<std::string>& extra = {},
+                      const std::string& model = "tiny") {
     std::vector<std::string> argv = {MPIEXEC, "--oversubscribe", "--bind-to", "none", "-x", "OMP_NUM_THREADS=1"};
     if (::geteuid() == 0) argv.push_back("--allow-run-as-root");
     for (const auto& a : std::vector<std::string>{"-np", std::to_string(np), STAS_BINARY, "worker", "--coordinator",
-                                                  worker_address(), "--model", "tiny", "--name", name})
+                                                  worker_address(), "--model", model, "--name", name})
       argv.push_back(a);
     for (const auto& a : extra) argv.push_back(a);
     workers_.push_back(std::make_unique<Child>(argv, dir_.File("logs/workers-" + name + ".log")));
