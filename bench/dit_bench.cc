@@ -2,8 +2,10 @@
 //
 //   dit_bench [--height 480 --width 832 --frames 81] [--repeats 5 --warmup 2] [--dtype bf16|fp32]
 //             [--config transformer_config.json] [--text-len 512] [--cfg] [--device cuda|cpu]
-//             [--spatial 8] [--per-token]
+//             [--spatial 8] [--per-token] [--profile-range]
 //
+// --profile-range runs one warm-up forward, then one forward between cudaProfilerStart/Stop (for
+// `ncu --profile-from-start off`, bench/device/kernel_profile.sh), and exits.
 // --spatial is the VAE's spatial compression (16 for Wan2.2); --per-token gives every token its own
 // timestep, as Wan2.2 does.
 //
@@ -17,6 +19,10 @@
 #include <cstring>
 #include <map>
 #include <string>
+
+#if STAS_HAVE_CUDA
+#include <cuda_profiler_api.h>
+#endif
 
 #include "bench/bench_util.h"
 #include "bench/wan_random_weights.h"
@@ -99,6 +105,20 @@ int main(int argc, char** argv) {
     }
     return *out;
   };
+  if (Flag(argc, argv, "--profile-range")) {
+    forward(text);
+    bench::Synchronize(device);
+#if STAS_HAVE_CUDA
+    cudaProfilerStart();
+#endif
+    forward(text);
+    bench::Synchronize(device);
+#if STAS_HAVE_CUDA
+    cudaProfilerStop();
+#endif
+    std::printf("dit_bench: profiled one forward of %.0f tokens\n", L);
+    return 0;
+  }
   bench::ResetPeakMemory(device);
   auto fwd = bench::TimeIt(device, warmup, repeats, [&] { forward(text); });
   std::printf("dit_bench device=%s dtype=%s size=%dx%dx%d tokens=%.0f layers=%lld\n", bench::DeviceName(device).c_str(),

@@ -1,7 +1,8 @@
 """Anchor: one diffusers WanTransformer3DModel forward (random weights, bf16, one GPU) for a transformer
 config file and a latent shape, with per-token timesteps when asked (Wan2.2 style).
 
-Usage: python3 diffusers_wan_forward.py CONFIG.json FRAMES LAT_H LAT_W [--per-token]
+Usage: python3 diffusers_wan_forward.py CONFIG.json FRAMES LAT_H LAT_W [--per-token] [--profile-range]
+--profile-range: one warm-up forward, then one between cudaProfilerStart/Stop (for ncu), and exit.
 """
 import json, sys, time
 import torch
@@ -19,6 +20,10 @@ with torch.no_grad(), torch.device(dev):
     def fwd():
         return m(hidden_states=x, timestep=t, encoder_hidden_states=ctx, return_dict=False)[0]
     fwd(); torch.cuda.synchronize()
+    if "--profile-range" in sys.argv:
+        torch.cuda.profiler.start(); fwd(); torch.cuda.synchronize(); torch.cuda.profiler.stop()
+        print(f"diffusers: profiled one forward of {tokens} tokens")
+        sys.exit(0)
     times = []
     for _ in range(3):
         t0 = time.perf_counter(); fwd(); torch.cuda.synchronize(); times.append(time.perf_counter() - t0)
