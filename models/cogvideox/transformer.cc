@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "common/check.h"
+#include "common/tracking_weight_reader.h"
 #include "common/torch_compat.h"
 
 namespace stas::models::cogvideox {
@@ -248,21 +249,12 @@ Result<CogVideoXTransformer> CogVideoXTransformer::Load(const CogVideoXTransform
         m.config_ = config;
         m.device_ = device;
         m.dtype_ = dtype;
-        const WeightReader reader(weights, at::TensorOptions().device(device).dtype(dtype));
-        std::set<std::string> used;
-        auto take = [&](const std::string& name, std::vector<int64_t> shape) {
-          used.insert(name);
-          return reader.Require(name, shape);
-        };
-        auto take_float = [&](const std::string& name, std::vector<int64_t> shape) {
-          used.insert(name);
-          return reader.RequireFloat(name, shape);
-        };
+        TrackingWeightReader reader(weights, at::TensorOptions().device(device).dtype(dtype));
         auto take_norm = [&](const std::string& prefix, int64_t size, bool affine) {
           LayerNormWeights n;
           if (affine) {
-            n.weight = take(prefix + ".weight", {size});
-            n.bias = take(prefix + ".bias", {size});
+            n.weight = reader.Require(prefix + ".weight", {size});
+            n.bias = reader.Require(prefix + ".bias", {size});
           }
           return n;
         };
@@ -272,60 +264,55 @@ Result<CogVideoXTransformer> CogVideoXTransformer::Load(const CogVideoXTransform
         const int64_t E = config.time_embed_dim;
         if (!config.patch_size_t) {
           // A Conv2d with kernel = stride = p is a linear map of each (C, p, p) patch.
-          m.patch_weight_ = take("patch_embed.proj.weight", {D, C, p, p}).reshape({D, C * p * p});
+          m.patch_weight_ = reader.Require("patch_embed.proj.weight", {D, C, p, p}).reshape({D, C * p * p});
         } else {
-          m.patch_weight_ = take("patch_embed.proj.weight", {D, C * p * p * *config.patch_size_t});
+          m.patch_weight_ = reader.Require("patch_embed.proj.weight", {D, C * p * p * *config.patch_size_t});
         }
-        if (config.patch_bias || config.patch_size_t) m.patch_bias_ = take("patch_embed.proj.bias", {D});
-        m.text_proj_weight_ = take("patch_embed.text_proj.weight", {D, config.text_embed_dim});
-        m.text_proj_bias_ = take("patch_embed.text_proj.bias", {D});
-        m.time_in_weight_ = take_float("time_embedding.linear_1.weight", {E, D});
-        m.time_in_bias_ = take_float("time_embedding.linear_1.bias", {E});
-        m.time_out_weight_ = take_float("time_embedding.linear_2.weight", {E, E});
-        m.time_out_bias_ = take_float("time_embedding.linear_2.bias", {E});
+        if (config.patch_bias || config.patch_size_t) m.patch_bias_ = reader.Require("patch_embed.proj.bias", {D});
+        m.text_proj_weight_ = reader.Require("patch_embed.text_proj.weight", {D, config.text_embed_dim});
+        m.text_proj_bias_ = reader.Require("patch_embed.text_proj.bias", {D});
+        m.time_in_weight_ = reader.RequireFloat("time_embedding.linear_1.weight", {E, D});
+        m.time_in_bias_ = reader.RequireFloat("time_embedding.linear_1.bias", {E});
+        m.time_out_weight_ = reader.RequireFloat("time_embedding.linear_2.weight", {E, E});
+        m.time_out_bias_ = reader.RequireFloat("time_embedding.linear_2.bias", {E});
 
         const int64_t hd = config.attention_head_dim;
         const int64_t ff = 4 * D;
         for (int64_t i = 0; i < config.num_layers; ++i) {
           const std::string b = "transformer_blocks." + std::to_string(i) + ".";
           Block blk;
-          blk.norm1_weight = take(b + "norm1.linear.weight", {6 * D, E});
-          blk.norm1_bias = take(b + "norm1.linear.bias", {6 * D});
+          blk.norm1_weight = reader.Require(b + "norm1.linear.weight", {6 * D, E});
+          blk.norm1_bias = reader.Require(b + "norm1.linear.bias", {6 * D});
           blk.norm1 = take_norm(b + "norm1.norm", D, config.norm_elementwise_affine);
-          blk.norm2_weight = take(b + "norm2.linear.weight", {6 * D, E});
-          blk.norm2_bias = take(b + "norm2.linear.bias", {6 * D});
+          blk.norm2_weight = reader.Require(b + "norm2.linear.weight", {6 * D, E});
+          blk.norm2_bias = reader.Require(b + "norm2.linear.bias", {6 * D});
           blk.norm2 = take_norm(b + "norm2.norm", D, config.norm_elementwise_affine);
           const std::string a = b + "attn1.";
-          blk.qkv_weight = at::cat({take(a + "to_q.weight", {D, D}), take(a + "to_k.weight", {D, D}),
-                                    take(a + "to_v.weight", {D, D})});
+          blk.qkv_weight = at::cat({reader.Require(a + "to_q.weight", {D, D}), reader.Require(a + "to_k.weight", {D, D}),
+                                    reader.Require(a + "to_v.weight", {D, D})});
           if (config.attention_bias)
             blk.qkv_bias =
-                at::cat({take(a + "to_q.bias", {D}), take(a + "to_k.bias", {D}), take(a + "to_v.bias", {D})});
+                at::cat({reader.Require(a + "to_q.bias", {D}), reader.Require(a + "to_k.bias", {D}), reader.Require(a + "to_v.bias", {D})});
           blk.norm_q = take_norm(a + "norm_q", hd, true);
           blk.norm_k = take_norm(a + "norm_k", hd, true);
-          blk.out_weight = take(a + "to_out.0.weight", {D, D});
-          blk.out_bias = take(a + "to_out.0.bias", {D});
-          blk.ff_in_weight = take(b + "ff.net.0.proj.weight", {ff, D});
-          blk.ff_in_bias = take(b + "ff.net.0.proj.bias", {ff});
-          blk.ff_out_weight = take(b + "ff.net.2.weight", {D, ff});
-          blk.ff_out_bias = take(b + "ff.net.2.bias", {D});
+          blk.out_weight = reader.Require(a + "to_out.0.weight", {D, D});
+          blk.out_bias = reader.Require(a + "to_out.0.bias", {D});
+          blk.ff_in_weight = reader.Require(b + "ff.net.0.proj.weight", {ff, D});
+          blk.ff_in_bias = reader.Require(b + "ff.net.0.proj.bias", {ff});
+          blk.ff_out_weight = reader.Require(b + "ff.net.2.weight", {D, ff});
+          blk.ff_out_bias = reader.Require(b + "ff.net.2.bias", {D});
           m.blocks_.push_back(std::move(blk));
         }
         m.norm_final_ = take_norm("norm_final", D, config.norm_elementwise_affine);
-        m.norm_out_weight_ = take("norm_out.linear.weight", {2 * D, E});
-        m.norm_out_bias_ = take("norm_out.linear.bias", {2 * D});
+        m.norm_out_weight_ = reader.Require("norm_out.linear.weight", {2 * D, E});
+        m.norm_out_bias_ = reader.Require("norm_out.linear.bias", {2 * D});
         m.norm_out_ = take_norm("norm_out.norm", D, config.norm_elementwise_affine);
         const int64_t out_dim = p * p * config.temporal_patch() * config.out_channels;
-        m.proj_out_weight_ = take("proj_out.weight", {out_dim, D});
-        m.proj_out_bias_ = take("proj_out.bias", {out_dim});
+        m.proj_out_weight_ = reader.Require("proj_out.weight", {out_dim, D});
+        m.proj_out_bias_ = reader.Require("proj_out.bias", {out_dim});
 
-        for (const auto& name : weights.Names()) {
-          // A non-persistent buffer some exports keep; unused with RoPE.
-          if (name == "patch_embed.pos_embedding") continue;
-          if (!used.count(name))
-            return InvalidArgument("CogVideoX transformer: weight '" + name + "' is not used by this config (" +
-                                   std::to_string(config.num_layers) + " layers)");
-        }
+        // patch_embed.pos_embedding: a non-persistent buffer some exports keep; unused with RoPE.
+        STAS_RETURN_IF_ERROR(reader.CheckAllUsed("CogVideoX transformer", {"patch_embed.pos_embedding"}));
         return m;
       });
 }

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "common/check.h"
+#include "common/tracking_weight_reader.h"
 
 namespace stas::models::cogvideox {
 namespace {
@@ -186,17 +187,12 @@ Result<CogVideoXVaeDecoder> CogVideoXVaeDecoder::Load(const CogVideoXVaeConfig& 
   return LoadModelWeights<CogVideoXVaeDecoder>(
       "CogVideoX VAE decoder from " + weights.Describe(), [&]() -> Result<CogVideoXVaeDecoder> {
         auto modules = std::make_shared<Modules>();
-        const WeightReader reader(weights.WithPrefix("decoder."), options);
-        std::set<std::string> used;
-        auto take = [&](const std::string& name, std::vector<int64_t> shape) {
-          used.insert(name);
-          return reader.Require(name, shape);
-        };
+        TrackingWeightReader reader(weights.WithPrefix("decoder."), options);
         int slots = 0;
         auto conv = [&](const std::string& prefix, int64_t cin, int64_t cout, int64_t k) {
           CausalConv c;
-          c.weight = take(prefix + ".conv.weight", {cout, cin, k, k, k});
-          c.bias = take(prefix + ".conv.bias", {cout});
+          c.weight = reader.Require(prefix + ".conv.weight", {cout, cin, k, k, k});
+          c.bias = reader.Require(prefix + ".conv.bias", {cout});
           c.kt = k;
           if (k > 1) c.slot = slots++;
           return c;
@@ -205,8 +201,8 @@ Result<CogVideoXVaeDecoder> CogVideoXVaeDecoder::Load(const CogVideoXVaeConfig& 
         const int64_t groups = config.norm_num_groups;
         auto norm = [&](const std::string& prefix, int64_t channels) {
           SpatialNorm n;
-          n.norm_weight = take(prefix + ".norm_layer.weight", {channels});
-          n.norm_bias = take(prefix + ".norm_layer.bias", {channels});
+          n.norm_weight = reader.Require(prefix + ".norm_layer.weight", {channels});
+          n.norm_bias = reader.Require(prefix + ".norm_layer.bias", {channels});
           n.groups = groups;
           n.conv_y = conv(prefix + ".conv_y", zc, channels, 1);
           n.conv_b = conv(prefix + ".conv_b", zc, channels, 1);
@@ -219,8 +215,8 @@ Result<CogVideoXVaeDecoder> CogVideoXVaeDecoder::Load(const CogVideoXVaeConfig& 
           r.norm2 = norm(prefix + ".norm2", cout);
           r.conv2 = conv(prefix + ".conv2", cout, cout, 3);
           if (cin != cout) {
-            r.shortcut_weight = take(prefix + ".conv_shortcut.weight", {cout, cin, 1, 1, 1});
-            r.shortcut_bias = take(prefix + ".conv_shortcut.bias", {cout});
+            r.shortcut_weight = reader.Require(prefix + ".conv_shortcut.weight", {cout, cin, 1, 1, 1});
+            r.shortcut_bias = reader.Require(prefix + ".conv_shortcut.bias", {cout});
           }
           return r;
         };
@@ -240,8 +236,8 @@ Result<CogVideoXVaeDecoder> CogVideoXVaeDecoder::Load(const CogVideoXVaeConfig& 
           up.upsample = i + 1 < channels.size();
           up.compress_time = static_cast<int64_t>(i) < temporal_levels;
           if (up.upsample) {
-            up.up_weight = take(p + ".upsamplers.0.conv.weight", {channels[i], channels[i], 3, 3});
-            up.up_bias = take(p + ".upsamplers.0.conv.bias", {channels[i]});
+            up.up_weight = reader.Require(p + ".upsamplers.0.conv.weight", {channels[i], channels[i], 3, 3});
+            up.up_bias = reader.Require(p + ".upsamplers.0.conv.bias", {channels[i]});
           }
           modules->up.push_back(std::move(up));
           prev = channels[i];
@@ -250,11 +246,7 @@ Result<CogVideoXVaeDecoder> CogVideoXVaeDecoder::Load(const CogVideoXVaeConfig& 
         modules->conv_out = conv("conv_out", channels.back(), config.out_channels, 3);
         modules->num_cache_slots = slots;
 
-        for (const auto& name : weights.Names()) {
-          if (name.rfind("decoder.", 0) != 0) continue;
-          if (!used.count(name.substr(8)))
-            return InvalidArgument("CogVideoX VAE: weight '" + name + "' is not used by this config");
-        }
+        STAS_RETURN_IF_ERROR(reader.CheckAllUsed("CogVideoX VAE decoder (decoder.*)"));
         CogVideoXVaeDecoder d;
         d.config_ = config;
         d.options_ = options;

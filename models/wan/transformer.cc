@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "common/check.h"
+#include "common/tracking_weight_reader.h"
 #include "common/torch_compat.h"
 
 namespace stas::models::wan {
@@ -180,80 +181,61 @@ Result<WanTransformer> WanTransformer::Load(const WanTransformerConfig& config, 
     m.config_ = config;
     m.device_ = device;
     m.dtype_ = dtype;
-    const WeightReader reader(weights, at::TensorOptions().device(device).dtype(dtype));
-    std::set<std::string> used;
-    auto take = [&](const std::string& name, std::vector<int64_t> shape) {
-      used.insert(name);
-      return reader.Require(name, shape);
-    };
-    auto take_float = [&](const std::string& name, std::vector<int64_t> shape) {
-      used.insert(name);
-      return reader.RequireFloat(name, shape);
-    };
+    TrackingWeightReader reader(weights, at::TensorOptions().device(device).dtype(dtype));
     const int64_t D = config.dim();
     const auto& p = config.patch_size;
     const int64_t patch_in = config.in_channels * config.patch_volume();
 
-    m.patch_weight_ = take("patch_embedding.weight", {D, config.in_channels, p[0], p[1], p[2]}).reshape({D, patch_in});
-    m.patch_bias_ = take("patch_embedding.bias", {D});
+    m.patch_weight_ = reader.Require("patch_embedding.weight", {D, config.in_channels, p[0], p[1], p[2]}).reshape({D, patch_in});
+    m.patch_bias_ = reader.Require("patch_embedding.bias", {D});
 
     const std::string ce = "condition_embedder.";
-    m.time_in_weight_ = take_float(ce + "time_embedder.linear_1.weight", {D, config.freq_dim});
-    m.time_in_bias_ = take_float(ce + "time_embedder.linear_1.bias", {D});
-    m.time_out_weight_ = take_float(ce + "time_embedder.linear_2.weight", {D, D});
-    m.time_out_bias_ = take_float(ce + "time_embedder.linear_2.bias", {D});
-    m.time_proj_weight_ = take(ce + "time_proj.weight", {6 * D, D});
-    m.time_proj_bias_ = take(ce + "time_proj.bias", {6 * D});
-    m.text_in_weight_ = take(ce + "text_embedder.linear_1.weight", {D, config.text_dim});
-    m.text_in_bias_ = take(ce + "text_embedder.linear_1.bias", {D});
-    m.text_out_weight_ = take(ce + "text_embedder.linear_2.weight", {D, D});
-    m.text_out_bias_ = take(ce + "text_embedder.linear_2.bias", {D});
+    m.time_in_weight_ = reader.RequireFloat(ce + "time_embedder.linear_1.weight", {D, config.freq_dim});
+    m.time_in_bias_ = reader.RequireFloat(ce + "time_embedder.linear_1.bias", {D});
+    m.time_out_weight_ = reader.RequireFloat(ce + "time_embedder.linear_2.weight", {D, D});
+    m.time_out_bias_ = reader.RequireFloat(ce + "time_embedder.linear_2.bias", {D});
+    m.time_proj_weight_ = reader.Require(ce + "time_proj.weight", {6 * D, D});
+    m.time_proj_bias_ = reader.Require(ce + "time_proj.bias", {6 * D});
+    m.text_in_weight_ = reader.Require(ce + "text_embedder.linear_1.weight", {D, config.text_dim});
+    m.text_in_bias_ = reader.Require(ce + "text_embedder.linear_1.bias", {D});
+    m.text_out_weight_ = reader.Require(ce + "text_embedder.linear_2.weight", {D, D});
+    m.text_out_bias_ = reader.Require(ce + "text_embedder.linear_2.bias", {D});
 
     for (int64_t i = 0; i < config.num_layers; ++i) {
       const std::string b = "blocks." + std::to_string(i) + ".";
       Block blk;
-      blk.qkv_weight = at::cat({take(b + "attn1.to_q.weight", {D, D}), take(b + "attn1.to_k.weight", {D, D}),
-                                take(b + "attn1.to_v.weight", {D, D})});
-      blk.qkv_bias = at::cat({take(b + "attn1.to_q.bias", {D}), take(b + "attn1.to_k.bias", {D}),
-                              take(b + "attn1.to_v.bias", {D})});
-      blk.self_norm_q = take_float(b + "attn1.norm_q.weight", {D});
-      blk.self_norm_k = take_float(b + "attn1.norm_k.weight", {D});
-      blk.self_out_weight = take(b + "attn1.to_out.0.weight", {D, D});
-      blk.self_out_bias = take(b + "attn1.to_out.0.bias", {D});
-      blk.cross_q_weight = take(b + "attn2.to_q.weight", {D, D});
-      blk.cross_q_bias = take(b + "attn2.to_q.bias", {D});
-      blk.cross_kv_weight = at::cat({take(b + "attn2.to_k.weight", {D, D}), take(b + "attn2.to_v.weight", {D, D})});
-      blk.cross_kv_bias = at::cat({take(b + "attn2.to_k.bias", {D}), take(b + "attn2.to_v.bias", {D})});
-      blk.cross_norm_q = take_float(b + "attn2.norm_q.weight", {D});
-      blk.cross_norm_k = take_float(b + "attn2.norm_k.weight", {D});
-      blk.cross_out_weight = take(b + "attn2.to_out.0.weight", {D, D});
-      blk.cross_out_bias = take(b + "attn2.to_out.0.bias", {D});
+      blk.qkv_weight = at::cat({reader.Require(b + "attn1.to_q.weight", {D, D}), reader.Require(b + "attn1.to_k.weight", {D, D}),
+                                reader.Require(b + "attn1.to_v.weight", {D, D})});
+      blk.qkv_bias = at::cat({reader.Require(b + "attn1.to_q.bias", {D}), reader.Require(b + "attn1.to_k.bias", {D}),
+                              reader.Require(b + "attn1.to_v.bias", {D})});
+      blk.self_norm_q = reader.RequireFloat(b + "attn1.norm_q.weight", {D});
+      blk.self_norm_k = reader.RequireFloat(b + "attn1.norm_k.weight", {D});
+      blk.self_out_weight = reader.Require(b + "attn1.to_out.0.weight", {D, D});
+      blk.self_out_bias = reader.Require(b + "attn1.to_out.0.bias", {D});
+      blk.cross_q_weight = reader.Require(b + "attn2.to_q.weight", {D, D});
+      blk.cross_q_bias = reader.Require(b + "attn2.to_q.bias", {D});
+      blk.cross_kv_weight = at::cat({reader.Require(b + "attn2.to_k.weight", {D, D}), reader.Require(b + "attn2.to_v.weight", {D, D})});
+      blk.cross_kv_bias = at::cat({reader.Require(b + "attn2.to_k.bias", {D}), reader.Require(b + "attn2.to_v.bias", {D})});
+      blk.cross_norm_q = reader.RequireFloat(b + "attn2.norm_q.weight", {D});
+      blk.cross_norm_k = reader.RequireFloat(b + "attn2.norm_k.weight", {D});
+      blk.cross_out_weight = reader.Require(b + "attn2.to_out.0.weight", {D, D});
+      blk.cross_out_bias = reader.Require(b + "attn2.to_out.0.bias", {D});
       if (config.cross_attn_norm) {
-        blk.norm2_weight = take_float(b + "norm2.weight", {D});
-        blk.norm2_bias = take_float(b + "norm2.bias", {D});
+        blk.norm2_weight = reader.RequireFloat(b + "norm2.weight", {D});
+        blk.norm2_bias = reader.RequireFloat(b + "norm2.bias", {D});
       }
-      blk.ffn_in_weight = take(b + "ffn.net.0.proj.weight", {config.ffn_dim, D});
-      blk.ffn_in_bias = take(b + "ffn.net.0.proj.bias", {config.ffn_dim});
-      blk.ffn_out_weight = take(b + "ffn.net.2.weight", {D, config.ffn_dim});
-      blk.ffn_out_bias = take(b + "ffn.net.2.bias", {D});
-      blk.modulation = take_float(b + "scale_shift_table", {1, 6, D}).reshape({6, D});
+      blk.ffn_in_weight = reader.Require(b + "ffn.net.0.proj.weight", {config.ffn_dim, D});
+      blk.ffn_in_bias = reader.Require(b + "ffn.net.0.proj.bias", {config.ffn_dim});
+      blk.ffn_out_weight = reader.Require(b + "ffn.net.2.weight", {D, config.ffn_dim});
+      blk.ffn_out_bias = reader.Require(b + "ffn.net.2.bias", {D});
+      blk.modulation = reader.RequireFloat(b + "scale_shift_table", {1, 6, D}).reshape({6, D});
       m.blocks_.push_back(std::move(blk));
     }
-    m.out_modulation_ = take_float("scale_shift_table", {1, 2, D}).reshape({2, D});
-    m.proj_out_weight_ = take("proj_out.weight", {config.out_channels * config.patch_volume(), D});
-    m.proj_out_bias_ = take("proj_out.bias", {config.out_channels * config.patch_volume()});
+    m.out_modulation_ = reader.RequireFloat("scale_shift_table", {1, 2, D}).reshape({2, D});
+    m.proj_out_weight_ = reader.Require("proj_out.weight", {config.out_channels * config.patch_volume(), D});
+    m.proj_out_bias_ = reader.Require("proj_out.bias", {config.out_channels * config.patch_volume()});
 
-    std::vector<std::string> unexpected;
-    for (const auto& name : weights.Names())
-      if (!used.count(name)) unexpected.push_back(name);
-    if (!unexpected.empty()) {
-      std::string list;
-      for (size_t i = 0; i < unexpected.size() && i < 5; ++i) list += (i ? ", " : "") + unexpected[i];
-      if (unexpected.size() > 5) list += ", ...";
-      return InvalidArgument(std::to_string(unexpected.size()) +
-                             " tensor(s) not used by the configured model (does the config match the weights?): " +
-                             list);
-    }
+    STAS_RETURN_IF_ERROR(reader.CheckAllUsed("Wan transformer"));
 
     const int64_t hd = config.attention_head_dim;
     const int64_t h_dim = 2 * (hd / 6);
