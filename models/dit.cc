@@ -1,6 +1,7 @@
 #include "models/dit.h"
 
 #include <algorithm>
+#include <vector>
 
 namespace stas::models {
 
@@ -15,6 +16,16 @@ ShardLayout ShardLayout::For(int64_t global_tokens, int rank, int size) {
   s.local_tokens = s.padded_tokens / size;
   s.begin = s.local_tokens * rank;
   return s;
+}
+
+at::Tensor ShardTokens(const at::Tensor& x, const ShardLayout& shard) {
+  if (shard.begin == 0 && shard.local_tokens == x.size(1)) return x;
+  const int64_t real = shard.local_real_tokens();
+  at::Tensor part = x.narrow(1, std::min(shard.begin, x.size(1)), real);
+  if (real == shard.local_tokens) return part;
+  std::vector<int64_t> pad_shape = x.sizes().vec();
+  pad_shape[1] = shard.local_tokens - real;
+  return at::cat({part, at::zeros(pad_shape, x.options())}, 1);
 }
 
 }  // namespace stas::models

@@ -38,6 +38,18 @@ class SequenceParallel {
   // count of real tokens: keys at global index >= valid_tokens are padding and must be ignored.
   virtual at::Tensor SelfAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale,
                                    int64_t valid_tokens) = 0;
+  // Joint attention of a sequence that is a replicated prefix followed by the sharded tokens (CogVideoX:
+  // text, then video). `prefix` q, k, v [B, L_prefix, H, Dh] are whole and identical on every rank;
+  // `local` q, k, v [B, L_local, H, Dh] are this rank's tokens as in SelfAttention. Every query attends
+  // over the prefix and the valid sharded tokens. Returns the prefix's output [B, L_prefix, H, Dh]
+  // (identical on every rank) and this rank's tokens' output [B, L_local, H, Dh].
+  struct Qkv {
+    at::Tensor q, k, v;
+  };
+  struct JointOutput {
+    at::Tensor prefix, local;
+  };
+  virtual JointOutput JointSelfAttention(const Qkv& prefix, const Qkv& local, double scale, int64_t valid_tokens) = 0;
   // x: [B, L_local, ...] on every rank -> [B, L_local * size, ...] in rank order.
   virtual at::Tensor GatherSequence(const at::Tensor& x) = 0;
   // Elementwise max over the group, in place semantics not required (returns the reduced tensor).
@@ -54,6 +66,10 @@ struct ShardLayout {
   int64_t local_real_tokens() const;
   static ShardLayout For(int64_t global_tokens, int rank, int size);
 };
+
+// The rows [shard.begin, shard.begin + shard.local_tokens) of dim 1 of x ([B, L, ...]); rows past the
+// real tokens are zeros. x itself when the shard is the whole sequence.
+at::Tensor ShardTokens(const at::Tensor& x, const ShardLayout& shard);
 
 struct BlockContext {
   int block = 0;
@@ -73,6 +89,17 @@ class ResidualHook {
  public:
   virtual ~ResidualHook() = default;
   virtual void AfterBlock(at::Tensor& hidden, const BlockContext& context) = 0;
+};
+
+// CFG-parallelism as seen by a sampler: this rank computes one guidance branch and swaps its noise
+// prediction with a partner rank computing the other (implemented in parallel/). Collective: every
+// rank of the pair calls Exchange once per step.
+class CfgPartner {
+ public:
+  virtual ~CfgPartner() = default;
+  virtual CfgBranch branch() const = 0;
+  // Sends this rank's prediction and returns the partner's (same shape).
+  virtual at::Tensor Exchange(const at::Tensor& mine) = 0;
 };
 
 // Per-forward options shared by every DiT in models/.

@@ -24,35 +24,37 @@ Status UlyssesAttention::CheckHeads(int64_t heads, int sp) {
   return InvalidArgument(m.str());
 }
 
-at::Tensor UlyssesAttention::SelfAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                           double scale, int64_t valid_tokens) {
-  STAS_CHECK(q.dim() == 4 && q.sizes() == k.sizes() && q.sizes() == v.sizes())
-      << "SelfAttention expects q, k, v of one shape [B, L_local, H, Dh], got " << q.sizes() << ", " << k.sizes()
-      << ", " << v.sizes();
-  const int sp = size();
-  const int64_t batch = q.size(0);
-  const int64_t local_tokens = q.size(1);
-  const int64_t heads = q.size(2);
-  const int64_t head_dim = q.size(3);
-  const int64_t padded_tokens = local_tokens * sp;
-  STAS_CHECK(valid_tokens >= 1 && valid_tokens <= padded_tokens)
-      << "valid_tokens " << valid_tokens << " outside [1, " << padded_tokens << "] (" << local_tokens
-      << " tokens on each of " << sp << " ranks)";
-  const Status heads_ok = CheckHeads(heads, sp);
-  STAS_CHECK(heads_ok.ok()) << heads_ok.message();
+namespace {
 
+// Shape checks shared by both attentions: q, k, v [B, L_local, H, Dh], heads divisible by sp, valid
+// tokens within the padded sequence.
+void CheckLocalQkv(const models::SequenceParallel::Qkv& t, int sp, int64_t valid_tokens) {
+  STAS_CHECK(t.q.dim() == 4 && t.q.sizes() == t.k.sizes() && t.q.sizes() == t.v.sizes())
+      << "sequence-parallel attention expects q, k, v of one shape [B, L_local, H, Dh], got " << t.q.sizes() << ", "
+      << t.k.sizes() << ", " << t.v.sizes();
+  const int64_t padded_tokens = t.q.size(1) * sp;
+  STAS_CHECK(valid_tokens >= 1 && valid_tokens <= padded_tokens)
+      << "valid_tokens " << valid_tokens << " outside [1, " << padded_tokens << "] (" << t.q.size(1)
+      << " tokens on each of " << sp << " ranks)";
+  const Status heads_ok = UlyssesAttention::CheckHeads(t.q.size(2), sp);
+  STAS_CHECK(heads_ok.ok()) << heads_ok.message();
+}
+
+}  // namespace
+
+UlyssesAttention::HeadShards UlyssesAttention::ScatterHeads(const Qkv& local, int64_t valid_tokens) {
+  const int sp = size();
+  const int64_t batch = local.q.size(0), local_tokens = local.q.size(1), heads = local.q.size(2),
+                head_dim = local.q.size(3);
   if (sp == 1) {
     // [B, L, H, Dh] -> [B, H, L, Dh]; keys past valid_tokens are padding.
-    const at::Tensor qh = q.transpose(1, 2);
-    const at::Tensor kh = k.transpose(1, 2).narrow(2, 0, valid_tokens);
-    const at::Tensor vh = v.transpose(1, 2).narrow(2, 0, valid_tokens);
-    return compat::ScaledDotProductAttention(qh, kh, vh, scale).transpose(1, 2).contiguous();
+    return {local.q.transpose(1, 2), local.k.transpose(1, 2).narrow(2, 0, valid_tokens),
+            local.v.transpose(1, 2).narrow(2, 0, valid_tokens)};
   }
-
   const int64_t group_heads = heads / sp;
   // Scatter heads, gather sequence, for q, k and v in one message:
   // [3, B, Ll, sp, Hs, Dh] -> [sp (destination), 3, B, Ll, Hs, Dh].
-  const at::Tensor packed = at::stack({q, k, v})
+  const at::Tensor packed = at::stack({local.q, local.k, local.v})
                                 .view({3, batch, local_tokens, sp, group_heads, head_dim})
                                 .permute({3, 0, 1, 2, 4, 5})
                                 .contiguous();
@@ -61,12 +63,14 @@ at::Tensor UlyssesAttention::SelfAttention(const at::Tensor& q, const at::Tensor
   const at::Tensor gathered = comm_.AllToAll(packed)
                                   .view({sp, 3, batch, local_tokens, group_heads, head_dim})
                                   .permute({1, 2, 4, 0, 3, 5})
-                                  .reshape({3, batch, group_heads, padded_tokens, head_dim});
-  const at::Tensor qh = gathered[0];
-  const at::Tensor kh = gathered[1].narrow(2, 0, valid_tokens);
-  const at::Tensor vh = gathered[2].narrow(2, 0, valid_tokens);
-  const at::Tensor attended = compat::ScaledDotProductAttention(qh, kh, vh, scale);  // [B, Hs, Lpad, Dh]
+                                  .reshape({3, batch, group_heads, sp * local_tokens, head_dim});
+  return {gathered[0], gathered[1].narrow(2, 0, valid_tokens), gathered[2].narrow(2, 0, valid_tokens)};
+}
 
+at::Tensor UlyssesAttention::GatherHeads(const at::Tensor& attended, int64_t local_tokens) {
+  const int sp = size();
+  if (sp == 1) return attended.transpose(1, 2).contiguous();
+  const int64_t batch = attended.size(0), group_heads = attended.size(1), head_dim = attended.size(3);
   // Back: [B, Hs, sp, Ll, Dh] -> [sp (destination = token owner), B, Ll, Hs, Dh].
   const at::Tensor outgoing = attended.reshape({batch, group_heads, sp, local_tokens, head_dim})
                                   .permute({2, 0, 3, 1, 4})
@@ -75,7 +79,41 @@ at::Tensor UlyssesAttention::SelfAttention(const at::Tensor& q, const at::Tensor
   return comm_.AllToAll(outgoing)
       .view({sp, batch, local_tokens, group_heads, head_dim})
       .permute({1, 2, 0, 3, 4})
-      .reshape({batch, local_tokens, heads, head_dim});
+      .reshape({batch, local_tokens, sp * group_heads, head_dim});
+}
+
+at::Tensor UlyssesAttention::SelfAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                           double scale, int64_t valid_tokens) {
+  const Qkv local{q, k, v};
+  CheckLocalQkv(local, size(), valid_tokens);
+  const HeadShards h = ScatterHeads(local, valid_tokens);
+  return GatherHeads(compat::ScaledDotProductAttention(h.q, h.k, h.v, scale), q.size(1));
+}
+
+models::SequenceParallel::JointOutput UlyssesAttention::JointSelfAttention(const Qkv& prefix, const Qkv& local,
+                                                                           double scale, int64_t valid_tokens) {
+  const int sp = size();
+  CheckLocalQkv(local, sp, valid_tokens);
+  STAS_CHECK(prefix.q.dim() == 4 && prefix.q.sizes() == prefix.k.sizes() && prefix.q.sizes() == prefix.v.sizes() &&
+             prefix.q.size(0) == local.q.size(0) && prefix.q.size(2) == local.q.size(2) &&
+             prefix.q.size(3) == local.q.size(3))
+      << "JointSelfAttention: the prefix q, k, v must be [B, L_prefix, H, Dh] like the local ones, got "
+      << prefix.q.sizes() << " and " << local.q.sizes();
+  const int64_t prefix_tokens = prefix.q.size(1);
+  const int64_t group_heads = local.q.size(2) / sp;
+  const HeadShards h = ScatterHeads(local, valid_tokens);
+  // The prefix is whole on every rank: each rank takes its own head group, no communication.
+  auto heads_of = [&](const at::Tensor& x) { return x.narrow(2, rank() * group_heads, group_heads).transpose(1, 2); };
+  const at::Tensor attended =
+      compat::ScaledDotProductAttention(at::cat({heads_of(prefix.q), h.q}, 2), at::cat({heads_of(prefix.k), h.k}, 2),
+                                        at::cat({heads_of(prefix.v), h.v}, 2), scale);  // [B, Hs, Lp + Lpad, Dh]
+  JointOutput out;
+  out.local = GatherHeads(attended.narrow(2, prefix_tokens, attended.size(2) - prefix_tokens), local.q.size(1));
+  // The prefix's head groups from every rank: [sp, B, Hs, Lp, Dh] -> [B, Lp, H, Dh].
+  const at::Tensor prefix_heads = attended.narrow(2, 0, prefix_tokens).contiguous();
+  at::Tensor all = sp == 1 ? prefix_heads.unsqueeze(0) : comm_.AllGather(prefix_heads).view({sp, prefix_heads.size(0), group_heads, prefix_tokens, prefix_heads.size(3)});
+  out.prefix = all.permute({1, 3, 0, 2, 4}).reshape({prefix.q.size(0), prefix_tokens, local.q.size(2), prefix.q.size(3)});
+  return out;
 }
 
 at::Tensor UlyssesAttention::GatherSequence(const at::Tensor& x) {

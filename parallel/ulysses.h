@@ -8,6 +8,10 @@
 // simply cut off before attention: padded keys cannot be attended to, no mask is needed (the fused
 // kernels stay usable), and padded queries still produce finite values that callers discard.
 //
+// JointSelfAttention (CogVideoX) adds a prefix that every rank holds whole: each rank attends with its
+// head group of the prefix prepended to the gathered sequence, keeps its tokens' output as above, and
+// the prefix's output is put back together from every rank's head group with one all-gather.
+//
 // All methods are collective over the sequence group. Not thread-safe (one forward at a time).
 #pragma once
 
@@ -31,6 +35,7 @@ class UlyssesAttention final : public models::SequenceParallel {
   // Throws CheckFailure (on every rank alike) when heads % size() != 0, with CheckHeads' message.
   at::Tensor SelfAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale,
                            int64_t valid_tokens) override;
+  JointOutput JointSelfAttention(const Qkv& prefix, const Qkv& local, double scale, int64_t valid_tokens) override;
   // [B, L_local, ...] -> [B, L_local * size(), ...] via one all-gather.
   at::Tensor GatherSequence(const at::Tensor& x) override;
   at::Tensor AllReduceMax(const at::Tensor& x) override;
@@ -38,6 +43,14 @@ class UlyssesAttention final : public models::SequenceParallel {
   Communicator& communicator() { return comm_; }
 
  private:
+  // This rank's head group of the whole sequence, [B, H / sp, L, Dh] (keys and values cut at valid_tokens).
+  struct HeadShards {
+    at::Tensor q, k, v;
+  };
+  HeadShards ScatterHeads(const Qkv& local, int64_t valid_tokens);
+  // Attention output of this rank's head group [B, H / sp, padded L, Dh] -> this rank's tokens, all heads.
+  at::Tensor GatherHeads(const at::Tensor& attended, int64_t local_tokens);
+
   Communicator& comm_;
 };
 

@@ -13,6 +13,7 @@
 
 #include "common/status.h"
 #include "models/cogvideox/transformer.h"
+#include "models/dit.h"
 #include "models/cogvideox/vae.h"
 #include "models/schedulers/ddim.h"
 
@@ -22,10 +23,23 @@ struct CogVideoXSamplingOptions {
   int num_inference_steps = 50;
   double guidance_scale = 6.0;   // classifier-free guidance when > 1, as upstream
   bool use_dynamic_cfg = false;  // upstream's cosine ramp of the guidance over the timesteps
+  ResidualHook* hook = nullptr;  // called after every block of every forward (STAS, MA analysis)
+  SequenceParallel* parallel = nullptr;
+  CfgPartner* cfg_partner = nullptr;  // with guidance: compute one branch here, exchange the other
+  // Resume: skip the first `start_step` steps; the latents passed are those reported after that many
+  // steps by an earlier run of the same job (DDIM keeps no other state between steps).
+  int start_step = 0;
   // Called after every step with the step index, the timestep and the latents after the step.
   std::function<void(int step, int64_t timestep, const at::Tensor& latents)> on_step;
   std::function<bool()> should_cancel;  // polled before every step; true ends Sample with Aborted
 };
+
+// The initial noise of a render as CogVideoXPipeline.prepare_latents draws it: at::randn of
+// [batch, (frames - 1) / temporal + 1, channels, height / spatial, width / spatial] from a CPU generator
+// seeded with `seed`, float32 on the CPU (the same on any device or rank count). InvalidArgument when
+// frames is not temporal*k + 1 or the size not a multiple of `spatial`.
+Result<at::Tensor> InitialNoise(uint64_t seed, int64_t batch, int64_t channels, int64_t frames, int64_t height,
+                                int64_t width, int64_t temporal = 4, int64_t spatial = 8);
 
 class CogVideoXSampler {
  public:

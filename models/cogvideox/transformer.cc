@@ -52,7 +52,7 @@ at::Tensor TimestepSinusoid(const at::Tensor& t, int64_t dim, bool flip_sin_to_c
 }
 
 // RoPE on interleaved pairs with full-width tables: x * cos + rot(x) * sin, rot(x0, x1) = (-x1, x0).
-// x [B, H, L, Dh]; cos/sin [L, Dh]. In float32 as upstream.
+// x [B, L, H, Dh]; cos/sin [L, 1, Dh]. In float32 as upstream.
 at::Tensor ApplyRope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
   const auto sizes = x.sizes();
   at::Tensor xf = x.to(at::kFloat);
@@ -321,7 +321,8 @@ Result<CogVideoXTransformer> CogVideoXTransformer::Load(const CogVideoXTransform
 // Forward
 
 Result<at::Tensor> CogVideoXTransformer::Forward(const at::Tensor& latents, const at::Tensor& timestep,
-                                                 const at::Tensor& text, const RotaryTables& rope) const {
+                                                 const at::Tensor& text, const RotaryTables& rope,
+                                                 const ForwardContext& context) const {
   const auto& c = config_;
   if (latents.dim() != 5 || latents.size(2) != c.in_channels)
     return InvalidArgument("CogVideoX transformer: latents must be [B, F, " + std::to_string(c.in_channels) +
@@ -344,11 +345,22 @@ Result<at::Tensor> CogVideoXTransformer::Forward(const at::Tensor& latents, cons
       rope.sin.sizes() != at::IntArrayRef(table_shape))
     return InvalidArgument("CogVideoX transformer: RoPE tables must be [" + std::to_string(tokens) + ", " +
                            std::to_string(c.attention_head_dim) + "] for latents " + ShapeString(latents.sizes()));
-  return ForwardImpl(latents, timestep, text, rope);
+  if (!context.branches.empty() && static_cast<int64_t>(context.branches.size()) != B)
+    return InvalidArgument("CogVideoX transformer: " + std::to_string(context.branches.size()) +
+                           " CFG branches for a batch of " + std::to_string(B));
+  if (const SequenceParallel* sp = context.parallel) {
+    if (sp->size() < 1 || sp->rank() < 0 || sp->rank() >= sp->size())
+      return InvalidArgument("CogVideoX transformer: invalid sequence-parallel rank/size");
+    if (c.num_attention_heads % sp->size() != 0)
+      return InvalidArgument("CogVideoX transformer: " + std::to_string(c.num_attention_heads) +
+                             " attention heads do not split over " + std::to_string(sp->size()) + " ranks");
+  }
+  return ForwardImpl(latents, timestep, text, rope, context);
 }
 
 at::Tensor CogVideoXTransformer::ForwardImpl(const at::Tensor& latents_in, const at::Tensor& timestep,
-                                             const at::Tensor& text_in, const RotaryTables& rope) const {
+                                             const at::Tensor& text_in, const RotaryTables& rope,
+                                             const ForwardContext& context) const {
   const auto& c = config_;
   const at::Tensor latents = latents_in.to(device_, dtype_);
   const int64_t B = latents.size(0), F = latents.size(1), C = latents.size(2), H = latents.size(3),
@@ -356,6 +368,10 @@ at::Tensor CogVideoXTransformer::ForwardImpl(const at::Tensor& latents_in, const
   const int64_t p = c.patch_size, pt = c.temporal_patch();
   const int64_t h = H / p, w = W / p, f = F / pt;
   const int64_t D = c.dim();
+  const TokenGrid grid{f, h, w};
+  const int64_t L = grid.count();
+  SequenceParallel* parallel = context.parallel;
+  const ShardLayout shard = ShardLayout::For(L, parallel ? parallel->rank() : 0, parallel ? parallel->size() : 1);
 
   // Time embedding, float32.
   at::Tensor t = timestep.to(device_).reshape({-1});
@@ -365,23 +381,48 @@ at::Tensor CogVideoXTransformer::ForwardImpl(const at::Tensor& latents_in, const
   // Every modulation consumes SiLU(temb); compute it once in the model dtype.
   const at::Tensor temb_act = at::silu(temb).to(dtype_);
 
-  // Patch embedding: tokens ordered (frame, row, column), each patch flattened as (C, pt, p, p).
+  // Patch embedding: tokens ordered (frame, row, column), each patch flattened as (C, pt, p, p). Under
+  // sequence parallelism this rank embeds only its slice of the video tokens; the text is whole.
   at::Tensor patches = latents.reshape({B, f, pt, C, h, p, w, p})
                            .permute({0, 1, 4, 6, 3, 2, 5, 7})
-                           .reshape({B, f * h * w, C * pt * p * p});
-  at::Tensor video = at::linear(patches, patch_weight_, patch_bias_);
+                           .reshape({B, L, C * pt * p * p});
+  at::Tensor video = at::linear(ShardTokens(patches, shard), patch_weight_, patch_bias_);  // [B, L_local, D]
   at::Tensor text = at::linear(text_in.to(device_, dtype_), text_proj_weight_, text_proj_bias_);
 
-  const at::Tensor cos = rope.cos.to(device_, at::kFloat);
-  const at::Tensor sin = rope.sin.to(device_, at::kFloat);
-  for (const auto& block : blocks_) RunBlock(block, video, text, temb_act, cos, sin);
+  auto local_table = [&](const at::Tensor& table) {
+    return ShardTokens(table.to(device_, at::kFloat).unsqueeze(0), shard).squeeze(0).unsqueeze(1);  // [Ll, 1, hd]
+  };
+  const at::Tensor cos = local_table(rope.cos);
+  const at::Tensor sin = local_table(rope.sin);
+
+  BlockContext block_context;
+  if (context.hook) {
+    block_context.num_blocks = static_cast<int>(blocks_.size());
+    block_context.step = context.step;
+    block_context.num_steps = context.num_steps;
+    block_context.grid = grid;
+    block_context.shard = shard;
+    block_context.text_tokens = 0;  // the hook sees the video stream alone
+    block_context.branches = context.branches.empty() ? std::vector<CfgBranch>(B, CfgBranch::kCond) : context.branches;
+    block_context.parallel = parallel;
+  }
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    RunBlock(blocks_[i], video, text, temb_act, cos, sin, parallel, L);
+    if (context.hook) {
+      block_context.block = static_cast<int>(i);
+      context.hook->AfterBlock(video, block_context);
+      STAS_CHECK(video.defined() && video.sizes() == at::IntArrayRef({B, shard.local_tokens, D}))
+          << "a ResidualHook must keep the residual stream's shape";
+    }
+  }
 
   video = LayerNormF32(video, norm_final_.weight, norm_final_.bias, c.norm_eps, dtype_);
   at::Tensor mod = at::linear(temb_act, norm_out_weight_, norm_out_bias_);  // [B, 2D]: shift, scale
   at::Tensor shift = mod.narrow(1, 0, D).unsqueeze(1);
   at::Tensor scale = mod.narrow(1, D, D).unsqueeze(1);
   video = LayerNormF32(video, norm_out_.weight, norm_out_.bias, c.norm_eps, dtype_) * (1 + scale) + shift;
-  video = at::linear(video, proj_out_weight_, proj_out_bias_);  // [B, L, Cout*pt*p*p] as (Cout, pt, p, p)
+  video = at::linear(video, proj_out_weight_, proj_out_bias_);  // [B, L_local, Cout*pt*p*p] as (Cout, pt, p, p)
+  if (parallel) video = parallel->GatherSequence(video).narrow(1, 0, L);
 
   // Unpatchify to [B, F, Cout, H, W].
   const int64_t Co = c.out_channels;
@@ -391,8 +432,9 @@ at::Tensor CogVideoXTransformer::ForwardImpl(const at::Tensor& latents_in, const
   return out.to(at::kFloat);
 }
 
-void CogVideoXTransformer::RunBlock(const Block& block, at::Tensor& video, at::Tensor& text,
-                                    const at::Tensor& temb_act, const at::Tensor& cos, const at::Tensor& sin) const {
+void CogVideoXTransformer::RunBlock(const Block& block, at::Tensor& video, at::Tensor& text, const at::Tensor& temb_act,
+                                    const at::Tensor& cos, const at::Tensor& sin, SequenceParallel* parallel,
+                                    int64_t valid_video_tokens) const {
   const auto& c = config_;
   const int64_t D = c.dim();
   const int64_t B = video.size(0);
@@ -409,17 +451,26 @@ void CogVideoXTransformer::RunBlock(const Block& block, at::Tensor& video, at::T
   };
 
   auto [joint, gate, text_gate] = modulate(block.norm1_weight, block.norm1_bias, block.norm1);
-  at::Tensor qkv = at::linear(joint, block.qkv_weight, block.qkv_bias)
-                       .view({B, Lt + Lv, 3, heads, hd})
-                       .permute({2, 0, 3, 1, 4});  // [3, B, H, L, hd]
-  at::Tensor q = LayerNormF32(qkv[0], block.norm_q.weight, block.norm_q.bias, kQkNormEps, dtype_);
-  at::Tensor k = LayerNormF32(qkv[1], block.norm_k.weight, block.norm_k.bias, kQkNormEps, dtype_);
-  at::Tensor v = qkv[2];
+  at::Tensor qkv = at::linear(joint, block.qkv_weight, block.qkv_bias).view({B, Lt + Lv, 3, heads, hd});
+  at::Tensor q = LayerNormF32(qkv.select(2, 0), block.norm_q.weight, block.norm_q.bias, kQkNormEps, dtype_);
+  at::Tensor k = LayerNormF32(qkv.select(2, 1), block.norm_k.weight, block.norm_k.bias, kQkNormEps, dtype_);
+  at::Tensor v = qkv.select(2, 2);  // q, k, v: [B, Lt + Lv, H, hd]
   // RoPE on the video tokens only; the text tokens carry no position.
-  q = at::cat({q.narrow(2, 0, Lt), ApplyRope(q.narrow(2, Lt, Lv), cos, sin)}, 2);
-  k = at::cat({k.narrow(2, 0, Lt), ApplyRope(k.narrow(2, Lt, Lv), cos, sin)}, 2);
-  at::Tensor attn = Attention(q, k, v, 1.0 / std::sqrt(static_cast<double>(hd)));
-  attn = at::linear(attn.transpose(1, 2).reshape({B, Lt + Lv, D}), block.out_weight, block.out_bias);
+  const SequenceParallel::Qkv text_qkv{q.narrow(1, 0, Lt), k.narrow(1, 0, Lt), v.narrow(1, 0, Lt)};
+  const SequenceParallel::Qkv video_qkv{ApplyRope(q.narrow(1, Lt, Lv), cos, sin), ApplyRope(k.narrow(1, Lt, Lv), cos, sin),
+                                        v.narrow(1, Lt, Lv)};
+  const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+  at::Tensor attn;  // [B, Lt + Lv, H, hd]
+  if (parallel) {
+    SequenceParallel::JointOutput o = parallel->JointSelfAttention(text_qkv, video_qkv, scale, valid_video_tokens);
+    attn = at::cat({o.prefix, o.local}, 1);
+  } else {
+    auto heads_first = [&](const at::Tensor& a, const at::Tensor& b) { return at::cat({a, b}, 1).transpose(1, 2); };
+    attn = Attention(heads_first(text_qkv.q, video_qkv.q), heads_first(text_qkv.k, video_qkv.k),
+                     heads_first(text_qkv.v, video_qkv.v), scale)
+               .transpose(1, 2);
+  }
+  attn = at::linear(attn.reshape({B, Lt + Lv, D}), block.out_weight, block.out_bias);
   video = video + gate * attn.narrow(1, Lt, Lv);
   text = text + text_gate * attn.narrow(1, 0, Lt);
 

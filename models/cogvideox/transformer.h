@@ -10,6 +10,11 @@
 // sample [B], text embeddings [B, L_text, text_embed_dim] and the RoPE tables of the video tokens, and
 // returns the model output (v-prediction for the released checkpoints) [B, F, C_out, H, W] in float32.
 //
+// The seams of models/dit.h: a ResidualHook sees the video stream [B, local video tokens, D] after every
+// block (BlockContext.text_tokens = 0: the text stream is not part of it, so STAS masks and maxima cover
+// video tokens only); under SequenceParallel each rank holds a slice of the video tokens and the whole
+// text stream (226 tokens, replicated), and attention runs through SequenceParallel::JointSelfAttention.
+//
 // Thread-safety: a loaded CogVideoXTransformer is immutable; Forward may run concurrently.
 #pragma once
 
@@ -23,6 +28,7 @@
 #include "common/json.h"
 #include "common/status.h"
 #include "common/weights.h"
+#include "models/dit.h"
 
 namespace stas::models::cogvideox {
 
@@ -87,9 +93,11 @@ class CogVideoXTransformer {
 
   // latents [B, F, in_channels, H, W] with H, W divisible by patch_size (and F by patch_size_t);
   // timestep [B] or a single value; text [B, L_text, text_embed_dim]; rope: tables for this token grid
-  // (ComputeRotaryTables). Returns float32 [B, F, out_channels, H, W] on the model's device.
+  // (ComputeRotaryTables) of the whole grid. Returns float32 [B, F, out_channels, H, W] on the model's
+  // device (on every rank under sequence parallelism). `context`: hook, sequence parallelism, step and
+  // CFG branches (models/dit.h).
   Result<at::Tensor> Forward(const at::Tensor& latents, const at::Tensor& timestep, const at::Tensor& text,
-                             const RotaryTables& rope) const;
+                             const RotaryTables& rope, const ForwardContext& context = {}) const;
 
   const CogVideoXTransformerConfig& config() const { return config_; }
   at::Device device() const { return device_; }
@@ -112,10 +120,12 @@ class CogVideoXTransformer {
 
   CogVideoXTransformer() = default;
   at::Tensor ForwardImpl(const at::Tensor& latents, const at::Tensor& timestep, const at::Tensor& text,
-                         const RotaryTables& rope) const;
-  // One block on the video stream [B, Lv, D] and text stream [B, Lt, D], in place.
+                         const RotaryTables& rope, const ForwardContext& context) const;
+  // One block on this rank's video tokens [B, Lv_local, D] and the text stream [B, Lt, D], in place;
+  // cos/sin [Lv_local, 1, hd]; `valid_video_tokens`: real video tokens of the whole sequence.
   void RunBlock(const Block& block, at::Tensor& video, at::Tensor& text, const at::Tensor& temb_act,
-                const at::Tensor& cos, const at::Tensor& sin) const;
+                const at::Tensor& cos, const at::Tensor& sin, SequenceParallel* parallel,
+                int64_t valid_video_tokens) const;
 
   CogVideoXTransformerConfig config_;
   at::Device device_ = at::kCPU;

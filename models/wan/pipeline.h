@@ -46,17 +46,6 @@ struct StepProgress {
   const UniPCMultistepScheduler* scheduler = nullptr;      // SaveState() checkpoints the history
 };
 
-// CFG-parallelism as seen by the sampler: this rank computes one guidance branch and swaps its noise
-// prediction with a partner rank computing the other (implemented in parallel/). Collective: every
-// rank of the pair calls Exchange once per step.
-class CfgPartner {
- public:
-  virtual ~CfgPartner() = default;
-  virtual CfgBranch branch() const = 0;
-  // Sends this rank's prediction and returns the partner's (same shape).
-  virtual at::Tensor Exchange(const at::Tensor& mine) = 0;
-};
-
 struct WanSamplingOptions {
   int num_inference_steps = 50;
   double guidance_scale = 5.0;       // classifier-free guidance when > 1, as upstream

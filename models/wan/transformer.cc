@@ -17,17 +17,6 @@ constexpr double kTimestepMaxPeriod = 10000.0;
 // Attention scores held at once by the unfused (LibTorch 1.x) attention: 64 Mi floats = 256 MiB.
 constexpr int64_t kMaxUnfusedScores = int64_t{1} << 26;
 
-// The rows [begin, begin + local_tokens) of dim 1 of x ([B, L, ...]); rows past the end are zeros.
-at::Tensor ShardTokens(const at::Tensor& x, const ShardLayout& shard) {
-  if (shard.begin == 0 && shard.local_tokens == x.size(1)) return x;
-  const int64_t real = shard.local_real_tokens();
-  at::Tensor part = x.narrow(1, std::min(shard.begin, x.size(1)), real);
-  if (real == shard.local_tokens) return part;
-  std::vector<int64_t> pad_shape = x.sizes().vec();
-  pad_shape[1] = shard.local_tokens - real;
-  return at::cat({part, at::zeros(pad_shape, x.options())}, 1);
-}
-
 // torch.nn.RMSNorm over the last dim, computed in float32 and returned in `out_dtype`.
 at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps, at::ScalarType out_dtype) {
   at::Tensor xf = x.to(at::kFloat);

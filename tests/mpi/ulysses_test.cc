@@ -1,4 +1,5 @@
-// UlyssesAttention over N ranks equals single-process full attention.
+// UlyssesAttention over N ranks equals single-process full attention, also with a replicated prefix
+// (JointSelfAttention, the text tokens of CogVideoX).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -91,6 +92,51 @@ TEST(UlyssesAttention, TokenCountsThatNeedPadding) {
   CheckAgainstReference({1, 5 * n - 1, 24, 4}, 400);
   // Fewer tokens than ranks: the last ranks hold nothing but padding.
   CheckAgainstReference({1, n - 1, 12, 8}, 500);
+}
+
+// A whole prefix of `prefix_tokens` on every rank, then `tokens` sharded ones (with junk padding): both
+// outputs must equal full attention over [prefix; tokens].
+void CheckJointAgainstReference(const Case& c, int64_t prefix_tokens, uint64_t seed) {
+  SCOPED_TRACE("joint: prefix " + std::to_string(prefix_tokens) + " L " + std::to_string(c.tokens));
+  auto comm = MakeCommunicator(MPI_COMM_WORLD, "sequence group");
+  parallel::UlyssesAttention ulysses(*comm);
+  const auto shard = models::ShardLayout::For(c.tokens, WorldRank(), WorldSize());
+  const double scale = 1.0 / std::sqrt(static_cast<double>(c.head_dim));
+  const int64_t total = prefix_tokens + c.tokens;
+  const at::Tensor q = SeededRandn({c.batch, total, c.heads, c.head_dim}, seed);
+  const at::Tensor k = SeededRandn({c.batch, total, c.heads, c.head_dim}, seed + 1);
+  const at::Tensor v = SeededRandn({c.batch, total, c.heads, c.head_dim}, seed + 2);
+  const at::Tensor expected =
+      ReferenceAttention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), scale).transpose(1, 2);
+  auto local = [&](const at::Tensor& x, uint64_t junk_seed) {
+    at::Tensor tokens = x.narrow(1, prefix_tokens, c.tokens);
+    const int64_t pad = shard.padded_tokens - c.tokens;
+    if (pad > 0) tokens = at::cat({tokens, SeededRandn({c.batch, pad, c.heads, c.head_dim}, junk_seed) * 50.0 + 20.0}, 1);
+    return tokens.narrow(1, shard.begin, shard.local_tokens);
+  };
+  auto prefix = [&](const at::Tensor& x) { return x.narrow(1, 0, prefix_tokens); };
+  const auto out = ulysses.JointSelfAttention({prefix(q), prefix(k), prefix(v)},
+                                              {local(q, seed + 10), local(k, seed + 11), local(v, seed + 12)}, scale,
+                                              c.tokens);
+  ASSERT_EQ(out.prefix.sizes(), prefix(q).sizes());
+  ASSERT_EQ(out.local.sizes(), at::IntArrayRef({c.batch, shard.local_tokens, c.heads, c.head_dim}));
+  EXPECT_TRUE(at::allclose(out.prefix, prefix(expected), 1e-5, 1e-5))
+      << "prefix max abs error " << (out.prefix - prefix(expected)).abs().max().item<float>();
+  const int64_t real = shard.local_real_tokens();
+  if (real > 0) {
+    const at::Tensor want = expected.narrow(1, prefix_tokens + shard.begin, real);
+    EXPECT_TRUE(at::allclose(out.local.narrow(1, 0, real), want, 1e-5, 1e-5))
+        << "tokens max abs error " << (out.local.narrow(1, 0, real) - want).abs().max().item<float>();
+  }
+  // Every rank ends with the same prefix output (the text stream stays replicated).
+  const at::Tensor highest = ulysses.AllReduceMax(out.prefix);
+  EXPECT_TRUE(at::equal(highest, out.prefix));
+}
+
+TEST(UlyssesAttention, JointAttentionWithAReplicatedPrefix) {
+  const int n = WorldSize();
+  CheckJointAgainstReference({2, 4 * n, 12, 8}, 5, 600);
+  CheckJointAgainstReference({1, 3 * n + 1, 24, 4}, 7, 700);  // padding on the last rank
 }
 
 TEST(UlyssesAttention, HeadsThatDoNotSplitAreRefusedOnEveryRank) {

@@ -56,6 +56,10 @@ class ThreadSequenceParallel : public models::SequenceParallel {
     STAS_CHECK(false) << "ThreadSequenceParallel has no attention";
     return {};
   }
+  JointOutput JointSelfAttention(const Qkv&, const Qkv&, double, int64_t) override {
+    STAS_CHECK(false) << "ThreadSequenceParallel has no attention";
+    return {};
+  }
   at::Tensor GatherSequence(const at::Tensor& x) override { return at::cat(group_->Exchange(rank_, x), 1); }
   at::Tensor AllReduceMax(const at::Tensor& x) override {
     return std::get<0>(at::stack(group_->Exchange(rank_, x)).max(0));

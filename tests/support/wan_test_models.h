@@ -1,5 +1,5 @@
-// Test helpers for the Wan transformer: random weights under the upstream names for any config, and a
-// sequence-parallel group simulated by threads of one process (each thread plays one rank).
+// Test helpers for the transformers: random Wan weights under the upstream names for any config, and a
+// sequence-parallel group and a CFG pair simulated by threads of one process (each thread plays one rank).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -110,6 +110,17 @@ class ThreadedSequenceParallel final : public models::SequenceParallel {
     return compat::ScaledDotProductAttention(q.transpose(1, 2), keys.transpose(1, 2), values.transpose(1, 2), scale)
         .transpose(1, 2);
   }
+  JointOutput JointSelfAttention(const Qkv& prefix, const Qkv& local, double scale, int64_t valid_tokens) override {
+    const at::Tensor keys = at::cat({prefix.k, at::cat(group_.AllGather(rank_, local.k), 1).narrow(1, 0, valid_tokens)}, 1);
+    const at::Tensor values =
+        at::cat({prefix.v, at::cat(group_.AllGather(rank_, local.v), 1).narrow(1, 0, valid_tokens)}, 1);
+    ++attention_calls;
+    const at::Tensor out = compat::ScaledDotProductAttention(at::cat({prefix.q, local.q}, 1).transpose(1, 2),
+                                                             keys.transpose(1, 2), values.transpose(1, 2), scale)
+                               .transpose(1, 2);
+    const int64_t lp = prefix.q.size(1);
+    return {out.narrow(1, 0, lp), out.narrow(1, lp, out.size(1) - lp)};
+  }
   at::Tensor GatherSequence(const at::Tensor& x) override { return at::cat(group_.AllGather(rank_, x), 1); }
   at::Tensor AllReduceMax(const at::Tensor& x) override { return std::get<0>(at::stack(group_.AllGather(rank_, x)).max(0)); }
   int attention_calls = 0;
@@ -117,6 +128,21 @@ class ThreadedSequenceParallel final : public models::SequenceParallel {
  private:
   int rank_, size_;
   Rendezvous& group_;
+};
+
+// The two halves of a CFG pair, simulated by two threads swapping predictions.
+class ThreadCfgPartner final : public models::CfgPartner {
+ public:
+  ThreadCfgPartner(models::CfgBranch branch, Rendezvous& pair) : branch_(branch), pair_(pair) {}
+  models::CfgBranch branch() const override { return branch_; }
+  at::Tensor Exchange(const at::Tensor& mine) override {
+    const int me = branch_ == models::CfgBranch::kCond ? 0 : 1;
+    return pair_.AllGather(me, mine)[1 - me];
+  }
+
+ private:
+  models::CfgBranch branch_;
+  Rendezvous& pair_;
 };
 
 // Runs fn(rank, parallel) on `size` threads, one simulated rank each, and waits for all.

@@ -1,18 +1,24 @@
 // CogVideoX beyond the shipped fixtures: a transformer of another config on other shapes, the RoPE
 // tables against the ones the reference pipeline computed, DDIM schedule properties (zero terminal SNR,
 // trailing timesteps, the v-prediction step), the VAE's frame-batched decode length, and clear errors
-// for bad configs, missing weights and bad inputs.
+// for bad configs, missing weights and bad inputs; the seams: sequence parallelism over the joint
+// sequence (threads as ranks), residual hooks on the video stream, STAS, CFG-parallel and resume.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <map>
+#include <mutex>
 #include <string>
+#include <thread>
 
+#include "common/check.h"
 #include "common/fixture.h"
 #include "models/cogvideox/pipeline.h"
 #include "models/cogvideox/transformer.h"
 #include "models/cogvideox/vae.h"
 #include "models/schedulers/ddim.h"
+#include "steering/stas_hook.h"
+#include "support/wan_test_models.h"
 
 namespace stas::models::cogvideox {
 namespace {
@@ -291,6 +297,218 @@ TEST(CogVideoXPipeline, SamplerChecksItsInputs) {
   EXPECT_EQ(steps_seen, 2);
   options.should_cancel = [] { return true; };
   EXPECT_EQ(sampler2.Sample(latents, prompt, at::randn({1, 5, 20}), options).status().code(), StatusCode::kAborted);
+}
+
+// Four heads (they split over 2 and 4 ranks) and out_channels = in_channels (samplable).
+CogVideoXTransformerConfig SamplableConfig() {
+  CogVideoXTransformerConfig c = SmallConfig();
+  c.num_attention_heads = 4;
+  c.out_channels = c.in_channels;
+  return c;
+}
+
+const CogVideoXTransformer& SamplableModel() {
+  static const CogVideoXTransformer model = [] {
+    const CogVideoXTransformerConfig c = SamplableConfig();
+    auto m = CogVideoXTransformer::Load(c, WeightStore::FromTensors(RandomWeights(c, 11)));
+    STAS_CHECK(m.ok()) << m.status().ToString();
+    return std::move(m).value();
+  }();
+  return model;
+}
+
+double MaxAbsDiff(const at::Tensor& a, const at::Tensor& b) { return (a - b).abs().max().item<double>(); }
+
+TEST(CogVideoXTransformer, SequenceParallelForwardEqualsOneRank) {
+  const CogVideoXTransformer& model = SamplableModel();
+  at::manual_seed(21);
+  const at::Tensor latents = at::randn({2, 3, 4, 6, 6});  // 3 x 3 x 3 = 27 video tokens
+  const at::Tensor text = at::randn({2, 5, 20});
+  const at::Tensor t = at::tensor({999, 10}, at::kLong);
+  auto rope = ComputeRotaryTables(model.config(), 3, 6, 6);
+  ASSERT_TRUE(rope.ok());
+  const at::Tensor reference = *model.Forward(latents, t, text, *rope);
+  for (int sp : {2, 4}) {  // 27 tokens: the last rank holds padding in both
+    std::vector<at::Tensor> out(sp);
+    testing::RunRanks(sp, [&](int rank, SequenceParallel& parallel) {
+      ForwardContext context;
+      context.parallel = &parallel;
+      auto r = model.Forward(latents, t, text, *rope, context);
+      if (r.ok()) out[rank] = *r;
+    });
+    for (int r = 0; r < sp; ++r) {
+      ASSERT_TRUE(out[r].defined()) << "sp " << sp << " rank " << r;
+      EXPECT_LT(MaxAbsDiff(out[r], reference), 2e-5) << "sp " << sp << " rank " << r;
+    }
+  }
+  // Heads that do not split are refused before any collective.
+  testing::RunRanks(3, [&](int, SequenceParallel& parallel) {
+    ForwardContext context;
+    context.parallel = &parallel;
+    EXPECT_EQ(model.Forward(latents, t, text, *rope, context).status().code(), StatusCode::kInvalidArgument);
+  });
+}
+
+// Records what a hook is shown and zeroes channel 0 of the video stream (so its effect is visible).
+class RecordingHook : public ResidualHook {
+ public:
+  void AfterBlock(at::Tensor& hidden, const BlockContext& context) override {
+    std::lock_guard<std::mutex> lock(mu);
+    seen.push_back(context);
+    ranks.push_back(context.parallel ? context.parallel->rank() : 0);
+    shapes.push_back(hidden.sizes().vec());
+    hidden.select(2, 0).zero_();
+  }
+  std::mutex mu;
+  std::vector<BlockContext> seen;
+  std::vector<std::vector<int64_t>> shapes;
+  std::vector<int> ranks;
+};
+
+TEST(CogVideoXTransformer, HooksSeeTheVideoStreamOfTheirShard) {
+  const CogVideoXTransformer& model = SamplableModel();
+  at::manual_seed(22);
+  const at::Tensor latents = at::randn({1, 3, 4, 6, 6});
+  const at::Tensor text = at::randn({1, 5, 20});
+  const at::Tensor t = at::tensor({500}, at::kLong);
+  auto rope = ComputeRotaryTables(model.config(), 3, 6, 6);
+  const at::Tensor vanilla = *model.Forward(latents, t, text, *rope);
+  RecordingHook hook;
+  ForwardContext context;
+  context.hook = &hook;
+  context.step = 3;
+  context.num_steps = 7;
+  const at::Tensor hooked = *model.Forward(latents, t, text, *rope, context);
+  EXPECT_GT(MaxAbsDiff(hooked, vanilla), 1e-3) << "the hook's change must reach the output";
+  ASSERT_EQ(hook.seen.size(), 2u);  // one call per block
+  for (size_t i = 0; i < hook.seen.size(); ++i) {
+    EXPECT_EQ(hook.seen[i].block, static_cast<int>(i));
+    EXPECT_EQ(hook.seen[i].num_blocks, 2);
+    EXPECT_EQ(hook.seen[i].step, 3);
+    EXPECT_EQ(hook.seen[i].text_tokens, 0) << "the hook sees video tokens only";
+    EXPECT_EQ(hook.seen[i].grid.count(), 27);
+    EXPECT_EQ(hook.shapes[i], (std::vector<int64_t>{1, 27, 64}));
+  }
+
+  RecordingHook sharded;
+  std::vector<at::Tensor> out(2);
+  testing::RunRanks(2, [&](int rank, SequenceParallel& parallel) {
+    ForwardContext c = context;
+    c.hook = &sharded;
+    c.parallel = &parallel;
+    auto r = model.Forward(latents, t, text, *rope, c);
+    if (r.ok()) out[rank] = *r;
+  });
+  ASSERT_EQ(sharded.seen.size(), 4u);
+  for (size_t i = 0; i < sharded.seen.size(); ++i) {
+    EXPECT_EQ(sharded.shapes[i], (std::vector<int64_t>{1, 14, 64}));  // 27 tokens padded to 2 x 14
+    EXPECT_EQ(sharded.seen[i].shard.begin, sharded.ranks[i] * 14);
+  }
+  for (const auto& o : out) {
+    ASSERT_TRUE(o.defined());
+    EXPECT_LT(MaxAbsDiff(o, hooked), 2e-5);
+  }
+}
+
+struct SamplingInputs {
+  at::Tensor latents, prompt, negative;
+};
+
+SamplingInputs MakeSamplingInputs() {
+  at::manual_seed(23);
+  return {at::randn({1, 3, 4, 6, 6}), at::randn({1, 5, 20}), at::randn({1, 5, 20})};
+}
+
+CogVideoXSamplingOptions FourSteps() {
+  CogVideoXSamplingOptions o;
+  o.num_inference_steps = 4;
+  return o;
+}
+
+steering::StasOptions SteerTwoSteps() {
+  steering::StasOptions o;
+  o.enabled = true;
+  o.steps = 2;
+  o.tau = 1.5;  // random weights have no real massive activations: detect modest outliers
+  return o;
+}
+
+TEST(CogVideoXPipeline, StasSteersAndParallelRanksAgree) {
+  const SamplingInputs in = MakeSamplingInputs();
+  const CogVideoXSampler sampler(SamplableModel(), CogVideoXScheduler());
+  const at::Tensor vanilla = *sampler.Sample(in.latents, in.prompt, in.negative, FourSteps());
+
+  auto steered_run = [&](SequenceParallel* parallel, CfgPartner* partner, int64_t* calls) -> at::Tensor {
+    auto hook = steering::MakeStasHook(SteerTwoSteps(), {"tiny", 64, 2});
+    EXPECT_TRUE(hook.ok()) << hook.status().ToString();
+    if (!hook.ok()) return {};
+    CogVideoXSamplingOptions o = FourSteps();
+    o.hook = hook->get();
+    o.parallel = parallel;
+    o.cfg_partner = partner;
+    auto out = sampler.Sample(in.latents, in.prompt, in.negative, o);
+    EXPECT_TRUE(out.ok()) << out.status().ToString();
+    if (calls) *calls = (*hook)->steered_calls();
+    return out.ok() ? *out : at::Tensor();
+  };
+  int64_t calls = 0;
+  const at::Tensor steered = steered_run(nullptr, nullptr, &calls);
+  ASSERT_TRUE(steered.defined());
+  EXPECT_EQ(calls, 2 * 2) << "2 steered steps x 2 blocks (both CFG rows in one forward)";
+  EXPECT_GT(MaxAbsDiff(steered, vanilla), 1e-4) << "steering must change the result";
+
+  // The reference R is all-reduced over the shards: every rank steers like one rank.
+  std::vector<at::Tensor> sp(2);
+  testing::RunRanks(2, [&](int rank, SequenceParallel& parallel) { sp[rank] = steered_run(&parallel, nullptr, nullptr); });
+  for (const auto& r : sp) {
+    ASSERT_TRUE(r.defined());
+    EXPECT_LT(MaxAbsDiff(r, steered), 2e-5);
+  }
+
+  // CFG-parallel: each rank runs one branch; both keep identical latents equal to the batched run.
+  testing::Rendezvous pair(2);
+  std::vector<at::Tensor> cfg(2);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < 2; ++r)
+    threads.emplace_back([&, r] {
+      testing::ThreadCfgPartner partner(r == 0 ? CfgBranch::kCond : CfgBranch::kUncond, pair);
+      cfg[r] = steered_run(nullptr, &partner, nullptr);
+    });
+  for (auto& t : threads) t.join();
+  ASSERT_TRUE(cfg[0].defined() && cfg[1].defined());
+  EXPECT_TRUE(at::equal(cfg[0], cfg[1]));
+  EXPECT_LT(MaxAbsDiff(cfg[0], steered), 2e-5);
+}
+
+TEST(CogVideoXPipeline, ResumingFromAStepGivesTheSameLatents) {
+  const SamplingInputs in = MakeSamplingInputs();
+  const CogVideoXSampler sampler(SamplableModel(), CogVideoXScheduler());
+  CogVideoXSamplingOptions o = FourSteps();
+  at::Tensor after_two;
+  o.on_step = [&](int step, int64_t, const at::Tensor& latents) {
+    if (step == 1) after_two = latents.clone();
+  };
+  const at::Tensor full = *sampler.Sample(in.latents, in.prompt, in.negative, o);
+  ASSERT_TRUE(after_two.defined());
+  CogVideoXSamplingOptions resumed = FourSteps();
+  resumed.start_step = 2;
+  std::vector<int> steps;
+  resumed.on_step = [&](int step, int64_t, const at::Tensor&) { steps.push_back(step); };
+  const at::Tensor again = *sampler.Sample(after_two, in.prompt, in.negative, resumed);
+  EXPECT_TRUE(at::equal(again, full));
+  EXPECT_EQ(steps, (std::vector<int>{2, 3}));
+  resumed.start_step = 5;
+  EXPECT_EQ(sampler.Sample(after_two, in.prompt, in.negative, resumed).status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST(CogVideoXPipeline, InitialNoiseIsFrameMajorAndSeeded) {
+  auto a = InitialNoise(7, 1, 16, 49, 480, 720);
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  EXPECT_EQ(a->sizes(), at::IntArrayRef({1, 13, 16, 60, 90}));
+  EXPECT_TRUE(at::equal(*a, *InitialNoise(7, 1, 16, 49, 480, 720)));
+  EXPECT_FALSE(at::equal(*a, *InitialNoise(8, 1, 16, 49, 480, 720)));
+  EXPECT_EQ(InitialNoise(7, 1, 16, 48, 480, 720).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(InitialNoise(7, 1, 16, 49, 484, 720).status().code(), StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -199,21 +199,6 @@ TEST(WanSampler, HooksSeeStepsAndGuidanceBranches) {
   EXPECT_EQ(one_batch.calls[0].branches, (std::vector<CfgBranch>{CfgBranch::kCond, CfgBranch::kUncond}));
 }
 
-// The two halves of a CFG pair, simulated by two threads swapping predictions.
-class ThreadCfgPartner final : public CfgPartner {
- public:
-  ThreadCfgPartner(CfgBranch branch, testing::Rendezvous& pair) : branch_(branch), pair_(pair) {}
-  CfgBranch branch() const override { return branch_; }
-  at::Tensor Exchange(const at::Tensor& mine) override {
-    const int me = branch_ == CfgBranch::kCond ? 0 : 1;
-    return pair_.AllGather(me, mine)[1 - me];
-  }
-
- private:
-  CfgBranch branch_;
-  testing::Rendezvous& pair_;
-};
-
 TEST(WanSampler, CfgPartnerAndSequenceParallelGiveTheSameLatents) {
   const Inputs in = MakeInputs();
   const WanSampler sampler(Model(), Scheduler());
@@ -224,7 +209,7 @@ TEST(WanSampler, CfgPartnerAndSequenceParallelGiveTheSameLatents) {
   std::vector<std::thread> threads;
   for (int r = 0; r < 2; ++r) {
     threads.emplace_back([&, r] {
-      ThreadCfgPartner partner(r == 0 ? CfgBranch::kCond : CfgBranch::kUncond, pair);
+      testing::ThreadCfgPartner partner(r == 0 ? CfgBranch::kCond : CfgBranch::kUncond, pair);
       WanSamplingOptions o = Options();
       o.cfg_partner = &partner;
       auto out = sampler.Sample(in.latents, in.prompt, in.negative, o);
