@@ -7,26 +7,16 @@
 //
 // Exit codes: 0 written; 2 bad input (flags, sizes, prompts file, model folder), nothing written;
 // 1 a failure while loading or sampling.
-#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <iostream>
-#include <optional>
 
 #include "cli/commands.h"
 #include "cli/dataset_file.h"
 #include "cli/render_flags.h"
-#include "common/checkpoint.h"
 #include "common/fs.h"
 #include "common/log.h"
-#include "models/schedulers/unipc.h"
-#include "models/text/prompt_encoder.h"
-#include "models/wan/pipeline.h"
-#include "models/wan/tiny.h"
-#include "models/wan/transformer.h"
-#include "models/wan/vae_tiny.h"
 #include "steering/ma_analysis.h"
-#include "steering/stas_hook.h"
 #include "worker/render_spec.h"
 #include "worker/renderer.h"
 
@@ -55,64 +45,6 @@ int ExitCodeFor(const Status& st) {
 int Fail(const Status& st) {
   std::cerr << "stas analyze: " << st.message() << "\n";
   return ExitCodeFor(st);
-}
-
-// What the sampler needs: the prompt encoder, the transformer and the scheduler, loaded the way the
-// renderer loads them (worker/renderer.cc keeps its loading private; the VAE is not needed here).
-struct AnalysisModel {
-  std::string model_id;  // "tiny" or the checkpoint folder's name, as the renderer names it for STAS
-  std::optional<models::text::PromptEncoder> text;
-  std::optional<models::wan::WanTransformer> transformer;
-  models::UniPCConfig scheduler_config;
-  models::wan::VaeCompression compression;
-  bool expand_timesteps = false;
-};
-
-// The released Wan2.1 scheduler_config.json, which the tiny model samples with too.
-Json WanSchedulerJson() {
-  return {{"num_train_timesteps", 1000}, {"solver_order", 2},
-          {"solver_type", "bh2"},        {"use_flow_sigmas", true},
-          {"prediction_type", "flow_prediction"}, {"flow_shift", 3.0},
-          {"lower_order_final", true}};
-}
-
-Result<AnalysisModel> LoadModel(const std::string& model, worker::ModelFamily family, at::Device device,
-                                at::ScalarType dtype) {
-  AnalysisModel m;
-  if (model == "tiny") {
-    m.model_id = "tiny";
-    STAS_ASSIGN_OR_RETURN(auto text, models::text::PromptEncoder::Tiny(0, device, dtype));
-    m.text.emplace(std::move(text));
-    STAS_ASSIGN_OR_RETURN(auto config, models::wan::WanTransformerConfig::FromJson(models::wan::TinyWanTransformerConfigJson()));
-    STAS_ASSIGN_OR_RETURN(auto dit, models::wan::WanTransformer::Load(config, models::wan::TinyWanTransformerWeights(0), device, dtype));
-    m.transformer.emplace(std::move(dit));
-    STAS_ASSIGN_OR_RETURN(m.scheduler_config, models::UniPCConfig::FromJson(WanSchedulerJson()));
-    STAS_ASSIGN_OR_RETURN(m.compression, models::wan::VaeCompression::FromVaeConfig(models::wan::TinyWanVaeConfigJson()));
-    return m;
-  }
-  if (family == worker::ModelFamily::kCogVideoX)
-    return NotImplemented("analysing CogVideoX checkpoints is not implemented yet (" + model + ")");
-  STAS_ASSIGN_OR_RETURN(CheckpointFolder ckpt, CheckpointFolder::Open(model));
-  m.model_id = fs::path(model).filename().string();
-  if (m.model_id.empty()) m.model_id = fs::path(model).parent_path().filename().string();
-  for (const char* required : {"text_encoder", "tokenizer", "transformer", "scheduler", "vae"})
-    if (!ckpt.HasComponent(required)) return InvalidArgument(model + " has no '" + required + "' component folder");
-  m.expand_timesteps = JsonValueOr(ckpt.model_index(), "expand_timesteps", false);
-  STAS_ASSIGN_OR_RETURN(auto text, models::text::PromptEncoder::FromCheckpoint(ckpt, device, dtype,
-                                                                              models::text::PromptEncoderOptions::Wan()));
-  m.text.emplace(std::move(text));
-  STAS_ASSIGN_OR_RETURN(Json tjson, ckpt.ComponentConfig("transformer"));
-  STAS_ASSIGN_OR_RETURN(auto config, models::wan::WanTransformerConfig::FromJson(tjson));
-  STAS_ASSIGN_OR_RETURN(WeightStore weights, ckpt.ComponentWeights("transformer"));
-  STAS_ASSIGN_OR_RETURN(auto dit, models::wan::WanTransformer::Load(config, weights, device, dtype));
-  m.transformer.emplace(std::move(dit));
-  STAS_ASSIGN_OR_RETURN(Json sjson, ckpt.ComponentConfig("scheduler"));
-  STAS_ASSIGN_OR_RETURN(m.scheduler_config, models::UniPCConfig::FromJson(sjson));
-  STAS_ASSIGN_OR_RETURN(Json vjson, ckpt.ComponentConfig("vae"));
-  STAS_ASSIGN_OR_RETURN(m.compression, models::wan::VaeCompression::FromVaeConfig(vjson));
-  if (m.text->embedding_dim() != config.text_dim)
-    return InvalidArgument(model + ": the text encoder's width does not match the transformer's text_dim");
-  return m;
 }
 
 Result<at::Device> ParseDevice(const std::string& text) {
@@ -199,58 +131,33 @@ int RunAnalyze(const AnalyzeFlags& flags) {
   if (!device.ok()) return Fail(device.status());
   const at::ScalarType dtype = device->is_cuda() ? at::kBFloat16 : at::kFloat;
 
-  const auto load_start = std::chrono::steady_clock::now();
-  auto model = LoadModel(flags.render.model, *family, *device, dtype);
-  if (!model.ok()) return Fail(model.status());
-  const auto& tconfig = model->transformer->config();
+  worker::RendererOptions renderer_options;
+  renderer_options.model = flags.render.model;
+  renderer_options.device = *device;
+  renderer_options.dtype = dtype;
+  auto renderer = worker::Renderer::Load(renderer_options);
+  if (!renderer.ok()) return Fail(renderer.status());
   std::cerr << "analyze: " << flags.render.model << " loaded on " << device->str() << " in "
-            << std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count() << " s\n";
+            << (*renderer)->load_seconds() << " s\n";
+  const steering::StasModelInfo info = (*renderer)->stas_model_info();
 
-  // STAS on (--stas ...) analyses the steered stream: the analysis hook runs after the steering hook.
-  steering::StasModelInfo info{model->model_id, tconfig.dim(), static_cast<int>(tconfig.num_layers)};
-  auto stas_hook = steering::MakeStasHook(first.stas, info);
-  if (!stas_hook.ok()) return Fail(stas_hook.status());
+  // The renderer runs STAS (--stas ...) first; the analysis hook then sees the steered stream.
   steering::MaAnalysisHook analysis(*options);
-  steering::HookChain chain;
-  chain.Add(stas_hook->get());
-  chain.Add(&analysis);
-
-  models::wan::WanSampler sampler(*model->transformer, model->scheduler_config);
+  worker::RenderControl control;
+  control.observer = &analysis;
+  control.on_progress = [](const worker::RenderProgress& p) {
+    if (p.stage == worker::RenderStage::kDenoise && p.step > 0) STAS_LOG_INFO("analyze: step {}/{}", p.step, p.steps);
+  };
   for (size_t i = 0; i < specs->size(); ++i) {
     const worker::RenderSpec& spec = (*specs)[i];
     std::cerr << "analyze: prompt " << (i + 1) << "/" << specs->size() << " (" << *spec.steps << " steps, "
               << *spec.width << "x" << *spec.height << "x" << *spec.frames << ", seed " << spec.seed << ")\n";
     analysis.BeginRun({{"prompt", spec.prompt}, {"negative_prompt", spec.negative_prompt}, {"seed", spec.seed}});
-    const bool guided = *spec.guidance > 1.0;
-    at::Tensor positive, negative;
-    if (guided) {
-      auto both = model->text->EncodeForGuidance({spec.prompt}, {spec.negative_prompt});
-      if (!both.ok()) return Fail(both.status());
-      positive = both->positive;
-      negative = both->negative;
-    } else {
-      auto embeds = model->text->Encode({spec.prompt});
-      if (!embeds.ok()) return Fail(embeds.status());
-      positive = *embeds;
-    }
-    auto noise = models::wan::InitialNoise(spec.seed, 1, tconfig.in_channels, *spec.frames, *spec.height, *spec.width,
-                                           model->compression);
-    if (!noise.ok()) return Fail(noise.status());
-    models::wan::WanSamplingOptions sampling;
-    sampling.num_inference_steps = *spec.steps;
-    sampling.guidance_scale = *spec.guidance;
-    sampling.shift = *spec.shift;
-    sampling.expand_timesteps = model->expand_timesteps;
-    sampling.hook = &chain;
-    sampling.on_step = [&](const models::wan::StepProgress& p) {
-      STAS_LOG_INFO("analyze: step {}/{}", p.step + 1, p.num_steps);
-    };
-    auto latents = sampler.Sample(*noise, positive, guided ? negative : at::Tensor(), sampling);
-    if (!latents.ok()) return Fail(latents.status());
+    if (auto run = (*renderer)->Sample(spec, control); !run.ok()) return Fail(run.status());
   }
 
-  const Json result = analysis.ToJson(model->model_id);
-  auto channels = analysis.Calibrate(model->model_id, tconfig.dim());
+  const Json result = analysis.ToJson(info.model_id);
+  auto channels = analysis.Calibrate(info.model_id, info.hidden_dim);
   if (!channels.ok()) return Fail(channels.status());
   std::error_code ec;
   fs::create_directories(flags.out, ec);

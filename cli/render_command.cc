@@ -149,7 +149,7 @@ class MultiRank {
 
  private:
   // The sampler's CFG partner over the group's CFG pair.
-  class CfgPartner final : public models::wan::CfgPartner {
+  class CfgPartner final : public models::CfgPartner {
    public:
     explicit CfgPartner(parallel::CfgParallel* pair) : pair_(pair) {}
     models::CfgBranch branch() const override { return pair_->branch(); }

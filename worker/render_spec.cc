@@ -74,6 +74,10 @@ Status RenderSpec::ValidateFor(ModelFamily family) const {
       return InvalidArgument(std::string(name) + " must be a multiple of " + std::to_string(m) + " for " +
                              ModelFamilyName(family) + ", got " + std::to_string(*value));
   }
+  // The CogVideoX VAE decodes the latent frames after the first in pairs: only an odd latent count
+  // ((frames - 1) / 4 + 1) gives back the frames asked for.
+  if (family == ModelFamily::kCogVideoX && frames && (*frames - 1) % 8 != 0)
+    return InvalidArgument("frames must be 8k+1 for cogvideox (e.g. 49), got " + std::to_string(*frames));
   return Status::Ok();
 }
 

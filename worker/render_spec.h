@@ -39,7 +39,8 @@ struct RenderSpec {
   // Checks everything that does not need the model: prompt size, frame count 4k+1, sizes multiple of
   // 16, steps in range, output name, STAS options. Model-specific checks: ValidateFor.
   Status Validate() const;
-  // Checks sizes against the family's spatial multiple (16 for Wan2.1/tiny/CogVideoX... 32 for Wan2.2).
+  // Checks sizes against the family's spatial multiple (16 for Wan2.1/tiny/CogVideoX, 32 for Wan2.2) and,
+  // for CogVideoX, frames 8k+1 (its VAE needs an odd number of latent frames).
   Status ValidateFor(ModelFamily family) const;
   // Fills unset optionals with the family's defaults.
   void ResolveDefaults(ModelFamily family);

@@ -13,6 +13,7 @@
 
 #include "common/checkpoint.h"
 #include "common/log.h"
+#include "models/cogvideox/pipeline.h"
 #include "models/schedulers/unipc.h"
 #include "models/text/prompt_encoder.h"
 #include "models/wan/pipeline.h"
@@ -125,6 +126,11 @@ Result<models::UniPCMultistepScheduler::State> SchedulerStateFromTensors(const s
   return s;
 }
 
+// Latent frames rounded up to a multiple of the transformer's temporal patch (CogVideoX 1.5 pads).
+int64_t CogVideoXPaddedLatentFrames(int64_t latent_frames, int64_t temporal_patch) {
+  return (latent_frames + temporal_patch - 1) / temporal_patch * temporal_patch;
+}
+
 }  // namespace
 
 // ------------------------------------------------------------------------------------------------ Impl
@@ -137,20 +143,57 @@ class Renderer::Impl {
   at::ScalarType dtype = at::kFloat;
   std::string model_id;  // what STAS calibrations are compared with
   double load_seconds = 0;
-  bool expand_timesteps = false;
 
   std::optional<models::text::PromptEncoder> text;
-  std::optional<models::wan::WanTransformer> transformer;
-  models::UniPCConfig scheduler_config;
-  models::wan::WanVaeConfig vae_config;
-  std::optional<models::wan::WanVaeDecoder> vae;
-  models::wan::VaeCompression compression;
+  // Wan (and the tiny model): UniPC, the Wan VAE.
+  struct WanModel {
+    models::wan::WanTransformer transformer;
+    models::UniPCConfig scheduler;
+    models::wan::WanVaeConfig vae_config;
+    models::wan::WanVaeDecoder vae;
+    models::wan::VaeCompression compression;
+    bool expand_timesteps = false;
+  };
+  // CogVideoX: DDIM, the CogVideoX VAE (latents frame-major, scaled by 1 / scaling_factor).
+  struct CogVideoXModel {
+    models::cogvideox::CogVideoXTransformer transformer;
+    models::DDIMConfig scheduler;
+    models::cogvideox::CogVideoXVaeDecoder vae;
+  };
+  std::optional<WanModel> wan;
+  std::optional<CogVideoXModel> cogvideox;
 
   Status LoadTiny();
   Status LoadCheckpoint();
+  Status LoadWan(const CheckpointFolder& ckpt);
+  Status LoadCogVideoX(const CheckpointFolder& ckpt);
+  int64_t hidden_dim() const;
+  int num_blocks() const;
+  steering::StasModelInfo stas_model_info() const;
   Status CheckResolved(const RenderSpec& spec) const;
   Result<std::unique_ptr<steering::StasHook>> MakeHook(const RenderSpec& spec) const;
-  Result<RenderedVideo> Render(const RenderSpec& spec, const RenderControl& control);
+  Result<RenderedVideo> Render(const RenderSpec& spec, const RenderControl& control, bool decode);
+
+ private:
+  // What the denoising stage needs besides the spec: prompt embeddings, the hooks, progress.
+  struct DenoiseInputs {
+    at::Tensor positive, negative;  // negative undefined without guidance
+    models::ResidualHook* hook = nullptr;
+    const RenderControl* control = nullptr;
+    std::string job_id;
+    std::function<void(int)> on_step;  // steps completed so far
+  };
+  // The job's latest latent checkpoint when it fits a run of `steps` steps from `noise`, else nullopt.
+  std::optional<storage::LatentCheckpoint> UsableCheckpoint(const DenoiseInputs& in, int steps,
+                                                            const at::Tensor& noise) const;
+  // Saves a checkpoint after `done` of `steps` steps when the control asks for one here.
+  void MaybeCheckpoint(const DenoiseInputs& in, int done, int steps, const at::Tensor& latents,
+                       std::map<std::string, at::Tensor> scheduler_state) const;
+  Result<at::Tensor> DenoiseWan(const RenderSpec& spec, const DenoiseInputs& in, storage::Manifest& m);
+  Result<at::Tensor> DenoiseCogVideoX(const RenderSpec& spec, const DenoiseInputs& in, storage::Manifest& m);
+  // Final latents -> uint8 frames [T, H, W, 3] on the CPU.
+  Result<at::Tensor> DecodeWan(const at::Tensor& latents) const;
+  Result<at::Tensor> DecodeCogVideoX(const at::Tensor& latents) const;
 };
 
 Status Renderer::Impl::LoadTiny() {
@@ -160,20 +203,20 @@ Status Renderer::Impl::LoadTiny() {
   STAS_ASSIGN_OR_RETURN(auto tconfig, models::wan::WanTransformerConfig::FromJson(models::wan::TinyWanTransformerConfigJson()));
   STAS_ASSIGN_OR_RETURN(auto dit, models::wan::WanTransformer::Load(
                                       tconfig, models::wan::TinyWanTransformerWeights(options.tiny_seed), device, dtype));
-  transformer.emplace(std::move(dit));
   // The sampler settings of the released Wan2.1 scheduler_config.json.
   const Json scheduler_json = {{"num_train_timesteps", 1000}, {"solver_order", 2},         {"solver_type", "bh2"},
                                {"use_flow_sigmas", true},     {"prediction_type", "flow_prediction"},
                                {"flow_shift", 3.0},           {"lower_order_final", true}};
-  STAS_ASSIGN_OR_RETURN(scheduler_config, models::UniPCConfig::FromJson(scheduler_json));
+  STAS_ASSIGN_OR_RETURN(auto scheduler, models::UniPCConfig::FromJson(scheduler_json));
   const Json vae_json = models::wan::TinyWanVaeConfigJson();
-  STAS_ASSIGN_OR_RETURN(vae_config, models::wan::WanVaeConfig::FromJson(vae_json));
-  STAS_ASSIGN_OR_RETURN(compression, models::wan::VaeCompression::FromVaeConfig(vae_json));
+  STAS_ASSIGN_OR_RETURN(auto vae_config, models::wan::WanVaeConfig::FromJson(vae_json));
+  STAS_ASSIGN_OR_RETURN(auto compression, models::wan::VaeCompression::FromVaeConfig(vae_json));
   // The VAE decodes in float32 everywhere: it is a small share of the time and bf16 costs colour accuracy.
   STAS_ASSIGN_OR_RETURN(auto decoder,
                         models::wan::WanVaeDecoder::Load(vae_config, models::wan::TinyWanVaeWeights(options.tiny_seed),
                                                          at::TensorOptions().device(device).dtype(at::kFloat)));
-  vae.emplace(std::move(decoder));
+  wan.emplace(WanModel{std::move(dit), std::move(scheduler), std::move(vae_config), std::move(decoder), compression,
+                       false});
   return Status::Ok();
 }
 
@@ -181,76 +224,272 @@ Status Renderer::Impl::LoadCheckpoint() {
   STAS_ASSIGN_OR_RETURN(CheckpointFolder ckpt, CheckpointFolder::Open(options.model));
   model_id = fs::path(options.model).filename().string();
   if (model_id.empty()) model_id = fs::path(options.model).parent_path().filename().string();
-  if (family == ModelFamily::kCogVideoX)
-    return NotImplemented("rendering CogVideoX checkpoints is not implemented yet (" + options.model + ")");
   for (const char* required : {"text_encoder", "tokenizer", "transformer", "vae", "scheduler"})
     if (!ckpt.HasComponent(required))
       return InvalidArgument(options.model + " has no '" + required + "' component folder");
-  if (ckpt.HasComponent("transformer_2"))
-    return NotImplemented(options.model + ": two-transformer (MoE) Wan checkpoints are not supported");
-  expand_timesteps = JsonValueOr(ckpt.model_index(), "expand_timesteps", false);
-
+  const bool is_cogvideox = family == ModelFamily::kCogVideoX;
   const auto t0 = Clock::now();
-  STAS_ASSIGN_OR_RETURN(auto text_encoder, models::text::PromptEncoder::FromCheckpoint(
-                                               ckpt, device, dtype, models::text::PromptEncoderOptions::Wan()));
+  STAS_ASSIGN_OR_RETURN(auto text_encoder,
+                        models::text::PromptEncoder::FromCheckpoint(
+                            ckpt, device, dtype,
+                            is_cogvideox ? models::text::PromptEncoderOptions::CogVideoX()
+                                         : models::text::PromptEncoderOptions::Wan()));
   text.emplace(std::move(text_encoder));
   STAS_LOG_INFO("render: text encoder loaded in {:.1f} s", Seconds(t0));
+  return is_cogvideox ? LoadCogVideoX(ckpt) : LoadWan(ckpt);
+}
 
+Status Renderer::Impl::LoadWan(const CheckpointFolder& ckpt) {
+  if (ckpt.HasComponent("transformer_2"))
+    return NotImplemented(options.model + ": two-transformer (MoE) Wan checkpoints are not supported");
   const auto t1 = Clock::now();
   STAS_ASSIGN_OR_RETURN(Json tjson, ckpt.ComponentConfig("transformer"));
   STAS_ASSIGN_OR_RETURN(auto tconfig, models::wan::WanTransformerConfig::FromJson(tjson));
   STAS_ASSIGN_OR_RETURN(WeightStore tweights, ckpt.ComponentWeights("transformer"));
   STAS_ASSIGN_OR_RETURN(auto dit, models::wan::WanTransformer::Load(tconfig, tweights, device, dtype));
-  transformer.emplace(std::move(dit));
   STAS_LOG_INFO("render: transformer loaded in {:.1f} s", Seconds(t1));
 
   STAS_ASSIGN_OR_RETURN(Json sjson, ckpt.ComponentConfig("scheduler"));
-  STAS_ASSIGN_OR_RETURN(scheduler_config, models::UniPCConfig::FromJson(sjson));
-
+  STAS_ASSIGN_OR_RETURN(auto scheduler, models::UniPCConfig::FromJson(sjson));
   STAS_ASSIGN_OR_RETURN(Json vjson, ckpt.ComponentConfig("vae"));
-  STAS_ASSIGN_OR_RETURN(vae_config, models::wan::WanVaeConfig::FromJson(vjson));
-  STAS_ASSIGN_OR_RETURN(compression, models::wan::VaeCompression::FromVaeConfig(vjson));
+  STAS_ASSIGN_OR_RETURN(auto vae_config, models::wan::WanVaeConfig::FromJson(vjson));
+  STAS_ASSIGN_OR_RETURN(auto compression, models::wan::VaeCompression::FromVaeConfig(vjson));
   STAS_ASSIGN_OR_RETURN(WeightStore vweights, ckpt.ComponentWeights("vae"));
   STAS_ASSIGN_OR_RETURN(auto decoder, models::wan::WanVaeDecoder::Load(
                                           vae_config, vweights, at::TensorOptions().device(device).dtype(at::kFloat)));
-  vae.emplace(std::move(decoder));
   if (text->embedding_dim() != tconfig.text_dim)
     return InvalidArgument(options.model + ": the text encoder's width " + std::to_string(text->embedding_dim()) +
                            " does not match the transformer's text_dim " + std::to_string(tconfig.text_dim));
   if (vae_config.z_dim != tconfig.in_channels)
     return InvalidArgument(options.model + ": the VAE's z_dim " + std::to_string(vae_config.z_dim) +
                            " does not match the transformer's in_channels " + std::to_string(tconfig.in_channels));
+  const bool expand_timesteps = JsonValueOr(ckpt.model_index(), "expand_timesteps", false);
+  wan.emplace(WanModel{std::move(dit), std::move(scheduler), std::move(vae_config), std::move(decoder), compression,
+                       expand_timesteps});
   return Status::Ok();
+}
+
+Status Renderer::Impl::LoadCogVideoX(const CheckpointFolder& ckpt) {
+  const auto t1 = Clock::now();
+  STAS_ASSIGN_OR_RETURN(Json tjson, ckpt.ComponentConfig("transformer"));
+  STAS_ASSIGN_OR_RETURN(auto tconfig, models::cogvideox::CogVideoXTransformerConfig::FromJson(tjson));
+  STAS_ASSIGN_OR_RETURN(WeightStore tweights, ckpt.ComponentWeights("transformer"));
+  STAS_ASSIGN_OR_RETURN(auto dit, models::cogvideox::CogVideoXTransformer::Load(tconfig, tweights, device, dtype));
+  STAS_LOG_INFO("render: transformer loaded in {:.1f} s", Seconds(t1));
+
+  STAS_ASSIGN_OR_RETURN(Json sjson, ckpt.ComponentConfig("scheduler"));
+  const std::string scheduler_class = JsonValueOr<std::string>(sjson, "_class_name", "CogVideoXDDIMScheduler");
+  if (scheduler_class != "CogVideoXDDIMScheduler")
+    return NotImplemented(options.model + ": scheduler " + scheduler_class +
+                          " is not supported (CogVideoXDDIMScheduler is)");
+  STAS_ASSIGN_OR_RETURN(auto scheduler, models::DDIMConfig::FromJson(sjson));
+  STAS_ASSIGN_OR_RETURN(Json vjson, ckpt.ComponentConfig("vae"));
+  STAS_ASSIGN_OR_RETURN(auto vae_config, models::cogvideox::CogVideoXVaeConfig::FromJson(vjson));
+  STAS_ASSIGN_OR_RETURN(WeightStore vweights, ckpt.ComponentWeights("vae"));
+  STAS_ASSIGN_OR_RETURN(auto decoder, models::cogvideox::CogVideoXVaeDecoder::Load(
+                                          vae_config, vweights, at::TensorOptions().device(device).dtype(at::kFloat)));
+  if (text->embedding_dim() != tconfig.text_embed_dim)
+    return InvalidArgument(options.model + ": the text encoder's width " + std::to_string(text->embedding_dim()) +
+                           " does not match the transformer's text_embed_dim " + std::to_string(tconfig.text_embed_dim));
+  if (vae_config.latent_channels != tconfig.in_channels)
+    return InvalidArgument(options.model + ": the VAE's latent_channels " + std::to_string(vae_config.latent_channels) +
+                           " do not match the transformer's in_channels " + std::to_string(tconfig.in_channels));
+  if (vae_config.temporal_compression_ratio != tconfig.temporal_compression_ratio)
+    return InvalidArgument(options.model + ": the VAE's and the transformer's temporal_compression_ratio differ");
+  cogvideox.emplace(CogVideoXModel{std::move(dit), std::move(scheduler), std::move(decoder)});
+  return Status::Ok();
+}
+
+int64_t Renderer::Impl::hidden_dim() const {
+  return wan ? wan->transformer.config().dim() : cogvideox->transformer.config().dim();
+}
+
+int Renderer::Impl::num_blocks() const {
+  return static_cast<int>(wan ? wan->transformer.config().num_layers : cogvideox->transformer.config().num_layers);
+}
+
+steering::StasModelInfo Renderer::Impl::stas_model_info() const {
+  steering::StasModelInfo info;
+  info.model_id = model_id;
+  info.hidden_dim = hidden_dim();
+  info.num_blocks = num_blocks();
+  return info;
 }
 
 // Checks that need the resolved sizes and the loaded model.
 Status Renderer::Impl::CheckResolved(const RenderSpec& spec) const {
-  const auto& tc = transformer->config();
-  const int64_t multiple_hw = compression.spatial * std::max(tc.patch_size[1], tc.patch_size[2]);
+  int64_t spatial, temporal, patch_hw, patch_t, heads;
+  if (wan) {
+    const auto& tc = wan->transformer.config();
+    spatial = wan->compression.spatial;
+    temporal = wan->compression.temporal;
+    patch_hw = std::max(tc.patch_size[1], tc.patch_size[2]);
+    patch_t = tc.patch_size[0];
+    heads = tc.num_attention_heads;
+  } else {
+    const auto& tc = cogvideox->transformer.config();
+    spatial = cogvideox->vae.config().spatial_compression();
+    temporal = tc.temporal_compression_ratio;
+    patch_hw = tc.patch_size;
+    patch_t = tc.temporal_patch();
+    heads = tc.num_attention_heads;
+  }
+  const int64_t multiple_hw = spatial * patch_hw;
   for (auto [value, name] : {std::pair{*spec.height, "height"}, std::pair{*spec.width, "width"}})
     if (value % multiple_hw != 0)
       return InvalidArgument(std::string(name) + " must be a multiple of " + std::to_string(multiple_hw) +
                              " for this model, got " + std::to_string(value));
-  if ((*spec.frames - 1) % compression.temporal != 0)
-    return InvalidArgument("frames must be " + std::to_string(compression.temporal) + "k+1 for this model, got " +
+  if ((*spec.frames - 1) % temporal != 0)
+    return InvalidArgument("frames must be " + std::to_string(temporal) + "k+1 for this model, got " +
                            std::to_string(*spec.frames));
-  const int64_t latent_frames = (*spec.frames - 1) / compression.temporal + 1;
-  if (latent_frames % tc.patch_size[0] != 0)
+  const int64_t latent_frames = (*spec.frames - 1) / temporal + 1;
+  if (wan && latent_frames % patch_t != 0)
     return InvalidArgument("frames do not fit the transformer's temporal patch size");
+  if (cogvideox) {
+    // Positions must fit the training grid (CogVideoX 1.5); latents padded to the temporal patch.
+    STAS_RETURN_IF_ERROR(models::cogvideox::ComputeRotaryTables(cogvideox->transformer.config(),
+                                                                CogVideoXPaddedLatentFrames(latent_frames, patch_t),
+                                                                *spec.height / spatial, *spec.width / spatial)
+                             .status());
+  }
   if (options.parallelism.sequence)
-    STAS_RETURN_IF_ERROR(parallel::UlyssesAttention::CheckHeads(tc.num_attention_heads, options.parallelism.sequence_degree()));
+    STAS_RETURN_IF_ERROR(parallel::UlyssesAttention::CheckHeads(heads, options.parallelism.sequence_degree()));
   return Status::Ok();
 }
 
 Result<std::unique_ptr<steering::StasHook>> Renderer::Impl::MakeHook(const RenderSpec& spec) const {
-  steering::StasModelInfo info;
-  info.model_id = model_id;
-  info.hidden_dim = transformer->config().dim();
-  info.num_blocks = static_cast<int>(transformer->config().num_layers);
-  return steering::MakeStasHook(spec.stas, info);
+  return steering::MakeStasHook(spec.stas, stas_model_info());
 }
 
-Result<RenderedVideo> Renderer::Impl::Render(const RenderSpec& input, const RenderControl& control) {
+std::optional<storage::LatentCheckpoint> Renderer::Impl::UsableCheckpoint(const DenoiseInputs& in, int steps,
+                                                                          const at::Tensor& noise) const {
+  if (in.control->checkpoint_root.empty()) return std::nullopt;
+  auto saved = storage::LatentCheckpointStore(in.control->checkpoint_root).Load(in.job_id);
+  if (!saved.ok()) {
+    if (saved.status().code() != StatusCode::kNotFound)
+      STAS_LOG_WARN("job {}: ignoring an unreadable latent checkpoint: {}", in.job_id, saved.status().message());
+    return std::nullopt;
+  }
+  if (saved->num_steps != steps || saved->step < 1 || saved->step >= steps ||
+      !saved->latents.sizes().equals(noise.sizes())) {
+    STAS_LOG_WARN("job {}: ignoring a latent checkpoint that does not fit this run (step count or shape differs)",
+                  in.job_id);
+    return std::nullopt;
+  }
+  return std::move(saved).value();
+}
+
+void Renderer::Impl::MaybeCheckpoint(const DenoiseInputs& in, int done, int steps, const at::Tensor& latents,
+                                     std::map<std::string, at::Tensor> scheduler_state) const {
+  const RenderControl& control = *in.control;
+  if (control.checkpoint_root.empty() || !options.parallelism.output_rank || control.checkpoint_every <= 0 ||
+      done % control.checkpoint_every != 0 || done >= steps)
+    return;
+  storage::LatentCheckpoint c;
+  c.job_id = in.job_id;
+  c.step = done;
+  c.num_steps = steps;
+  c.latents = latents;
+  c.scheduler_state = std::move(scheduler_state);
+  // A checkpoint only saves time later; failing to write one must not fail the job.
+  if (Status st = storage::LatentCheckpointStore(control.checkpoint_root).Save(c); !st.ok())
+    STAS_LOG_WARN("job {}: latent checkpoint not saved: {}", in.job_id, st.message());
+}
+
+Result<at::Tensor> Renderer::Impl::DenoiseWan(const RenderSpec& spec, const DenoiseInputs& in, storage::Manifest& m) {
+  const int steps = *spec.steps;
+  STAS_ASSIGN_OR_RETURN(at::Tensor latents,
+                        models::wan::InitialNoise(spec.seed, 1, wan->transformer.config().in_channels, *spec.frames,
+                                                  *spec.height, *spec.width, wan->compression));
+  std::optional<models::UniPCMultistepScheduler::State> resume;
+  if (auto saved = UsableCheckpoint(in, steps, latents)) {
+    auto state = SchedulerStateFromTensors(saved->scheduler_state, device);
+    if (!state.ok() || state->num_inference_steps != steps || state->step_index != saved->step) {
+      STAS_LOG_WARN("job {}: ignoring a latent checkpoint whose scheduler state does not fit ({})", in.job_id,
+                    state.ok() ? "step differs" : state.status().message());
+    } else {
+      latents = saved->latents.to(at::kFloat);
+      resume = std::move(state).value();
+      m.resumed_from_step = saved->step;
+      STAS_LOG_INFO("job {}: resuming from the latent checkpoint at step {} of {}", in.job_id, saved->step, steps);
+    }
+  }
+  const auto& par = options.parallelism;
+  models::wan::WanSamplingOptions sampling;
+  sampling.num_inference_steps = steps;
+  sampling.guidance_scale = *spec.guidance;
+  sampling.shift = *spec.shift;
+  sampling.expand_timesteps = wan->expand_timesteps;
+  sampling.hook = in.hook;
+  sampling.parallel = par.sequence;
+  sampling.cfg_partner = par.cfg_partner;
+  sampling.should_cancel = in.control->should_cancel;
+  sampling.resume = resume ? &*resume : nullptr;
+  sampling.on_step = [&](const models::wan::StepProgress& p) {
+    const int done = p.step + 1;
+    MaybeCheckpoint(in, done, steps, *p.latents, SchedulerStateTensors(p.scheduler->SaveState()));
+    in.on_step(done);
+  };
+  models::wan::WanSampler sampler(wan->transformer, wan->scheduler);
+  return sampler.Sample(latents, in.positive, in.negative, sampling);
+}
+
+Result<at::Tensor> Renderer::Impl::DenoiseCogVideoX(const RenderSpec& spec, const DenoiseInputs& in,
+                                                   storage::Manifest& m) {
+  const int steps = *spec.steps;
+  const auto& tc = cogvideox->transformer.config();
+  // As upstream, the noise covers the latent frames padded to the temporal patch (CogVideoX 1.5); the
+  // padding frames lead and are dropped before decoding.
+  const int64_t temporal = tc.temporal_compression_ratio;
+  const int64_t latent_frames = (*spec.frames - 1) / temporal + 1;
+  const int64_t padded_frames = CogVideoXPaddedLatentFrames(latent_frames, tc.temporal_patch());
+  STAS_ASSIGN_OR_RETURN(at::Tensor latents,
+                        models::cogvideox::InitialNoise(spec.seed, 1, tc.in_channels, (padded_frames - 1) * temporal + 1,
+                                                        *spec.height, *spec.width, temporal,
+                                                        cogvideox->vae.config().spatial_compression()));
+  const auto& par = options.parallelism;
+  models::cogvideox::CogVideoXSamplingOptions sampling;
+  // DDIM keeps no state between steps: a checkpoint is the latents and the step they were saved at.
+  if (auto saved = UsableCheckpoint(in, steps, latents)) {
+    latents = saved->latents.to(at::kFloat);
+    sampling.start_step = saved->step;
+    m.resumed_from_step = saved->step;
+    STAS_LOG_INFO("job {}: resuming from the latent checkpoint at step {} of {}", in.job_id, saved->step, steps);
+  }
+  sampling.num_inference_steps = steps;
+  sampling.guidance_scale = *spec.guidance;
+  sampling.hook = in.hook;
+  sampling.parallel = par.sequence;
+  sampling.cfg_partner = par.cfg_partner;
+  sampling.should_cancel = in.control->should_cancel;
+  sampling.on_step = [&](int step, int64_t, const at::Tensor& after) {
+    MaybeCheckpoint(in, step + 1, steps, after, {});
+    in.on_step(step + 1);
+  };
+  models::cogvideox::CogVideoXSampler sampler(cogvideox->transformer, cogvideox->scheduler);
+  STAS_ASSIGN_OR_RETURN(at::Tensor final_latents, sampler.Sample(latents, in.positive, in.negative, sampling));
+  return final_latents.narrow(1, padded_frames - latent_frames, latent_frames);
+}
+
+Result<at::Tensor> Renderer::Impl::DecodeWan(const at::Tensor& latents) const {
+  STAS_ASSIGN_OR_RETURN(at::Tensor z, models::wan::DenormalizeWanLatents(latents, wan->vae_config));
+  // The frames go to the CPU as bytes piece by piece.
+  std::vector<at::Tensor> pieces;
+  STAS_RETURN_IF_ERROR(wan->vae.DecodeStreaming(z, {}, [&](int64_t, const at::Tensor& video) -> Status {
+    pieces.push_back(storage::VideoToRgbFrames(video));
+    return Status::Ok();
+  }));
+  return at::cat(pieces, 0);
+}
+
+Result<at::Tensor> Renderer::Impl::DecodeCogVideoX(const at::Tensor& latents) const {
+  // [B, F, C, h, w] frame-major latents -> the VAE's [B, C, F, h, w], unscaled.
+  const at::Tensor z = latents.permute({0, 2, 1, 3, 4}) / cogvideox->vae.config().scaling_factor;
+  STAS_ASSIGN_OR_RETURN(at::Tensor video, cogvideox->vae.Decode(z));
+  return storage::VideoToRgbFrames(video);
+}
+
+Result<RenderedVideo> Renderer::Impl::Render(const RenderSpec& input, const RenderControl& control, bool decode) {
   const auto total_start = Clock::now();
   RenderedVideo out;
   out.spec = input;
@@ -290,87 +529,38 @@ Result<RenderedVideo> Renderer::Impl::Render(const RenderSpec& input, const Rend
   // 1. Prompt embeddings (the negative prompt only when CFG is on, as upstream).
   auto stage_start = Clock::now();
   report(RenderStage::kTextEncode, 0, stage_start);
-  at::Tensor positive, negative;
+  DenoiseInputs in;
   if (guided) {
     STAS_ASSIGN_OR_RETURN(auto both, text->EncodeForGuidance({spec.prompt}, {spec.negative_prompt}));
-    positive = both.positive;
-    negative = both.negative;
+    in.positive = both.positive;
+    in.negative = both.negative;
   } else {
-    STAS_ASSIGN_OR_RETURN(positive, text->Encode({spec.prompt}));
+    STAS_ASSIGN_OR_RETURN(in.positive, text->Encode({spec.prompt}));
   }
   SynchronizeDevice(device);
   m.timings_s["text_encode"] = Seconds(stage_start);
 
-  // 2. Denoising, from the job's noise or from its latest latent checkpoint.
+  // 2. Denoising, from the job's noise or from its latest latent checkpoint; STAS first, then any
+  // observer (the MA analysis sees the steered stream).
   stage_start = Clock::now();
   report(RenderStage::kDenoise, 0, stage_start);
-  const auto& tc = transformer->config();
-  STAS_ASSIGN_OR_RETURN(at::Tensor latents, models::wan::InitialNoise(spec.seed, 1, tc.in_channels, *spec.frames,
-                                                                     *spec.height, *spec.width, compression));
-  const bool checkpoints = !control.checkpoint_root.empty();
-  const storage::LatentCheckpointStore store(control.checkpoint_root);
-  std::optional<models::UniPCMultistepScheduler::State> resume;
-  if (checkpoints) {
-    auto saved = store.Load(job_id);
-    if (saved.ok()) {
-      auto state = SchedulerStateFromTensors(saved->scheduler_state, device);
-      if (!state.ok() || saved->num_steps != steps || state->num_inference_steps != steps ||
-          state->step_index != saved->step || !saved->latents.sizes().equals(latents.sizes())) {
-        STAS_LOG_WARN("job {}: ignoring a latent checkpoint that does not fit this run ({})", job_id,
-                      state.ok() ? "step count or shape differs" : state.status().message());
-      } else {
-        latents = saved->latents.to(at::kFloat);
-        resume = std::move(state).value();
-        m.resumed_from_step = saved->step;
-        STAS_LOG_INFO("job {}: resuming from the latent checkpoint at step {} of {}", job_id, saved->step, steps);
-      }
-    } else if (saved.status().code() != StatusCode::kNotFound) {
-      STAS_LOG_WARN("job {}: ignoring an unreadable latent checkpoint: {}", job_id, saved.status().message());
-    }
-  }
-
-  models::wan::WanSamplingOptions sampling;
-  sampling.num_inference_steps = steps;
-  sampling.guidance_scale = *spec.guidance;
-  sampling.shift = *spec.shift;
-  sampling.expand_timesteps = expand_timesteps;
-  sampling.hook = hook.get();
-  sampling.parallel = par.sequence;
-  sampling.cfg_partner = par.cfg_partner;
-  sampling.should_cancel = control.should_cancel;
-  sampling.resume = resume ? &*resume : nullptr;
-  sampling.on_step = [&](const models::wan::StepProgress& p) {
-    const int done = p.step + 1;
-    if (checkpoints && par.output_rank && control.checkpoint_every > 0 && done % control.checkpoint_every == 0 &&
-        done < steps) {
-      storage::LatentCheckpoint c;
-      c.job_id = job_id;
-      c.step = done;
-      c.num_steps = steps;
-      c.latents = *p.latents;
-      c.scheduler_state = SchedulerStateTensors(p.scheduler->SaveState());
-      // A checkpoint only saves time later; failing to write one must not fail the job.
-      if (Status st = store.Save(c); !st.ok()) STAS_LOG_WARN("job {}: latent checkpoint not saved: {}", job_id, st.message());
-    }
-    report(RenderStage::kDenoise, done, stage_start);
-  };
-  models::wan::WanSampler sampler(*transformer, scheduler_config);
-  STAS_ASSIGN_OR_RETURN(at::Tensor final_latents, sampler.Sample(latents, positive, guided ? negative : at::Tensor(), sampling));
+  steering::HookChain hooks;
+  hooks.Add(hook.get());
+  hooks.Add(control.observer);
+  in.hook = hooks.empty() ? nullptr : &hooks;
+  in.control = &control;
+  in.job_id = job_id;
+  in.on_step = [&](int done) { report(RenderStage::kDenoise, done, stage_start); };
+  STAS_ASSIGN_OR_RETURN(at::Tensor final_latents, wan ? DenoiseWan(spec, in, m) : DenoiseCogVideoX(spec, in, m));
   SynchronizeDevice(device);
   m.timings_s["denoise"] = Seconds(stage_start);
   if (hook) m.stas["steered_calls"] = hook->steered_calls();
 
-  // 3. VAE decode, on the output rank only; the frames go to the CPU as bytes piece by piece.
-  if (par.output_rank) {
+  // 3. VAE decode, on the output rank only.
+  if (decode && par.output_rank) {
     stage_start = Clock::now();
     report(RenderStage::kDecode, 0, stage_start);
-    STAS_ASSIGN_OR_RETURN(at::Tensor z, models::wan::DenormalizeWanLatents(final_latents, vae_config));
-    std::vector<at::Tensor> pieces;
-    STAS_RETURN_IF_ERROR(vae->DecodeStreaming(z, {}, [&](int64_t, const at::Tensor& video) -> Status {
-      pieces.push_back(storage::VideoToRgbFrames(video));
-      return Status::Ok();
-    }));
-    out.frames = at::cat(pieces, 0);
+    STAS_ASSIGN_OR_RETURN(out.frames, wan ? DecodeWan(final_latents) : DecodeCogVideoX(final_latents));
     if (out.frames.size(0) != *spec.frames)
       return Internal("the VAE produced " + std::to_string(out.frames.size(0)) + " frames, expected " +
                       std::to_string(*spec.frames));
@@ -425,8 +615,16 @@ Status Renderer::Check(const RenderSpec& spec) const {
 
 Result<RenderedVideo> Renderer::RenderFrames(const RenderSpec& spec, const RenderControl& control) {
   STAS_RETURN_IF_ERROR(Check(spec));
-  return impl_->Render(spec, control);
+  return impl_->Render(spec, control, /*decode=*/true);
 }
+
+Result<storage::Manifest> Renderer::Sample(const RenderSpec& spec, const RenderControl& control) {
+  STAS_RETURN_IF_ERROR(Check(spec));
+  STAS_ASSIGN_OR_RETURN(RenderedVideo run, impl_->Render(spec, control, /*decode=*/false));
+  return std::move(run.manifest);
+}
+
+steering::StasModelInfo Renderer::stas_model_info() const { return impl_->stas_model_info(); }
 
 namespace {
 

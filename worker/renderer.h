@@ -1,9 +1,10 @@
 // Renderer: one loaded text-to-video model that turns RenderSpecs into MP4 files.
 //
-// Load once (the built-in tiny model, or a diffusers checkpoint folder), then Render* many specs:
+// Load once (the built-in tiny model, or a diffusers checkpoint folder of Wan2.1, Wan2.2 TI2V or
+// CogVideoX), then Render* many specs:
 //   validate (RenderSpec::Validate + ValidateFor the family) -> ResolveDefaults -> encode the prompt and
-//   the negative prompt -> denoise (UniPC + CFG, STAS hook when spec.stas.enabled) -> VAE decode ->
-//   MP4 (storage::Mp4Writer) + JSON manifest.
+//   the negative prompt -> denoise (Wan: UniPC; CogVideoX: DDIM; CFG, STAS hook when spec.stas.enabled)
+//   -> VAE decode -> MP4 (storage::Mp4Writer) + JSON manifest.
 // `stas render` calls RenderToFile; the service's worker calls RenderStaged and commits the staged
 // video itself (storage::CommitOutput), so a job that runs twice never leaves two outputs.
 //
@@ -26,12 +27,9 @@
 
 #include "common/status.h"
 #include "models/dit.h"
+#include "steering/stas_hook.h"
 #include "storage/manifest.h"
 #include "worker/render_spec.h"
-
-namespace stas::models::wan {
-class CfgPartner;
-}
 
 namespace stas::worker {
 
@@ -39,7 +37,7 @@ namespace stas::worker {
 // must outlive the Renderer. All null = a single process rendering everything.
 struct RenderParallelism {
   models::SequenceParallel* sequence = nullptr;   // Ulysses group: this rank holds a slice of the tokens
-  models::wan::CfgPartner* cfg_partner = nullptr; // CFG branches split over a pair of ranks
+  models::CfgPartner* cfg_partner = nullptr;     // CFG branches split over a pair of ranks
   bool output_rank = true;                        // decodes, encodes and writes (the group leader)
 
   int sequence_degree() const { return sequence ? sequence->size() : 1; }
@@ -77,6 +75,8 @@ struct RenderControl {
   int checkpoint_every = 0;
   // The job's id (manifest, checkpoint file); empty = spec.JobId().
   std::string job_id;
+  // Called after every block after STAS (not owned; may be null): the MA analysis of `stas analyze`.
+  models::ResidualHook* observer = nullptr;
 };
 
 // A render before encoding.
@@ -107,12 +107,17 @@ class Renderer {
   at::Device device() const;
   at::ScalarType dtype() const;
   double load_seconds() const;
+  // What STAS and the MA analysis are told about the loaded transformer (model id, width, blocks).
+  steering::StasModelInfo stas_model_info() const;
 
   // Everything that can be checked before rendering: the spec's own validation, the family's size
   // rules, that the spec names this model, the STAS blocks/channels and the sequence-parallel split.
   // InvalidArgument (or NotFound for a missing STAS channels file).
   Status Check(const RenderSpec& spec) const;
 
+  // Encodes the prompts and samples, without decoding or writing anything: for runs that only watch the
+  // residual stream through control.observer. Returns the manifest (no decode/encode timings).
+  Result<storage::Manifest> Sample(const RenderSpec& spec, const RenderControl& control = {});
   // Renders to decoded frames (no file written).
   Result<RenderedVideo> RenderFrames(const RenderSpec& spec, const RenderControl& control = {});
   // Renders and writes `out_path` (must end in .mp4; its folder must exist) via a temporary file and a

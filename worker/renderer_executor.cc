@@ -36,8 +36,8 @@ Result<int64_t> AttentionHeadsOf(const std::string& model) {
   return it->get<int64_t>();
 }
 
-// The sampler's view of CFG-parallel (models::wan::CfgPartner) over parallel::CfgParallel.
-class CfgPartnerOverGroup final : public models::wan::CfgPartner {
+// The sampler's view of CFG-parallel (models::CfgPartner) over parallel::CfgParallel.
+class CfgPartnerOverGroup final : public models::CfgPartner {
  public:
   explicit CfgPartnerOverGroup(parallel::CfgParallel* cfg) : cfg_(cfg) {}
   models::CfgBranch branch() const override { return cfg_->branch(); }

@@ -38,12 +38,6 @@ namespace stas::testing {
 using namespace std::chrono_literals;
 using SteadyClock = std::chrono::steady_clock;
 
-inline std::string ShellQuote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
-
 inline int FreeTcpPort() {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};

@@ -7,78 +7,15 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
-#include <fstream>
 
-#include "common/json.h"
-#include "common/safetensors.h"
-#include "common/weights.h"
-#include "models/text/prompt_encoder.h"
 #include "service_stack.h"
+#include "support/tiny_checkpoints.h"
 
 namespace stas::testing {
 namespace {
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
-
-void WriteText(const fs::path& path, const std::string& text) {
-  fs::create_directories(path.parent_path());
-  std::ofstream(path, std::ios::binary) << text;
-}
-
-// The tensors of `store` under `prefix`, with the prefix removed.
-std::map<std::string, at::Tensor> TensorsUnder(const WeightStore& store, const std::string& prefix) {
-  std::map<std::string, at::Tensor> out;
-  const WeightStore view = store.WithPrefix(prefix);
-  for (const auto& name : view.Names()) out[name] = view.Get(name).value();
-  return out;
-}
-
-// Writes a Wan2.2-style checkpoint folder into `dir`; returns an empty string or what went wrong.
-std::string WriteTinyWan22Checkpoint(const fs::path& dir) {
-  const std::string fixture = std::string(STAS_FIXTURES_DIR) + "/wan22_pipeline_tiny";
-  auto meta = ReadJsonFile(fixture + "/meta.json");
-  if (!meta.ok()) return meta.status().ToString();
-  auto weights = WeightStore::OpenFile(fixture + "/weights.safetensors");
-  if (!weights.ok()) return weights.status().ToString();
-  const Json& config = (*meta)["config"];
-  WriteText(dir / "model_index.json", R"({"_class_name": "WanPipeline", "expand_timesteps": true})");
-  WriteText(dir / "transformer/config.json", config["transformer"].dump());
-  WriteText(dir / "vae/config.json", config["vae"].dump());
-  WriteText(dir / "scheduler/scheduler_config.json", config["scheduler"].dump());
-  WriteText(dir / "text_encoder/config.json", models::text::TinyTextEncoderConfigJson().dump());
-  WriteText(dir / "tokenizer/spiece.model", models::text::TinyTokenizerModel().Serialize());
-  for (auto [path, tensors] :
-       {std::pair{dir / "transformer/diffusion_pytorch_model.safetensors", TensorsUnder(*weights, "transformer.")},
-        std::pair{dir / "vae/diffusion_pytorch_model.safetensors", TensorsUnder(*weights, "vae.")},
-        std::pair{dir / "text_encoder/model.safetensors", models::text::TinyTextEncoderWeights(0)}}) {
-    Status s = WriteSafetensors(path.string(), tensors);
-    if (!s.ok()) return s.ToString();
-  }
-  return "";
-}
-
-struct VideoInfo {
-  int width = -1, height = -1, frames = -1;
-  std::string rate, raw;
-};
-
-VideoInfo Probe(const std::string& file) {
-  auto r = RunCommand("ffprobe -v error -count_frames -select_streams v:0 -show_entries "
-                      "stream=width,height,r_frame_rate,nb_read_frames -of json " + ShellQuote(file));
-  VideoInfo info;
-  info.raw = r.output;
-  if (r.exit_code != 0) return info;
-  try {
-    const Json s = Json::parse(r.output)["streams"].at(0);
-    info.width = s.value("width", -1);
-    info.height = s.value("height", -1);
-    info.frames = std::stoi(s.value("nb_read_frames", "-1"));
-    info.rate = s.value("r_frame_rate", "");
-  } catch (const std::exception&) {
-  }
-  return info;
-}
 
 class Wan22Render : public ::testing::Test {
  protected:

@@ -1,4 +1,4 @@
-// Runs a shell command and captures its exit code and combined stdout+stderr.
+// Runs a shell command and captures its exit code and combined stdout+stderr; quotes shell words.
 #pragma once
 
 #include <sys/wait.h>
@@ -13,6 +13,13 @@ struct CommandResult {
   int exit_code = -1;
   std::string output;
 };
+
+// `s` as one word for the shell: single-quoted, with embedded single quotes escaped.
+inline std::string ShellQuote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
 
 inline CommandResult RunCommand(const std::string& command) {
   CommandResult r;

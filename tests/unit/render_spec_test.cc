@@ -114,6 +114,15 @@ TEST(RenderSpec, SizesMustBeMultiplesOf16And32ForWan22) {
   EXPECT_TRUE(s.ValidateFor(ModelFamily::kWan21).ok());
   EXPECT_TRUE(s.ValidateFor(ModelFamily::kTiny).ok());
   ExpectRefused(s.ValidateFor(ModelFamily::kWan22), "width must be a multiple of 32 for wan2.2");
+
+  // CogVideoX's VAE needs an odd number of latent frames: 8k+1 frames.
+  for (int frames : {49, 9, 1}) {
+    s.frames = frames;
+    EXPECT_TRUE(s.ValidateFor(ModelFamily::kCogVideoX).ok()) << frames;
+  }
+  s.frames = 45;  // 4k+1 but 12 latent frames
+  EXPECT_TRUE(s.ValidateFor(ModelFamily::kWan21).ok());
+  ExpectRefused(s.ValidateFor(ModelFamily::kCogVideoX), "frames must be 8k+1 for cogvideox");
 }
 
 TEST(RenderSpec, StepsMustBeWithinOneToAThousand) {
