@@ -2,8 +2,11 @@
 //
 //   dit_bench [--height 480 --width 832 --frames 81] [--repeats 5 --warmup 2] [--dtype bf16|fp32]
 //             [--config transformer_config.json] [--text-len 512] [--cfg] [--device cuda|cpu]
-//             [--spatial 8] [--per-token] [--profile-range]
+//             [--spatial 8] [--per-token] [--profile-range] [--reference-ops] [--compare-reference]
 //
+// --reference-ops runs the DiT's elementwise stages as their ATen reference instead of the fused CUDA
+// kernels (models/fused_ops.h), for an A/B in one call; --compare-reference prints how far the fused
+// forward is from the reference forward (max |diff| / max |ref| and the relative L2 error).
 // --profile-range runs one warm-up forward, then one forward between cudaProfilerStart/Stop (for
 // `ncu --profile-from-start off`, bench/device/kernel_profile.sh), and exits.
 // --spatial is the VAE's spatial compression (16 for Wan2.2); --per-token gives every token its own
@@ -27,6 +30,7 @@
 #include "bench/bench_util.h"
 #include "bench/wan_random_weights.h"
 #include "common/json.h"
+#include "models/fused_ops.h"
 #include "models/wan/transformer.h"
 
 using namespace stas;
@@ -105,6 +109,17 @@ int main(int argc, char** argv) {
     }
     return *out;
   };
+  if (Flag(argc, argv, "--reference-ops")) models::SetFusedKernelsEnabled(false);
+  if (Flag(argc, argv, "--compare-reference")) {
+    const at::Tensor fused = forward(text);
+    models::SetFusedKernelsEnabled(false);
+    const at::Tensor reference = forward(text);
+    models::SetFusedKernelsEnabled(!Flag(argc, argv, "--reference-ops"));
+    const double max_rel = ((fused - reference).abs().max() / reference.abs().max()).item<double>();
+    const double l2_rel = ((fused - reference).norm() / reference.norm()).item<double>();
+    std::printf("fused vs reference forward: max_rel=%.3e l2_rel=%.3e (fused kernels %s)\n", max_rel, l2_rel,
+                models::HaveFusedKernels() ? "built" : "not built");
+  }
   if (Flag(argc, argv, "--profile-range")) {
     forward(text);
     bench::Synchronize(device);
@@ -121,8 +136,9 @@ int main(int argc, char** argv) {
   }
   bench::ResetPeakMemory(device);
   auto fwd = bench::TimeIt(device, warmup, repeats, [&] { forward(text); });
-  std::printf("dit_bench device=%s dtype=%s size=%dx%dx%d tokens=%.0f layers=%lld\n", bench::DeviceName(device).c_str(),
-              dtype_name.c_str(), width, height, frames, L, static_cast<long long>(config->num_layers));
+  std::printf("dit_bench device=%s dtype=%s size=%dx%dx%d tokens=%.0f layers=%lld fused_ops=%s\n",
+              bench::DeviceName(device).c_str(), dtype_name.c_str(), width, height, frames, L,
+              static_cast<long long>(config->num_layers), models::FusedKernelsEnabled() ? "on" : "off");
   std::printf("forward      median=%.1f ms min=%.1f max=%.1f  model_flops=%.1f TFLOP achieved=%.0f TFLOP/s peak_mem=%.2f GiB\n",
               fwd.median_ms, fwd.min_ms, fwd.max_ms, flops / 1e12, flops / (fwd.median_ms / 1e3) / 1e12,
               bench::PeakMemoryGiB(device));

@@ -8,6 +8,7 @@
 #include "common/check.h"
 #include "common/tracking_weight_reader.h"
 #include "common/torch_compat.h"
+#include "models/fused_ops.h"
 
 namespace stas::models::wan {
 namespace {
@@ -16,13 +17,6 @@ constexpr double kRopeTheta = 10000.0;
 constexpr double kTimestepMaxPeriod = 10000.0;
 // Attention scores held at once by the unfused (LibTorch 1.x) attention: 64 Mi floats = 256 MiB.
 constexpr int64_t kMaxUnfusedScores = int64_t{1} << 26;
-
-// torch.nn.RMSNorm over the last dim, computed in float32 and returned in `out_dtype`.
-at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps, at::ScalarType out_dtype) {
-  at::Tensor xf = x.to(at::kFloat);
-  at::Tensor normed = xf * at::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);
-  return (normed * weight).to(out_dtype);
-}
 
 // LayerNorm without affine over the last dim, in float32.
 at::Tensor PlainLayerNorm(const at::Tensor& x, double eps) {
@@ -58,17 +52,6 @@ std::pair<at::Tensor, at::Tensor> RopeAxisTables(int64_t dim, int64_t max_len) {
     }
   }
   return {cos, sin};
-}
-
-// Rotates interleaved pairs (x0, x1) -> (x0 c - x1 s, x0 s + x1 c) in float32. x: [B, L, H, Dh];
-// cos/sin: [L, 1, Dh/2].
-at::Tensor ApplyRope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, at::ScalarType out_dtype) {
-  const auto sizes = x.sizes();
-  at::Tensor pairs = x.to(at::kFloat).reshape({sizes[0], sizes[1], sizes[2], sizes[3] / 2, 2});
-  at::Tensor x0 = pairs.select(-1, 0);
-  at::Tensor x1 = pairs.select(-1, 1);
-  at::Tensor rotated = at::stack({x0 * cos - x1 * sin, x0 * sin + x1 * cos}, -1);
-  return rotated.reshape(sizes).to(out_dtype);
 }
 
 Status CheckPositive(const char* name, int64_t value) {
@@ -339,30 +322,27 @@ at::Tensor WanTransformer::RunBlock(const Block& block, const at::Tensor& hidden
   const int64_t B = hidden.size(0), L = hidden.size(1), D = config_.dim();
   const int64_t H = config_.num_attention_heads, Dh = config_.attention_head_dim;
   const double eps = config_.eps;
-  // Modulation j of (shift1, scale1, gate1, shift2, scale2, gate2): [B, Lt, D] float32.
-  auto modulation = [&](int64_t j) { return block.modulation[j] + cond.tproj.select(2, j).to(at::kFloat); };
+  // Modulation j of (shift1, scale1, gate1, shift2, scale2, gate2): base + projection, [B, Lt, D].
+  auto modulation = [&](int64_t j) { return Modulation{block.modulation[j], cond.tproj.select(2, j)}; };
 
   // 1. Self-attention on the modulated LayerNorm, gated residual.
-  at::Tensor x = (PlainLayerNorm(hidden, eps) * (modulation(1) + 1.0) + modulation(0)).to(dtype_);
+  at::Tensor x = ModulatedLayerNorm(hidden, modulation(0), modulation(1), eps);
   std::vector<at::Tensor> qkv = at::linear(x, block.qkv_weight, block.qkv_bias).chunk(3, -1);
-  at::Tensor q = ApplyRope(RmsNorm(qkv[0], block.self_norm_q, eps, dtype_).view({B, L, H, Dh}), cond.rope_cos,
-                           cond.rope_sin, dtype_);
-  at::Tensor k = ApplyRope(RmsNorm(qkv[1], block.self_norm_k, eps, dtype_).view({B, L, H, Dh}), cond.rope_cos,
-                           cond.rope_sin, dtype_);
+  at::Tensor q = RmsNormRope(qkv[0], block.self_norm_q, cond.rope_cos, cond.rope_sin, H, eps);
+  at::Tensor k = RmsNormRope(qkv[1], block.self_norm_k, cond.rope_cos, cond.rope_sin, H, eps);
   at::Tensor v = qkv[2].reshape({B, L, H, Dh});
   at::Tensor attn = SelfAttention(q, k, v, parallel, cond.valid_tokens).reshape({B, L, D});
   attn = at::linear(attn, block.self_out_weight, block.self_out_bias);
-  at::Tensor h = (hidden.to(at::kFloat) + attn.to(at::kFloat) * modulation(2)).to(dtype_);
+  at::Tensor h = GatedResidual(hidden, attn, modulation(2));
 
   // 2. Cross-attention to the text (no gate, no RoPE, no mask).
   at::Tensor n2 = block.norm2_weight.defined()
                       ? at::layer_norm(h.to(at::kFloat), {D}, block.norm2_weight, block.norm2_bias, eps).to(dtype_)
                       : h;
   const int64_t Lt = cond.text.size(1);
-  at::Tensor cq = RmsNorm(at::linear(n2, block.cross_q_weight, block.cross_q_bias), block.cross_norm_q, eps, dtype_)
-                      .view({B, L, H, Dh});
+  at::Tensor cq = RmsNormRope(at::linear(n2, block.cross_q_weight, block.cross_q_bias), block.cross_norm_q, {}, {}, H, eps);
   std::vector<at::Tensor> kv = at::linear(cond.text, block.cross_kv_weight, block.cross_kv_bias).chunk(2, -1);
-  at::Tensor ck = RmsNorm(kv[0], block.cross_norm_k, eps, dtype_).view({B, Lt, H, Dh});
+  at::Tensor ck = RmsNormRope(kv[0], block.cross_norm_k, {}, {}, H, eps);
   at::Tensor cv = kv[1].reshape({B, Lt, H, Dh});
   const double scale = 1.0 / std::sqrt(static_cast<double>(Dh));
   at::Tensor cross =
@@ -372,10 +352,10 @@ at::Tensor WanTransformer::RunBlock(const Block& block, const at::Tensor& hidden
   h = h + at::linear(cross, block.cross_out_weight, block.cross_out_bias);
 
   // 3. Feed-forward on the modulated LayerNorm, gated residual.
-  at::Tensor n3 = (PlainLayerNorm(h, eps) * (modulation(4) + 1.0) + modulation(3)).to(dtype_);
-  at::Tensor ff = at::linear(at::gelu(at::linear(n3, block.ffn_in_weight, block.ffn_in_bias), "tanh"),
-                             block.ffn_out_weight, block.ffn_out_bias);
-  return (h.to(at::kFloat) + ff.to(at::kFloat) * modulation(5)).to(dtype_);
+  at::Tensor n3 = ModulatedLayerNorm(h, modulation(3), modulation(4), eps);
+  at::Tensor ff = at::linear(LinearGeluTanh(n3, block.ffn_in_weight, block.ffn_in_bias), block.ffn_out_weight,
+                             block.ffn_out_bias);
+  return GatedResidual(h, ff, modulation(5));
 }
 
 at::Tensor WanTransformer::ForwardImpl(const at::Tensor& latents, const at::Tensor& timestep, const at::Tensor& text,
