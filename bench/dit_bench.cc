@@ -5,8 +5,7 @@
 //             [--spatial 8] [--per-token] [--profile-range] [--reference-ops] [--compare-reference]
 //
 // --reference-ops runs the DiT's elementwise stages as their ATen reference instead of the fused CUDA
-// kernels (models/fused_ops.h) and attention through SDPA's default kernel instead of cuDNN's, for an
-// A/B in one call; --compare-reference prints how far the fused
+// kernels (models/fused_ops.h), for an A/B in one call; --compare-reference prints how far the fused
 // forward is from the reference forward (max |diff| / max |ref| and the relative L2 error).
 // --profile-range runs one warm-up forward, then one forward between cudaProfilerStart/Stop (for
 // `ncu --profile-from-start off`, bench/device/kernel_profile.sh), and exits.
@@ -31,7 +30,6 @@
 #include "bench/bench_util.h"
 #include "bench/wan_random_weights.h"
 #include "common/json.h"
-#include "common/torch_compat.h"
 #include "models/fused_ops.h"
 #include "models/wan/transformer.h"
 
@@ -111,17 +109,12 @@ int main(int argc, char** argv) {
     }
     return *out;
   };
-  if (Flag(argc, argv, "--reference-ops")) {
-    models::SetFusedKernelsEnabled(false);
-    compat::SetPreferCudnnAttention(false);
-  }
+  if (Flag(argc, argv, "--reference-ops")) models::SetFusedKernelsEnabled(false);
   if (Flag(argc, argv, "--compare-reference")) {
     const at::Tensor fused = forward(text);
     models::SetFusedKernelsEnabled(false);
-    compat::SetPreferCudnnAttention(false);
     const at::Tensor reference = forward(text);
     models::SetFusedKernelsEnabled(!Flag(argc, argv, "--reference-ops"));
-    compat::SetPreferCudnnAttention(!Flag(argc, argv, "--reference-ops"));
     const double max_rel = ((fused - reference).abs().max() / reference.abs().max()).item<double>();
     const double l2_rel = ((fused - reference).norm() / reference.norm()).item<double>();
     std::printf("fused vs reference forward: max_rel=%.3e l2_rel=%.3e (fused kernels %s)\n", max_rel, l2_rel,
@@ -146,7 +139,6 @@ int main(int argc, char** argv) {
   std::printf("dit_bench device=%s dtype=%s size=%dx%dx%d tokens=%.0f layers=%lld fused_ops=%s\n",
               bench::DeviceName(device).c_str(), dtype_name.c_str(), width, height, frames, L,
               static_cast<long long>(config->num_layers), models::FusedKernelsEnabled() ? "on" : "off");
-  std::printf("attention=%s\n", compat::PreferCudnnAttention() ? "cudnn" : "sdpa-default");
   std::printf("forward      median=%.1f ms min=%.1f max=%.1f  model_flops=%.1f TFLOP achieved=%.0f TFLOP/s peak_mem=%.2f GiB\n",
               fwd.median_ms, fwd.min_ms, fwd.max_ms, flops / 1e12, flops / (fwd.median_ms / 1e3) / 1e12,
               bench::PeakMemoryGiB(device));

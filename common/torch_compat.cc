@@ -1,9 +1,6 @@
 #include "common/torch_compat.h"
 
-#include <atomic>
 #include <cmath>
-
-#include "common/log.h"
 
 namespace stas::compat {
 
@@ -30,32 +27,8 @@ std::optional<at::ScalarType> ScalarTypeForSafetensorsDtype(const std::string& d
   return std::nullopt;
 }
 
-namespace {
-std::atomic<bool> prefer_cudnn_attention{true};
-}  // namespace
-
-void SetPreferCudnnAttention(bool prefer) { prefer_cudnn_attention = prefer; }
-bool PreferCudnnAttention() { return prefer_cudnn_attention; }
-
 at::Tensor ScaledDotProductAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                      double scale, const std::optional<at::Tensor>& attn_mask) {
-#if STAS_HAVE_CUDA && (TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 6))
-  const auto dtype = q.scalar_type();
-  if (prefer_cudnn_attention && q.is_cuda() && !attn_mask && (dtype == at::kBFloat16 || dtype == at::kHalf) &&
-      q.size(-1) <= 128 && q.size(-1) % 8 == 0) {
-    try {
-      // cuDNN reads its inputs as dense [B, H, L, D]: strided views must be made contiguous first.
-      auto out = at::_scaled_dot_product_cudnn_attention(q.contiguous(), k.contiguous(), v.contiguous(),
-                                                         /*attn_bias=*/std::nullopt, /*compute_log_sumexp=*/false,
-                                                         /*dropout_p=*/0.0, /*is_causal=*/false,
-                                                         /*return_debug_mask=*/false, scale);
-      return std::get<0>(out);
-    } catch (const std::exception& e) {
-      prefer_cudnn_attention = false;
-      STAS_LOG_WARN("cuDNN attention failed, using SDPA's default kernel from now on: {}", e.what());
-    }
-  }
-#endif
 #if TORCH_VERSION_MAJOR >= 2
   return at::scaled_dot_product_attention(q, k, v, attn_mask, /*dropout_p=*/0.0, /*is_causal=*/false,
                                           scale);

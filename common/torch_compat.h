@@ -18,14 +18,8 @@ std::optional<at::ScalarType> ScalarTypeForSafetensorsDtype(const std::string& d
 
 // softmax(q k^T * scale) v over [B, H, L, D] tensors; uses the fused kernel where LibTorch has it.
 // attn_mask (optional) is boolean, broadcastable to [B, H, Lq, Lk], true = attend.
-// Unmasked bfloat16/float16 attention on CUDA (LibTorch >= 2.6, head dim <= 128) runs cuDNN's fused
-// attention, much faster than the flash kernel SDPA picks by default on Hopper; the first failure of
-// it switches it off for the process and SDPA's own choice takes over.
 at::Tensor ScaledDotProductAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                      double scale, const std::optional<at::Tensor>& attn_mask = std::nullopt);
-// Whether the cuDNN attention is preferred (default true; benchmarks turn it off for an A/B).
-void SetPreferCudnnAttention(bool prefer);
-bool PreferCudnnAttention();
 
 std::string TorchVersionString();
 
