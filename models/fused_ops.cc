@@ -95,7 +95,7 @@ at::Tensor ModulatedLayerNorm(const at::Tensor& x, const Modulation& shift, cons
   if (KernelInput(x) && UniformRows(x) && KernelModulation(shift, x, shift_base, &shift_args) &&
       KernelModulation(scale, x, scale_base, &scale_args)) {
     at::Tensor out = at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::Contiguous));
-    CheckLaunch(kernels::ModulatedLayerNorm(Bf16Data(x), x.stride(1), shift_args, scale_args,
+    CheckLaunch(kernels::ModulatedLayerNorm(Bf16Data(x), x.stride(1), shift_args, scale_args, 1.0f,
                                             reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>()), x.size(0),
                                             x.size(1), x.size(2), static_cast<float>(eps), CurrentStream(x)),
                 "modulated LayerNorm kernel");
@@ -103,6 +103,24 @@ at::Tensor ModulatedLayerNorm(const at::Tensor& x, const Modulation& shift, cons
   }
 #endif
   return ReferenceModulatedLayerNorm(x, shift, scale, eps);
+}
+
+at::Tensor AffineLayerNorm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, double eps) {
+#if STAS_HAVE_FUSED_KERNELS
+  if (KernelInput(x) && UniformRows(x) && weight.is_cuda() && bias.is_cuda() && weight.numel() == x.size(2) &&
+      bias.numel() == x.size(2)) {
+    const at::Tensor w = ContiguousFloat(weight), b = ContiguousFloat(bias);
+    const kernels::ModulationArgs scale{w.data_ptr<float>(), nullptr, 0, 0, 1};
+    const kernels::ModulationArgs shift{b.data_ptr<float>(), nullptr, 0, 0, 1};
+    at::Tensor out = at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::Contiguous));
+    CheckLaunch(kernels::ModulatedLayerNorm(Bf16Data(x), x.stride(1), shift, scale, 0.0f,
+                                            reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>()), x.size(0),
+                                            x.size(1), x.size(2), static_cast<float>(eps), CurrentStream(x)),
+                "affine LayerNorm kernel");
+    return out;
+  }
+#endif
+  return at::layer_norm(x.to(at::kFloat), {x.size(-1)}, weight, bias, eps).to(x.scalar_type());
 }
 
 at::Tensor GatedResidual(const at::Tensor& x, const at::Tensor& y, const Modulation& gate) {

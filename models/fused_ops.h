@@ -1,5 +1,5 @@
 // Fused elementwise stages of a DiT block: the float32 "islands" between the GEMMs and attention
-// (modulated LayerNorm, gated residual, RMSNorm + RoPE, the FFN's GELU).
+// (modulated and affine LayerNorm, gated residual, RMSNorm + RoPE, the FFN's GELU).
 //
 // Every function has one reference definition in ATen ops, used on the CPU, for dtypes other than
 // bfloat16 and in builds without the CUDA kernels. On CUDA bfloat16 tensors of a build with the kernels
@@ -26,6 +26,9 @@ struct Modulation {
 // (LayerNorm(x) * (1 + scale) + shift) computed in float32 (LayerNorm without affine), returned in
 // x's dtype. x [B, L, D].
 at::Tensor ModulatedLayerNorm(const at::Tensor& x, const Modulation& shift, const Modulation& scale, double eps);
+
+// LayerNorm(x) * weight + bias computed in float32 (weight, bias [D] float32), returned in x's dtype.
+at::Tensor AffineLayerNorm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, double eps);
 
 // (x + y * gate) computed in float32, returned in x's dtype. x, y [B, L, D].
 at::Tensor GatedResidual(const at::Tensor& x, const at::Tensor& y, const Modulation& gate);

@@ -44,14 +44,15 @@ __device__ void StorePair(uint16_t* p, float a, float b) {
 
 // base[c] + proj[b, t, c] for the pair (c, c + 1).
 __device__ float2 ModulationPair(const ModulationArgs& m, int64_t b, int64_t l, int64_t c) {
+  if (m.proj == nullptr) return make_float2(m.base[c], m.base[c + 1]);
   const int64_t t = m.tokens == 1 ? 0 : l;
   const float2 p = LoadPair(m.proj + b * m.proj_batch_stride + t * m.proj_row_stride + c);
   return make_float2(__fadd_rn(m.base[c], p.x), __fadd_rn(m.base[c + 1], p.y));
 }
 
 __global__ void ModulatedLayerNormKernel(const uint16_t* x, int64_t x_row_stride, ModulationArgs shift,
-                                         ModulationArgs scale, uint16_t* out, int64_t length, int64_t dim,
-                                         float eps) {
+                                         ModulationArgs scale, float scale_offset, uint16_t* out, int64_t length,
+                                         int64_t dim, float eps) {
   __shared__ float shared[32];
   const int64_t row = blockIdx.x;
   const int64_t b = row / length, l = row % length;
@@ -75,8 +76,8 @@ __global__ void ModulatedLayerNormKernel(const uint16_t* x, int64_t x_row_stride
     const float2 sh = ModulationPair(shift, b, l, c);
     const float2 sc = ModulationPair(scale, b, l, c);
     const float n0 = __fmul_rn(__fsub_rn(v.x, mean), rstd), n1 = __fmul_rn(__fsub_rn(v.y, mean), rstd);
-    StorePair(o + c, __fadd_rn(__fmul_rn(n0, __fadd_rn(sc.x, 1.0f)), sh.x),
-              __fadd_rn(__fmul_rn(n1, __fadd_rn(sc.y, 1.0f)), sh.y));
+    StorePair(o + c, __fadd_rn(__fmul_rn(n0, __fadd_rn(sc.x, scale_offset)), sh.x),
+              __fadd_rn(__fmul_rn(n1, __fadd_rn(sc.y, scale_offset)), sh.y));
   }
 }
 
@@ -127,9 +128,10 @@ __global__ void RmsNormRopeKernel(const uint16_t* x, int64_t x_row_stride, const
 }  // namespace
 
 int ModulatedLayerNorm(const uint16_t* x, int64_t x_row_stride, ModulationArgs shift, ModulationArgs scale,
-                       uint16_t* out, int64_t batch, int64_t length, int64_t dim, float eps, void* stream) {
+                       float scale_offset, uint16_t* out, int64_t batch, int64_t length, int64_t dim, float eps,
+                       void* stream) {
   ModulatedLayerNormKernel<<<batch * length, ThreadsFor(dim), 0, static_cast<cudaStream_t>(stream)>>>(
-      x, x_row_stride, shift, scale, out, length, dim, eps);
+      x, x_row_stride, shift, scale, scale_offset, out, length, dim, eps);
   return static_cast<int>(cudaGetLastError());
 }
 

@@ -7,7 +7,7 @@
 namespace stas::models::kernels {
 
 // Rows are (b, l) with l in [0, L); a modulation row is b * T + (T == 1 ? 0 : l), its element c is
-// base[c] + proj[b * proj_batch_stride + t * proj_row_stride + c].
+// base[c] + proj[b * proj_batch_stride + t * proj_row_stride + c] (base[c] alone when proj is null).
 struct ModulationArgs {
   const float* base;
   const uint16_t* proj;
@@ -16,8 +16,11 @@ struct ModulationArgs {
   int64_t tokens;  // T
 };
 
+// out = LayerNorm(x) * (scale_offset + scale) + shift: scale_offset 1 for adaLN modulation, 0 for an
+// affine LayerNorm (scale = weight, shift = bias).
 int ModulatedLayerNorm(const uint16_t* x, int64_t x_row_stride, ModulationArgs shift, ModulationArgs scale,
-                       uint16_t* out, int64_t batch, int64_t length, int64_t dim, float eps, void* stream);
+                       float scale_offset, uint16_t* out, int64_t batch, int64_t length, int64_t dim, float eps,
+                       void* stream);
 
 int GatedResidual(const uint16_t* x, const uint16_t* y, int64_t y_row_stride, ModulationArgs gate, uint16_t* out,
                   int64_t batch, int64_t length, int64_t dim, void* stream);

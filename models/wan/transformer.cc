@@ -336,9 +336,7 @@ at::Tensor WanTransformer::RunBlock(const Block& block, const at::Tensor& hidden
   at::Tensor h = GatedResidual(hidden, attn, modulation(2));
 
   // 2. Cross-attention to the text (no gate, no RoPE, no mask).
-  at::Tensor n2 = block.norm2_weight.defined()
-                      ? at::layer_norm(h.to(at::kFloat), {D}, block.norm2_weight, block.norm2_bias, eps).to(dtype_)
-                      : h;
+  at::Tensor n2 = block.norm2_weight.defined() ? AffineLayerNorm(h, block.norm2_weight, block.norm2_bias, eps) : h;
   const int64_t Lt = cond.text.size(1);
   at::Tensor cq = RmsNormRope(at::linear(n2, block.cross_q_weight, block.cross_q_bias), block.cross_norm_q, {}, {}, H, eps);
   std::vector<at::Tensor> kv = at::linear(cond.text, block.cross_kv_weight, block.cross_kv_bias).chunk(2, -1);

@@ -36,7 +36,7 @@ class FusedOpsGpu : public ::testing::Test {
   }
 };
 
-TEST_F(FusedOpsGpu, ModulatedLayerNormAndGatedResidual) {
+TEST_F(FusedOpsGpu, LayerNormsAndGatedResidual) {
   const int64_t B = 2, L = 999, D = 1536;
   const at::Tensor x = CudaRandn({B, L, D}, 1) * 4, y = CudaRandn({B, L, D}, 2);
   for (int64_t tokens : {int64_t{1}, L}) {
@@ -47,6 +47,8 @@ TEST_F(FusedOpsGpu, ModulatedLayerNormAndGatedResidual) {
     EXPECT_LT(KernelVsReference([&] { return ModulatedLayerNorm(x, mod(0), mod(1), 1e-6); }), 1e-2) << tokens;
     EXPECT_LT(KernelVsReference([&] { return GatedResidual(x, y, mod(2)); }), 1e-2) << tokens;
   }
+  const at::Tensor w = CudaRandn({D}, 11, at::kFloat), b = CudaRandn({D}, 12, at::kFloat);
+  EXPECT_LT(KernelVsReference([&] { return AffineLayerNorm(x, w, b, 1e-6); }), 1e-2);
 }
 
 TEST_F(FusedOpsGpu, RmsNormRopeOnStridedSlices) {

@@ -30,6 +30,15 @@ TEST(FusedOps, ModulatedLayerNormMatchesTheFormula) {
   }
 }
 
+TEST(FusedOps, AffineLayerNormMatchesTheFormula) {
+  const at::Tensor x = Randn({2, 5, 8}, 16) * 2 - 1, w = Randn({8}, 17), b = Randn({8}, 18);
+  const at::Tensor xd = x.to(at::kDouble);
+  const at::Tensor mean = xd.mean(-1, true);
+  const at::Tensor expected = (xd - mean) / at::sqrt((xd - mean).pow(2).mean(-1, true) + 1e-6) * w.to(at::kDouble) +
+                              b.to(at::kDouble);
+  EXPECT_LT(MaxAbsDiff(AffineLayerNorm(x, w, b, 1e-6), expected), 1e-5);
+}
+
 TEST(FusedOps, GatedResidualMatchesTheFormula) {
   const at::Tensor x = Randn({2, 3, 6}, 6), y = Randn({2, 3, 6}, 7);
   const Modulation gate{Randn({6}, 8), Randn({2, 1, 6}, 9)};
