@@ -25,6 +25,7 @@
 #include <memory>
 #include <string>
 
+#include "bench/bench_mpi.h"
 #include "bench/bench_util.h"
 #include "common/json.h"
 #include "common/weights.h"
@@ -40,6 +41,7 @@ namespace {
 
 using bench::Arg;
 using bench::Flag;
+using bench::MaxOverWorld;
 
 // Random weights under the upstream key names of a CogVideoXTransformer3DModel config (every tensor
 // CogVideoXTransformer::Load reads), generated on the target device: same shapes and FLOPs as the
@@ -107,12 +109,6 @@ double ModelFlops(const CogVideoXTransformerConfig& c, double batch, double vide
 int Fail(int rank, const std::string& message) {
   if (rank == 0) std::fprintf(stderr, "cogvideox_bench: %s\n", message.c_str());
   return 2;
-}
-
-double MaxOverWorld(double value) {
-  double out = value;
-  MPI_Allreduce(&value, &out, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-  return out;
 }
 
 }  // namespace

@@ -20,6 +20,7 @@
 #include <memory>
 #include <string>
 
+#include "bench/bench_mpi.h"
 #include "bench/bench_util.h"
 #include "bench/wan_random_weights.h"
 #include "common/json.h"
@@ -42,17 +43,12 @@ const char* kWan21_1_3B = R"({"patch_size":[1,2,2],"num_attention_heads":12,"att
 
 using bench::Arg;
 using bench::Flag;
+using bench::MaxOverWorld;
 
 // Every rank calls this with the same outcome in mind; rank 0 prints.
 int Fail(int rank, const std::string& message) {
   if (rank == 0) std::fprintf(stderr, "parallel_step_bench: %s\n", message.c_str());
   return 2;
-}
-
-double MaxOverWorld(double value) {
-  double out = value;
-  MPI_Allreduce(&value, &out, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-  return out;
 }
 
 }  // namespace

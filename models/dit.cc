@@ -28,4 +28,17 @@ at::Tensor ShardTokens(const at::Tensor& x, const ShardLayout& shard) {
   return at::cat({part, at::zeros(pad_shape, x.options())}, 1);
 }
 
+BlockContext MakeBlockContext(const ForwardContext& forward, int num_blocks, const TokenGrid& grid,
+                              const ShardLayout& shard, int64_t batch) {
+  BlockContext c;
+  c.num_blocks = num_blocks;
+  c.step = forward.step;
+  c.num_steps = forward.num_steps;
+  c.grid = grid;
+  c.shard = shard;
+  c.branches = forward.branches.empty() ? std::vector<CfgBranch>(batch, CfgBranch::kCond) : forward.branches;
+  c.parallel = forward.parallel;
+  return c;
+}
+
 }  // namespace stas::models

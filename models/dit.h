@@ -111,4 +111,9 @@ struct ForwardContext {
   std::vector<CfgBranch> branches;  // empty = all rows kCond
 };
 
+// The context a forward hands its hook: `forward`'s step, steps, branches (all kCond when empty) and
+// group, for `num_blocks` blocks over `grid` of which this rank holds `shard`, for a batch of `batch`.
+BlockContext MakeBlockContext(const ForwardContext& forward, int num_blocks, const TokenGrid& grid,
+                              const ShardLayout& shard, int64_t batch);
+
 }  // namespace stas::models

@@ -111,8 +111,10 @@ models::SequenceParallel::JointOutput UlyssesAttention::JointSelfAttention(const
   out.local = GatherHeads(attended.narrow(2, prefix_tokens, attended.size(2) - prefix_tokens), local.q.size(1));
   // The prefix's head groups from every rank: [sp, B, Hs, Lp, Dh] -> [B, Lp, H, Dh].
   const at::Tensor prefix_heads = attended.narrow(2, 0, prefix_tokens).contiguous();
-  at::Tensor all = sp == 1 ? prefix_heads.unsqueeze(0) : comm_.AllGather(prefix_heads).view({sp, prefix_heads.size(0), group_heads, prefix_tokens, prefix_heads.size(3)});
-  out.prefix = all.permute({1, 3, 0, 2, 4}).reshape({prefix.q.size(0), prefix_tokens, local.q.size(2), prefix.q.size(3)});
+  const int64_t batch = prefix.q.size(0), head_dim = prefix.q.size(3);
+  const at::Tensor all = sp == 1 ? prefix_heads.unsqueeze(0)
+                                 : comm_.AllGather(prefix_heads).view({sp, batch, group_heads, prefix_tokens, head_dim});
+  out.prefix = all.permute({1, 3, 0, 2, 4}).reshape({batch, prefix_tokens, sp * group_heads, head_dim});
   return out;
 }
 

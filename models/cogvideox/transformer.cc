@@ -395,17 +395,9 @@ at::Tensor CogVideoXTransformer::ForwardImpl(const at::Tensor& latents_in, const
   const at::Tensor cos = local_table(rope.cos);
   const at::Tensor sin = local_table(rope.sin);
 
+  // The hook sees the video stream alone (text_tokens stays 0).
   BlockContext block_context;
-  if (context.hook) {
-    block_context.num_blocks = static_cast<int>(blocks_.size());
-    block_context.step = context.step;
-    block_context.num_steps = context.num_steps;
-    block_context.grid = grid;
-    block_context.shard = shard;
-    block_context.text_tokens = 0;  // the hook sees the video stream alone
-    block_context.branches = context.branches.empty() ? std::vector<CfgBranch>(B, CfgBranch::kCond) : context.branches;
-    block_context.parallel = parallel;
-  }
+  if (context.hook) block_context = MakeBlockContext(context, static_cast<int>(blocks_.size()), grid, shard, B);
   for (size_t i = 0; i < blocks_.size(); ++i) {
     RunBlock(blocks_[i], video, text, temb_act, cos, sin, parallel, L);
     if (context.hook) {

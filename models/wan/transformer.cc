@@ -389,16 +389,7 @@ at::Tensor WanTransformer::ForwardImpl(const at::Tensor& latents, const at::Tens
   cond.valid_tokens = L;
 
   BlockContext block_context;
-  if (context.hook) {
-    block_context.num_blocks = static_cast<int>(blocks_.size());
-    block_context.step = context.step;
-    block_context.num_steps = context.num_steps;
-    block_context.grid = grid;
-    block_context.shard = shard;
-    block_context.branches =
-        context.branches.empty() ? std::vector<CfgBranch>(B, CfgBranch::kCond) : context.branches;
-    block_context.parallel = parallel;
-  }
+  if (context.hook) block_context = MakeBlockContext(context, static_cast<int>(blocks_.size()), grid, shard, B);
   for (size_t i = 0; i < blocks_.size(); ++i) {
     hidden = RunBlock(blocks_[i], hidden, cond, parallel);
     if (context.hook) {
