@@ -72,6 +72,7 @@ with torch.no_grad(), torch.device(dev):
                  return_dict=False)[0]
 
     torch.cuda.synchronize()
+    weights = torch.cuda.memory_allocated()  # bf16 weights and inputs, as cogvideox_bench counts them
     torch.cuda.reset_peak_memory_stats()  # weights stay counted; the float32 construction does not
     for _ in range(args.warmup):
         fwd()
@@ -83,4 +84,5 @@ with torch.no_grad(), torch.device(dev):
     print(f"diffusers forward 2x{F}x{cfg['in_channels']}x{H}x{W} latents ({tokens}+{text.shape[1]} tokens, "
           f"{cfg['num_layers']} layers): median {times[len(times) // 2] * 1e3:.1f} ms min {times[0] * 1e3:.1f} "
           f"max {times[-1] * 1e3:.1f} peak {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB "
+          f"= weights {weights / 2**30:.2f} + forward {(torch.cuda.max_memory_allocated() - weights) / 2**30:.2f} GiB "
           f"on {torch.cuda.get_device_name()}")
