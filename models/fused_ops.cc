@@ -14,7 +14,9 @@
 
 namespace stas::models {
 
-at::Tensor Modulation::Materialize() const { return base + proj.to(at::kFloat); }
+at::Tensor Modulation::Materialize() const {
+  return base.defined() ? base + proj.to(at::kFloat) : proj.to(at::kFloat);
+}
 
 namespace {
 std::atomic<bool> fused_kernels_enabled{true};
@@ -26,10 +28,28 @@ bool FusedKernelsEnabled() { return HaveFusedKernels() && fused_kernels_enabled;
 
 namespace {
 
+at::Tensor FloatOrUndefined(const at::Tensor& t) { return t.defined() ? t.to(at::kFloat) : at::Tensor(); }
+
 at::Tensor ReferenceModulatedLayerNorm(const at::Tensor& x, const Modulation& shift, const Modulation& scale,
-                                       double eps) {
-  const at::Tensor normed = at::layer_norm(x.to(at::kFloat), {x.size(-1)}, {}, {}, eps);
+                                       double eps, const LayerNormAffine& affine) {
+  const at::Tensor normed = at::layer_norm(x.to(at::kFloat), {x.size(-1)}, FloatOrUndefined(affine.weight),
+                                           FloatOrUndefined(affine.bias), eps);
   return (normed * (scale.Materialize() + 1.0) + shift.Materialize()).to(x.scalar_type());
+}
+
+at::Tensor ReferenceHeadLayerNormRope(const at::Tensor& x, const LayerNormAffine& affine, const at::Tensor& cos,
+                                      const at::Tensor& sin, int64_t rope_begin, double eps) {
+  const at::Tensor normed = at::layer_norm(x.to(at::kFloat), {x.size(-1)}, FloatOrUndefined(affine.weight),
+                                           FloatOrUndefined(affine.bias), eps)
+                                .to(x.scalar_type());
+  const int64_t L = x.size(1);
+  if (!cos.defined() || rope_begin >= L) return normed.contiguous();
+  const at::Tensor tail = normed.narrow(1, rope_begin, L - rope_begin).to(at::kFloat);
+  const auto sizes = tail.sizes();
+  const at::Tensor pairs = tail.reshape({sizes[0], sizes[1], sizes[2], sizes[3] / 2, 2});
+  const at::Tensor rotated = at::stack({-pairs.select(-1, 1), pairs.select(-1, 0)}, -1).reshape(sizes);
+  const at::Tensor roped = (tail * cos + rotated * sin).to(x.scalar_type());
+  return rope_begin == 0 ? roped : at::cat({normed.narrow(1, 0, rope_begin), roped}, 1);
 }
 
 at::Tensor ReferenceGatedResidual(const at::Tensor& x, const at::Tensor& y, const Modulation& gate) {
@@ -59,6 +79,16 @@ const uint16_t* Bf16Data(const at::Tensor& t) { return reinterpret_cast<const ui
 
 void* CurrentStream(const at::Tensor& t) { return c10::cuda::getCurrentCUDAStream(t.device().index()).stream(); }
 
+// x [B, L, D] with a contiguous, even last dim and even strides (rows read in bfloat16 pairs).
+bool PairRows(const at::Tensor& x) {
+  return x.dim() == 3 && x.size(2) % 2 == 0 && x.stride(2) == 1 && x.stride(1) % 2 == 0 && x.stride(0) % 2 == 0 &&
+         reinterpret_cast<uintptr_t>(x.data_ptr()) % 4 == 0;
+}
+
+kernels::Rows RowsOf(const at::Tensor& x) { return {x.stride(0), x.stride(1)}; }
+
+uint16_t* MutableBf16Data(const at::Tensor& t) { return reinterpret_cast<uint16_t*>(t.data_ptr<at::BFloat16>()); }
+
 // x [B, L, D] whose rows (b, l) sit at a uniform stride with a contiguous last dim (a contiguous tensor
 // or a column slice of one); D even so rows are read in bfloat16 pairs.
 bool UniformRows(const at::Tensor& x) {
@@ -74,12 +104,21 @@ bool KernelModulation(const Modulation& m, const at::Tensor& x, const at::Tensor
       (p.size(1) != 1 && p.size(1) != x.size(1)) || p.stride(1) % 2 != 0 || p.stride(0) % 2 != 0 ||
       reinterpret_cast<uintptr_t>(p.data_ptr()) % 4 != 0)
     return false;
-  if (!base_f32.is_cuda() || base_f32.numel() != x.size(2)) return false;
-  *args = {base_f32.data_ptr<float>(), Bf16Data(p), p.stride(0), p.stride(1), p.size(1)};
+  if (base_f32.defined() && (!base_f32.is_cuda() || base_f32.numel() != x.size(2))) return false;
+  *args = {base_f32.defined() ? base_f32.data_ptr<float>() : nullptr, Bf16Data(p), p.stride(0), p.stride(1), p.size(1)};
   return true;
 }
 
-at::Tensor ContiguousFloat(const at::Tensor& t) { return t.to(at::kFloat).contiguous(); }
+at::Tensor ContiguousFloat(const at::Tensor& t) { return t.defined() ? t.to(at::kFloat).contiguous() : at::Tensor(); }
+
+// The kernel's view of an affine: both float32-convertible [D] CUDA tensors, or neither.
+bool KernelAffine(const LayerNormAffine& affine, int64_t dim) {
+  if (!affine.weight.defined() && !affine.bias.defined()) return true;
+  return affine.weight.defined() && affine.bias.defined() && affine.weight.is_cuda() && affine.bias.is_cuda() &&
+         affine.weight.numel() == dim && affine.bias.numel() == dim;
+}
+
+const float* FloatData(const at::Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; }
 
 void CheckLaunch(int error, const char* what) {
   STAS_CHECK(error == cudaSuccess) << what << ": " << cudaGetErrorString(static_cast<cudaError_t>(error));
@@ -88,21 +127,31 @@ void CheckLaunch(int error, const char* what) {
 
 }  // namespace
 
-at::Tensor ModulatedLayerNorm(const at::Tensor& x, const Modulation& shift, const Modulation& scale, double eps) {
+at::Tensor ModulatedLayerNorm(const at::Tensor& x, const Modulation& shift, const Modulation& scale, double eps,
+                              const LayerNormAffine& affine, const at::Tensor& out) {
+  STAS_CHECK(x.dim() == 3) << "ModulatedLayerNorm: x must be [B, L, D], got " << x.sizes();
+  STAS_CHECK(!out.defined() || (out.sizes() == x.sizes() && out.scalar_type() == x.scalar_type()))
+      << "ModulatedLayerNorm: out must match x " << x.sizes() << ", got " << out.sizes();
 #if STAS_HAVE_FUSED_KERNELS
   const at::Tensor shift_base = ContiguousFloat(shift.base), scale_base = ContiguousFloat(scale.base);
   kernels::ModulationArgs shift_args{}, scale_args{};
-  if (KernelInput(x) && UniformRows(x) && KernelModulation(shift, x, shift_base, &shift_args) &&
+  if (KernelInput(x) && PairRows(x) && (!out.defined() || (out.is_cuda() && PairRows(out))) &&
+      KernelAffine(affine, x.size(2)) && KernelModulation(shift, x, shift_base, &shift_args) &&
       KernelModulation(scale, x, scale_base, &scale_args)) {
-    at::Tensor out = at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::Contiguous));
-    CheckLaunch(kernels::ModulatedLayerNorm(Bf16Data(x), x.stride(1), shift_args, scale_args, 1.0f,
-                                            reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>()), x.size(0),
-                                            x.size(1), x.size(2), static_cast<float>(eps), CurrentStream(x)),
+    const at::Tensor w = ContiguousFloat(affine.weight), b = ContiguousFloat(affine.bias);
+    const at::Tensor result =
+        out.defined() ? out : at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::Contiguous));
+    CheckLaunch(kernels::ModulatedLayerNorm(Bf16Data(x), RowsOf(x), FloatData(w), FloatData(b), shift_args, scale_args,
+                                            1.0f, MutableBf16Data(result), RowsOf(result), x.size(0), x.size(1),
+                                            x.size(2), static_cast<float>(eps), CurrentStream(x)),
                 "modulated LayerNorm kernel");
-    return out;
+    return result;
   }
 #endif
-  return ReferenceModulatedLayerNorm(x, shift, scale, eps);
+  at::Tensor result = ReferenceModulatedLayerNorm(x, shift, scale, eps, affine);
+  if (!out.defined()) return result;
+  out.copy_(result);
+  return out;
 }
 
 at::Tensor AffineLayerNorm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, double eps) {
@@ -113,9 +162,9 @@ at::Tensor AffineLayerNorm(const at::Tensor& x, const at::Tensor& weight, const 
     const kernels::ModulationArgs scale{w.data_ptr<float>(), nullptr, 0, 0, 1};
     const kernels::ModulationArgs shift{b.data_ptr<float>(), nullptr, 0, 0, 1};
     at::Tensor out = at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::Contiguous));
-    CheckLaunch(kernels::ModulatedLayerNorm(Bf16Data(x), x.stride(1), shift, scale, 0.0f,
-                                            reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>()), x.size(0),
-                                            x.size(1), x.size(2), static_cast<float>(eps), CurrentStream(x)),
+    CheckLaunch(kernels::ModulatedLayerNorm(Bf16Data(x), RowsOf(x), nullptr, nullptr, shift, scale, 0.0f,
+                                            MutableBf16Data(out), RowsOf(out), x.size(0), x.size(1), x.size(2),
+                                            static_cast<float>(eps), CurrentStream(x)),
                 "affine LayerNorm kernel");
     return out;
   }
@@ -127,12 +176,11 @@ at::Tensor GatedResidual(const at::Tensor& x, const at::Tensor& y, const Modulat
 #if STAS_HAVE_FUSED_KERNELS
   const at::Tensor gate_base = ContiguousFloat(gate.base);
   kernels::ModulationArgs gate_args{};
-  if (KernelInput(x) && Bf16Cuda(y) && x.is_contiguous() && UniformRows(x) && UniformRows(y) &&
-      x.sizes() == y.sizes() && KernelModulation(gate, x, gate_base, &gate_args)) {
-    at::Tensor out = at::empty_like(x);
-    CheckLaunch(kernels::GatedResidual(Bf16Data(x), Bf16Data(y), y.stride(1), gate_args,
-                                       reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>()), x.size(0), x.size(1),
-                                       x.size(2), CurrentStream(x)),
+  if (KernelInput(x) && Bf16Cuda(y) && PairRows(x) && PairRows(y) && x.sizes() == y.sizes() &&
+      KernelModulation(gate, x, gate_base, &gate_args)) {
+    at::Tensor out = at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::Contiguous));
+    CheckLaunch(kernels::GatedResidual(Bf16Data(x), RowsOf(x), Bf16Data(y), RowsOf(y), gate_args, MutableBf16Data(out),
+                                       RowsOf(out), x.size(0), x.size(1), x.size(2), CurrentStream(x)),
                 "gated residual kernel");
     return out;
   }
@@ -161,6 +209,33 @@ at::Tensor RmsNormRope(const at::Tensor& x, const at::Tensor& weight, const at::
   }
 #endif
   return ReferenceRmsNormRope(x, weight, cos, sin, heads, eps);
+}
+
+at::Tensor HeadLayerNormRope(const at::Tensor& x, const LayerNormAffine& affine, const at::Tensor& cos,
+                             const at::Tensor& sin, int64_t rope_begin, double eps) {
+  STAS_CHECK(x.dim() == 4 && x.size(3) % 2 == 0 && rope_begin >= 0 && rope_begin <= x.size(1))
+      << "HeadLayerNormRope: x must be [B, L, H, Dh] with Dh even and 0 <= rope_begin <= L, got " << x.sizes()
+      << " and rope_begin " << rope_begin;
+  const int64_t L = x.size(1), Dh = x.size(3);
+  STAS_CHECK(!cos.defined() || (cos.numel() == (L - rope_begin) * Dh && sin.defined() && sin.numel() == cos.numel()))
+      << "HeadLayerNormRope: cos/sin must hold " << (L - rope_begin) << " x " << Dh << " values";
+#if STAS_HAVE_FUSED_KERNELS
+  const bool rope = cos.defined() && rope_begin < L;
+  // Heads must sit at a stride of Dh inside a token's row (the layout of a [.., H, Dh] projection).
+  if (KernelInput(x) && x.stride(3) == 1 && x.stride(2) == Dh && x.stride(1) % 2 == 0 && x.stride(0) % 2 == 0 &&
+      reinterpret_cast<uintptr_t>(x.data_ptr()) % 4 == 0 && KernelAffine(affine, Dh) &&
+      (!rope || (cos.is_cuda() && sin.is_cuda()))) {
+    const at::Tensor w = ContiguousFloat(affine.weight), b = ContiguousFloat(affine.bias);
+    const at::Tensor c = rope ? ContiguousFloat(cos) : at::Tensor(), s = rope ? ContiguousFloat(sin) : at::Tensor();
+    at::Tensor out = at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::Contiguous));
+    CheckLaunch(kernels::HeadLayerNormRope(Bf16Data(x), RowsOf(x), FloatData(w), FloatData(b), FloatData(c),
+                                           FloatData(s), rope_begin, MutableBf16Data(out), x.size(0), L, x.size(2), Dh,
+                                           static_cast<float>(eps), CurrentStream(x)),
+                "head LayerNorm + RoPE kernel");
+    return out;
+  }
+#endif
+  return ReferenceHeadLayerNormRope(x, affine, cos, sin, rope_begin, eps);
 }
 
 at::Tensor LinearGeluTanh(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {

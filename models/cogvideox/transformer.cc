@@ -8,6 +8,7 @@
 #include "common/check.h"
 #include "common/tracking_weight_reader.h"
 #include "common/torch_compat.h"
+#include "models/fused_ops.h"
 
 namespace stas::models::cogvideox {
 namespace {
@@ -51,16 +52,6 @@ at::Tensor TimestepSinusoid(const at::Tensor& t, int64_t dim, bool flip_sin_to_c
   return emb;
 }
 
-// RoPE on interleaved pairs with full-width tables: x * cos + rot(x) * sin, rot(x0, x1) = (-x1, x0).
-// x [B, L, H, Dh]; cos/sin [L, 1, Dh]. In float32 as upstream.
-at::Tensor ApplyRope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
-  const auto sizes = x.sizes();
-  at::Tensor xf = x.to(at::kFloat);
-  at::Tensor pairs = xf.reshape({sizes[0], sizes[1], sizes[2], sizes[3] / 2, 2});
-  at::Tensor rotated = at::stack({-pairs.select(-1, 1), pairs.select(-1, 0)}, -1).reshape(sizes);
-  return (xf * cos + rotated * sin).to(x.scalar_type());
-}
-
 // softmax(q k^T scale) v over [B, H, L, hd]; without a fused kernel, in slices of query rows so the
 // score matrix stays bounded (rows are independent, so the result is the same).
 at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale) {
@@ -74,9 +65,13 @@ at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
   return at::cat(parts, 2);
 }
 
-at::Tensor Gelu(const at::Tensor& x, bool tanh_approximation) {
-  return at::gelu(x, tanh_approximation ? "tanh" : "none");
+// The feed-forward's first linear and its GELU: the tanh GELU in the GEMM's epilogue where it can.
+at::Tensor LinearGelu(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, bool tanh_approximation) {
+  if (tanh_approximation) return LinearGeluTanh(x, weight, bias);
+  return at::gelu(at::linear(x, weight, bias), "none");
 }
+
+LayerNormAffine Affine(const at::Tensor& weight, const at::Tensor& bias) { return {weight, bias}; }
 
 // One axis of RoPE, as upstream's get_1d_rotary_pos_embed (float32): angles = pos x 1/theta^(2i/dim),
 // cos/sin repeated pairwise to [S, dim].
@@ -252,9 +247,9 @@ Result<CogVideoXTransformer> CogVideoXTransformer::Load(const CogVideoXTransform
         TrackingWeightReader reader(weights, at::TensorOptions().device(device).dtype(dtype));
         auto take_norm = [&](const std::string& prefix, int64_t size, bool affine) {
           LayerNormWeights n;
-          if (affine) {
-            n.weight = reader.Require(prefix + ".weight", {size});
-            n.bias = reader.Require(prefix + ".bias", {size});
+          if (affine) {  // float32 islands, as the fused LayerNorm kernels read them
+            n.weight = reader.RequireFloat(prefix + ".weight", {size});
+            n.bias = reader.RequireFloat(prefix + ".bias", {size});
           }
           return n;
         };
@@ -408,11 +403,11 @@ at::Tensor CogVideoXTransformer::ForwardImpl(const at::Tensor& latents_in, const
     }
   }
 
-  video = LayerNormF32(video, norm_final_.weight, norm_final_.bias, c.norm_eps, dtype_);
+  video = norm_final_.weight.defined() ? AffineLayerNorm(video, norm_final_.weight, norm_final_.bias, c.norm_eps)
+                                        : LayerNormF32(video, {}, {}, c.norm_eps, dtype_);
   at::Tensor mod = at::linear(temb_act, norm_out_weight_, norm_out_bias_);  // [B, 2D]: shift, scale
-  at::Tensor shift = mod.narrow(1, 0, D).unsqueeze(1);
-  at::Tensor scale = mod.narrow(1, D, D).unsqueeze(1);
-  video = LayerNormF32(video, norm_out_.weight, norm_out_.bias, c.norm_eps, dtype_) * (1 + scale) + shift;
+  const Modulation shift{{}, mod.narrow(1, 0, D).unsqueeze(1)}, scale{{}, mod.narrow(1, D, D).unsqueeze(1)};
+  video = ModulatedLayerNorm(video, shift, scale, c.norm_eps, Affine(norm_out_.weight, norm_out_.bias));
   video = at::linear(video, proj_out_weight_, proj_out_bias_);  // [B, L_local, Cout*pt*p*p] as (Cout, pt, p, p)
   if (parallel) video = parallel->GatherSequence(video).narrow(1, 0, L);
 
@@ -434,44 +429,50 @@ void CogVideoXTransformer::RunBlock(const Block& block, at::Tensor& video, at::T
   const int64_t Lv = video.size(1);
   const int64_t heads = c.num_attention_heads, hd = c.attention_head_dim;
 
-  // Expert adaLN: one LayerNorm, separate (shift, scale, gate) for video and text.
+  // Expert adaLN: one LayerNorm, separate (shift, scale, gate) for video and text, computed in float32
+  // (models/fused_ops.h) and written straight into the joint [text; video] sequence.
+  struct Expert {
+    at::Tensor joint;                 // [B, Lt + Lv, D]: modulated norm of text, then video
+    Modulation video_gate, text_gate;
+  };
   auto modulate = [&](const at::Tensor& weight, const at::Tensor& bias, const LayerNormWeights& norm) {
-    std::vector<at::Tensor> m = at::linear(temb_act, weight, bias).unsqueeze(1).chunk(6, -1);
-    at::Tensor nv = LayerNormF32(video, norm.weight, norm.bias, c.norm_eps, dtype_) * (1 + m[1]) + m[0];
-    at::Tensor nt = LayerNormF32(text, norm.weight, norm.bias, c.norm_eps, dtype_) * (1 + m[4]) + m[3];
-    return std::make_tuple(at::cat({nt, nv}, 1), m[2], m[5]);
+    // [B, 1, 6, D]: video shift, scale, gate, then text shift, scale, gate.
+    const at::Tensor m = at::linear(temb_act, weight, bias).view({B, 1, 6, D});
+    auto part = [&](int64_t j) { return Modulation{{}, m.select(2, j)}; };
+    Expert e{at::empty({B, Lt + Lv, D}, video.options()), part(2), part(5)};
+    ModulatedLayerNorm(text, part(3), part(4), c.norm_eps, Affine(norm.weight, norm.bias), e.joint.narrow(1, 0, Lt));
+    ModulatedLayerNorm(video, part(0), part(1), c.norm_eps, Affine(norm.weight, norm.bias), e.joint.narrow(1, Lt, Lv));
+    return e;
   };
 
-  auto [joint, gate, text_gate] = modulate(block.norm1_weight, block.norm1_bias, block.norm1);
-  at::Tensor qkv = at::linear(joint, block.qkv_weight, block.qkv_bias).view({B, Lt + Lv, 3, heads, hd});
-  at::Tensor q = LayerNormF32(qkv.select(2, 0), block.norm_q.weight, block.norm_q.bias, kQkNormEps, dtype_);
-  at::Tensor k = LayerNormF32(qkv.select(2, 1), block.norm_k.weight, block.norm_k.bias, kQkNormEps, dtype_);
-  at::Tensor v = qkv.select(2, 2);  // q, k, v: [B, Lt + Lv, H, hd]
-  // RoPE on the video tokens only; the text tokens carry no position.
-  const SequenceParallel::Qkv text_qkv{q.narrow(1, 0, Lt), k.narrow(1, 0, Lt), v.narrow(1, 0, Lt)};
-  const SequenceParallel::Qkv video_qkv{ApplyRope(q.narrow(1, Lt, Lv), cos, sin), ApplyRope(k.narrow(1, Lt, Lv), cos, sin),
-                                        v.narrow(1, Lt, Lv)};
+  const Expert attn_in = modulate(block.norm1_weight, block.norm1_bias, block.norm1);
+  at::Tensor qkv = at::linear(attn_in.joint, block.qkv_weight, block.qkv_bias).view({B, Lt + Lv, 3, heads, hd});
+  // Per-head q/k LayerNorm, and RoPE on the video tokens only (the text tokens carry no position).
+  const at::Tensor q = HeadLayerNormRope(qkv.select(2, 0), Affine(block.norm_q.weight, block.norm_q.bias), cos, sin,
+                                         Lt, kQkNormEps);
+  const at::Tensor k = HeadLayerNormRope(qkv.select(2, 1), Affine(block.norm_k.weight, block.norm_k.bias), cos, sin,
+                                         Lt, kQkNormEps);
+  const at::Tensor v = qkv.select(2, 2);  // q, k, v: [B, Lt + Lv, H, hd]
   const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
   at::Tensor attn;  // [B, Lt + Lv, H, hd]
   if (parallel) {
+    const SequenceParallel::Qkv text_qkv{q.narrow(1, 0, Lt), k.narrow(1, 0, Lt), v.narrow(1, 0, Lt)};
+    const SequenceParallel::Qkv video_qkv{q.narrow(1, Lt, Lv), k.narrow(1, Lt, Lv), v.narrow(1, Lt, Lv)};
     SequenceParallel::JointOutput o = parallel->JointSelfAttention(text_qkv, video_qkv, scale, valid_video_tokens);
     attn = at::cat({o.prefix, o.local}, 1);
   } else {
-    auto heads_first = [&](const at::Tensor& a, const at::Tensor& b) { return at::cat({a, b}, 1).transpose(1, 2); };
-    attn = Attention(heads_first(text_qkv.q, video_qkv.q), heads_first(text_qkv.k, video_qkv.k),
-                     heads_first(text_qkv.v, video_qkv.v), scale)
-               .transpose(1, 2);
+    attn = Attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), scale).transpose(1, 2);
   }
   attn = at::linear(attn.reshape({B, Lt + Lv, D}), block.out_weight, block.out_bias);
-  video = video + gate * attn.narrow(1, Lt, Lv);
-  text = text + text_gate * attn.narrow(1, 0, Lt);
+  video = GatedResidual(video, attn.narrow(1, Lt, Lv), attn_in.video_gate);
+  text = GatedResidual(text, attn.narrow(1, 0, Lt), attn_in.text_gate);
 
-  auto [joint2, ff_gate, text_ff_gate] = modulate(block.norm2_weight, block.norm2_bias, block.norm2);
-  at::Tensor ff = at::linear(Gelu(at::linear(joint2, block.ff_in_weight, block.ff_in_bias),
-                                  c.activation_fn == "gelu-approximate"),
+  const Expert ff_in = modulate(block.norm2_weight, block.norm2_bias, block.norm2);
+  at::Tensor ff = at::linear(LinearGelu(ff_in.joint, block.ff_in_weight, block.ff_in_bias,
+                                        c.activation_fn == "gelu-approximate"),
                              block.ff_out_weight, block.ff_out_bias);
-  video = video + ff_gate * ff.narrow(1, Lt, Lv);
-  text = text + text_ff_gate * ff.narrow(1, 0, Lt);
+  video = GatedResidual(video, ff.narrow(1, Lt, Lv), ff_in.video_gate);
+  text = GatedResidual(text, ff.narrow(1, 0, Lt), ff_in.text_gate);
 }
 
 }  // namespace stas::models::cogvideox

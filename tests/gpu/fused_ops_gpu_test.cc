@@ -4,6 +4,7 @@
 // a float32 reduction order tips the rounding. Skipped without a CUDA device or the kernels.
 #include <gtest/gtest.h>
 
+#include "models/fp8_linear.h"
 #include "models/fused_ops.h"
 
 namespace stas::models {
@@ -61,6 +62,41 @@ TEST_F(FusedOpsGpu, RmsNormRopeOnStridedSlices) {
     const at::Tensor x = qkv.narrow(2, part * D, D);
     EXPECT_LT(KernelVsReference([&] { return RmsNormRope(x, weight, cos, sin, H, 1e-6); }), 1e-2) << part;
     EXPECT_LT(KernelVsReference([&] { return RmsNormRope(x, weight, {}, {}, H, 1e-6); }), 1e-2) << part;
+  }
+}
+
+TEST_F(FusedOpsGpu, CogVideoXStagesOnSlicesOfTheJointSequence) {
+  const int64_t B = 2, Lt = 226, Lv = 1350, H = 48, Dh = 64, D = H * Dh;
+  const at::Tensor video = CudaRandn({B, Lv, D}, 13) * 3, joint_y = CudaRandn({B, Lt + Lv, D}, 14);
+  const at::Tensor w = CudaRandn({D}, 15, at::kFloat) + 1, b = CudaRandn({D}, 16, at::kFloat);
+  const at::Tensor proj = CudaRandn({B, 1, 6, D}, 17);
+  const Modulation shift{{}, proj.select(2, 0)}, scale{{}, proj.select(2, 1)}, gate{{}, proj.select(2, 2)};
+  EXPECT_LT(KernelVsReference([&] {
+              const at::Tensor joint = at::zeros({B, Lt + Lv, D}, video.options());
+              ModulatedLayerNorm(video, shift, scale, 1e-5, {w, b}, joint.narrow(1, Lt, Lv));
+              return joint;
+            }),
+            1e-2);
+  EXPECT_LT(KernelVsReference([&] { return GatedResidual(video, joint_y.narrow(1, Lt, Lv), gate); }), 1e-2);
+  const at::Tensor qkv = CudaRandn({B, Lt + Lv, 3, H, Dh}, 18);
+  const at::Tensor hw = CudaRandn({Dh}, 19, at::kFloat) + 1, hb = CudaRandn({Dh}, 20, at::kFloat);
+  const at::Tensor angles = CudaRandn({Lv, 1, Dh / 2}, 21, at::kFloat) * 3;
+  const at::Tensor cos = at::repeat_interleave(angles.cos(), 2, -1), sin = at::repeat_interleave(angles.sin(), 2, -1);
+  for (int64_t part : {0, 1})
+    EXPECT_LT(KernelVsReference([&] { return HeadLayerNormRope(qkv.select(2, part), {hw, hb}, cos, sin, Lt, 1e-6); }),
+              1e-2)
+        << part;
+}
+
+TEST_F(FusedOpsGpu, Fp8LinearIsCloseToBf16) {
+  if (!Fp8LinearSupport(at::Device(at::kCUDA, 0)).ok()) GTEST_SKIP() << "no float8 GEMM here";
+  const at::Tensor x = CudaRandn({2, 300, 1536}, 22), w = CudaRandn({2048, 1536}, 23) * 0.03, b = CudaRandn({2048}, 24);
+  const at::Tensor exact = at::linear(x, w, b).to(at::kFloat);
+  for (Fp8Scaling scaling : {Fp8Scaling::kPerRow, Fp8Scaling::kPerTensor}) {
+    auto q = QuantizeFp8Weight(w, scaling);
+    ASSERT_TRUE(q.ok()) << q.status().ToString();
+    const at::Tensor approx = Fp8Linear(x, *q, b).to(at::kFloat);
+    EXPECT_LT(((approx - exact).norm() / exact.norm()).item<double>(), 0.1) << Fp8ScalingName(scaling);
   }
 }
 
