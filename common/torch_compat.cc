@@ -1,6 +1,7 @@
 #include "common/torch_compat.h"
 
 #include <cmath>
+#include <stdexcept>
 
 namespace stas::compat {
 
@@ -36,6 +37,25 @@ at::Tensor ScaledDotProductAttention(const at::Tensor& q, const at::Tensor& k, c
   auto scores = at::matmul(q, k.transpose(-2, -1)) * scale;
   if (attn_mask) scores = scores.masked_fill(attn_mask->logical_not(), -std::numeric_limits<float>::infinity());
   return at::matmul(at::softmax(scores, -1), v);
+#endif
+}
+
+at::ScalarType Float8E4m3() {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1)
+  return at::kFloat8_e4m3fn;
+#else
+  throw std::runtime_error("float8 needs LibTorch >= 2.1; this build has " TORCH_VERSION);
+#endif
+}
+
+at::Tensor ScaledMm(const at::Tensor& a, const at::Tensor& b, const at::Tensor& scale_a, const at::Tensor& scale_b,
+                    const at::Tensor& bias, at::ScalarType out_dtype, bool fast_accum) {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 5)
+  const std::optional<at::Tensor> bias_opt = bias.defined() ? std::optional<at::Tensor>(bias) : std::nullopt;
+  return at::_scaled_mm(a, b, scale_a, scale_b, bias_opt, /*scale_result=*/std::nullopt, out_dtype, fast_accum);
+#else
+  (void)a, (void)b, (void)scale_a, (void)scale_b, (void)bias, (void)out_dtype, (void)fast_accum;
+  throw std::runtime_error("float8 matmuls (_scaled_mm with per-row scales) need LibTorch >= 2.5; this build has " TORCH_VERSION);
 #endif
 }
 

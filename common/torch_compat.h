@@ -12,6 +12,8 @@ namespace stas::compat {
 constexpr bool kHasFusedSdpa = TORCH_VERSION_MAJOR >= 2;
 constexpr bool kHasUnsignedWideTypes = TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 3);
 constexpr bool kHasFloat8 = TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1);
+// at::_scaled_mm with per-row (float32 [M, 1] x [1, N]) scales and a bfloat16 output: LibTorch >= 2.5.
+constexpr bool kHasScaledMm = TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 5);
 
 // Maps a safetensors dtype name to the ATen scalar type, when this LibTorch has one.
 std::optional<at::ScalarType> ScalarTypeForSafetensorsDtype(const std::string& dtype);
@@ -20,6 +22,16 @@ std::optional<at::ScalarType> ScalarTypeForSafetensorsDtype(const std::string& d
 // attn_mask (optional) is boolean, broadcastable to [B, H, Lq, Lk], true = attend.
 at::Tensor ScaledDotProductAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                      double scale, const std::optional<at::Tensor>& attn_mask = std::nullopt);
+
+// The float8 e4m3 ("fn": finite, max 448) dtype; throws where this LibTorch has none (!kHasFloat8).
+at::ScalarType Float8E4m3();
+
+// a [M, K] float8 (row-major) times b [K, N] float8 (column-major, e.g. a [N, K] weight transposed),
+// each scaled by its float32 scale (a scalar each, or [M, 1] and [1, N]), plus bias ([N], out_dtype,
+// optional), returned in out_dtype; fast_accum: Hopper's faster, less exact float8 accumulation.
+// Throws where this LibTorch has no _scaled_mm (!kHasScaledMm).
+at::Tensor ScaledMm(const at::Tensor& a, const at::Tensor& b, const at::Tensor& scale_a, const at::Tensor& scale_b,
+                    const at::Tensor& bias, at::ScalarType out_dtype, bool fast_accum);
 
 std::string TorchVersionString();
 

@@ -59,6 +59,11 @@ Status CheckPositive(const char* name, int64_t value) {
   return Status::Ok();
 }
 
+// x W^T + b, as a float8 GEMM when the layer has a float8 weight.
+at::Tensor Linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, const Fp8Weight& fp8) {
+  return fp8.defined() ? Fp8Linear(x, fp8, bias) : at::linear(x, weight, bias);
+}
+
 std::string ShapeString(at::IntArrayRef sizes) {
   std::ostringstream ss;
   ss << sizes;
@@ -326,20 +331,22 @@ at::Tensor WanTransformer::RunBlock(const Block& block, const at::Tensor& hidden
   auto modulation = [&](int64_t j) { return Modulation{block.modulation[j], cond.tproj.select(2, j)}; };
 
   // 1. Self-attention on the modulated LayerNorm, gated residual.
+  const Block::Fp8& fp8 = block.fp8;
   at::Tensor x = ModulatedLayerNorm(hidden, modulation(0), modulation(1), eps);
-  std::vector<at::Tensor> qkv = at::linear(x, block.qkv_weight, block.qkv_bias).chunk(3, -1);
+  std::vector<at::Tensor> qkv = Linear(x, block.qkv_weight, block.qkv_bias, fp8.qkv).chunk(3, -1);
   at::Tensor q = RmsNormRope(qkv[0], block.self_norm_q, cond.rope_cos, cond.rope_sin, H, eps);
   at::Tensor k = RmsNormRope(qkv[1], block.self_norm_k, cond.rope_cos, cond.rope_sin, H, eps);
   at::Tensor v = qkv[2].reshape({B, L, H, Dh});
   at::Tensor attn = SelfAttention(q, k, v, parallel, cond.valid_tokens).reshape({B, L, D});
-  attn = at::linear(attn, block.self_out_weight, block.self_out_bias);
+  attn = Linear(attn, block.self_out_weight, block.self_out_bias, fp8.self_out);
   at::Tensor h = GatedResidual(hidden, attn, modulation(2));
 
   // 2. Cross-attention to the text (no gate, no RoPE, no mask).
   at::Tensor n2 = block.norm2_weight.defined() ? AffineLayerNorm(h, block.norm2_weight, block.norm2_bias, eps) : h;
   const int64_t Lt = cond.text.size(1);
-  at::Tensor cq = RmsNormRope(at::linear(n2, block.cross_q_weight, block.cross_q_bias), block.cross_norm_q, {}, {}, H, eps);
-  std::vector<at::Tensor> kv = at::linear(cond.text, block.cross_kv_weight, block.cross_kv_bias).chunk(2, -1);
+  at::Tensor cq = RmsNormRope(Linear(n2, block.cross_q_weight, block.cross_q_bias, fp8.cross_q), block.cross_norm_q, {},
+                              {}, H, eps);
+  std::vector<at::Tensor> kv = Linear(cond.text, block.cross_kv_weight, block.cross_kv_bias, fp8.cross_kv).chunk(2, -1);
   at::Tensor ck = RmsNormRope(kv[0], block.cross_norm_k, {}, {}, H, eps);
   at::Tensor cv = kv[1].reshape({B, Lt, H, Dh});
   const double scale = 1.0 / std::sqrt(static_cast<double>(Dh));
@@ -347,13 +354,44 @@ at::Tensor WanTransformer::RunBlock(const Block& block, const at::Tensor& hidden
       compat::ScaledDotProductAttention(cq.transpose(1, 2), ck.transpose(1, 2), cv.transpose(1, 2), scale)
           .transpose(1, 2)
           .reshape({B, L, D});
-  h = h + at::linear(cross, block.cross_out_weight, block.cross_out_bias);
+  h = h + Linear(cross, block.cross_out_weight, block.cross_out_bias, fp8.cross_out);
 
-  // 3. Feed-forward on the modulated LayerNorm, gated residual.
+  // 3. Feed-forward on the modulated LayerNorm, gated residual. In float8 the GELU is fused into the
+  // quantization of the second layer's input instead of the first GEMM's epilogue.
   at::Tensor n3 = ModulatedLayerNorm(h, modulation(3), modulation(4), eps);
-  at::Tensor ff = at::linear(LinearGeluTanh(n3, block.ffn_in_weight, block.ffn_in_bias), block.ffn_out_weight,
-                             block.ffn_out_bias);
+  at::Tensor ff = fp8.ffn_in.defined()
+                      ? Fp8Linear(Fp8Linear(n3, fp8.ffn_in, block.ffn_in_bias), fp8.ffn_out, block.ffn_out_bias,
+                                  /*gelu_tanh_input=*/true)
+                      : at::linear(LinearGeluTanh(n3, block.ffn_in_weight, block.ffn_in_bias), block.ffn_out_weight,
+                                   block.ffn_out_bias);
   return GatedResidual(h, ff, modulation(5));
+}
+
+Status WanTransformer::UseFp8Linears(Fp8Scaling scaling) {
+  STAS_RETURN_IF_ERROR(Fp8LinearSupport(device_));
+  if (dtype_ != at::kBFloat16)
+    return InvalidArgument(std::string("float8 linear layers need a bfloat16 model, this one is ") +
+                           c10::toString(dtype_));
+  // Quantize everything first, so a failure leaves the model as it was.
+  std::vector<Block::Fp8> quantized;
+  for (const Block& b : blocks_) {
+    Block::Fp8 q;
+    for (auto [dst, weight] : {std::pair{&q.qkv, &b.qkv_weight}, {&q.self_out, &b.self_out_weight},
+                               {&q.cross_q, &b.cross_q_weight}, {&q.cross_kv, &b.cross_kv_weight},
+                               {&q.cross_out, &b.cross_out_weight}, {&q.ffn_in, &b.ffn_in_weight},
+                               {&q.ffn_out, &b.ffn_out_weight}}) {
+      STAS_ASSIGN_OR_RETURN(*dst, QuantizeFp8Weight(*weight, scaling));
+    }
+    quantized.push_back(std::move(q));
+  }
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    Block& b = blocks_[i];
+    b.fp8 = std::move(quantized[i]);
+    for (at::Tensor* w : {&b.qkv_weight, &b.self_out_weight, &b.cross_q_weight, &b.cross_kv_weight, &b.cross_out_weight,
+                          &b.ffn_in_weight, &b.ffn_out_weight})
+      *w = at::Tensor();  // the float8 copy replaces it
+  }
+  return Status::Ok();
 }
 
 at::Tensor WanTransformer::ForwardImpl(const at::Tensor& latents, const at::Tensor& timestep, const at::Tensor& text,

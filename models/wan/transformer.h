@@ -23,6 +23,7 @@
 #include "common/status.h"
 #include "common/weights.h"
 #include "models/dit.h"
+#include "models/fp8_linear.h"
 
 namespace stas::models::wan {
 
@@ -70,6 +71,15 @@ class WanTransformer {
   Result<at::Tensor> Forward(const at::Tensor& latents, const at::Tensor& timestep, const at::Tensor& text,
                              const ForwardContext& context = {}) const;
 
+  // Opt-in float8 (e4m3) linear layers (models/fp8_linear.h): quantizes every block's projection
+  // weights (self- and cross-attention q/k/v/out, the feed-forward) with `scaling`, drops their
+  // bfloat16 copies, and runs those layers as float8 GEMMs from then on. The embedders, modulation and
+  // output projection stay in the model dtype. Call once, before the model is shared (it mutates it).
+  // NotImplemented where float8 cannot run (CPU, LibTorch < 2.5), InvalidArgument for a model not in
+  // bfloat16; on error the model is unchanged.
+  Status UseFp8Linears(Fp8Scaling scaling);
+  bool uses_fp8_linears() const { return !blocks_.empty() && blocks_.front().fp8.qkv.defined(); }
+
   // The token grid of latents of this spatial/temporal size (tokens ordered frame, row, column).
   TokenGrid GridFor(at::IntArrayRef latent_sizes) const;
 
@@ -89,6 +99,10 @@ class WanTransformer {
     at::Tensor norm2_weight, norm2_bias;        // float32; undefined when cross_attn_norm is false
     at::Tensor ffn_in_weight, ffn_in_bias, ffn_out_weight, ffn_out_bias;
     at::Tensor modulation;                      // scale_shift_table as [6, D], float32
+    // Float8 copies of the projection weights (UseFp8Linears); undefined otherwise.
+    struct Fp8 {
+      Fp8Weight qkv, self_out, cross_q, cross_kv, cross_out, ffn_in, ffn_out;
+    } fp8;
   };
 
   // Per-forward conditioning shared by all blocks.
