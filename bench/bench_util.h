@@ -56,6 +56,17 @@ inline double PeakMemoryGiB(const at::Device& device) {
   return 0.0;
 }
 
+// Bytes allocated by the caching allocator now (0 on CPU): e.g. the resident weights before a forward.
+inline double AllocatedMemoryGiB(const at::Device& device) {
+#if STAS_HAVE_CUDA
+  if (device.is_cuda()) {
+    auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index() < 0 ? 0 : device.index());
+    return static_cast<double>(stats.allocated_bytes[0].current) / (1ull << 30);
+  }
+#endif
+  return 0.0;
+}
+
 struct Summary {
   double median_ms = 0, min_ms = 0, max_ms = 0;
 };

@@ -4,11 +4,14 @@
 //   cogvideox_bench [--config transformer.json] [--height 480 --width 720 --frames 49] [--layers L]
 //                   [--repeats 5 --warmup 2] [--dtype bf16|fp32] [--device cuda|cpu]
 //   mpirun -np S cogvideox_bench --sp S [--check] [same flags]
+//   [--reference-ops] [--compare-reference]
 //
 // Default: CogVideoX-5B (bench/configs/cogvideox_5b_transformer.json) at 720x480x49, the forward of one
 // denoising step with classifier-free guidance batched as upstream does: latents [2, 13, 16, 60, 90]
 // (the same latents twice), text [2, 226, 4096] ([negative; prompt]), timestep [2]. --layers overrides
-// num_layers for quick runs. --check (sp > 1): world rank 0 also runs the forward unsharded on its own GPU
+// num_layers for quick runs. --reference-ops runs the blocks' elementwise stages as their ATen reference
+// instead of the fused CUDA kernels (models/fused_ops.h); --compare-reference (sp = 1) prints how far the
+// fused forward is from the reference forward (max |diff| / max |ref|, relative L2). --check (sp > 1): world rank 0 also runs the forward unsharded on its own GPU
 // with the same weights and inputs and prints the difference to the sharded output.
 // The diffusers anchor and the device script: bench/device/diffusers_cogvideox_forward.py, cogvideox.sh.
 // CPU smoke test: cogvideox_bench --device cpu --dtype fp32 --layers 1 --height 64 --width 64 --frames 9
@@ -30,6 +33,7 @@
 #include "common/json.h"
 #include "common/weights.h"
 #include "models/cogvideox/transformer.h"
+#include "models/fused_ops.h"
 #include "parallel/mpi_environment.h"
 #include "parallel/parallel_runtime.h"
 #include "parallel/process_groups.h"
@@ -186,6 +190,21 @@ int main(int argc, char** argv) {
       return *out;
     };
 
+    if (Flag(argc, argv, "--reference-ops")) models::SetFusedKernelsEnabled(false);
+    double fused_max_rel = -1, fused_l2_rel = -1;
+    if (Flag(argc, argv, "--compare-reference") && sp == 1) {
+      const bool fused = models::FusedKernelsEnabled();
+      models::SetFusedKernelsEnabled(true);
+      const at::Tensor with_kernels = forward(context);
+      models::SetFusedKernelsEnabled(false);
+      const at::Tensor reference = forward(context);
+      models::SetFusedKernelsEnabled(fused);
+      fused_max_rel = ((with_kernels - reference).abs().max() / reference.abs().max()).item<double>();
+      fused_l2_rel = ((with_kernels - reference).norm() / reference.norm()).item<double>();
+    }
+
+    bench::Synchronize(device);
+    const double resident_gib = MaxOverWorld(bench::AllocatedMemoryGiB(device));
     bench::ResetPeakMemory(device);
     const bench::Summary timing = bench::TimeIt(device, warmup, repeats, [&] { forward(context); });
     const double peak_gib = MaxOverWorld(bench::PeakMemoryGiB(device));
@@ -212,15 +231,20 @@ int main(int argc, char** argv) {
       const double flops = ModelFlops(*config, 2, static_cast<double>(video_tokens), static_cast<double>(text_tokens));
       const double tflops = flops / (median / 1e3) / 1e12;
       std::printf("cogvideox_bench device=%s dtype=%s world=%d sp=%d size=%dx%dx%d latents=2x%lldx%lldx%lldx%lld "
-                  "tokens=%lld+%lld layers=%lld heads=%lld\n",
+                  "tokens=%lld+%lld layers=%lld heads=%lld fused_ops=%s\n",
                   cuda ? "cuda" : "cpu", dtype_name.c_str(), (*env)->world_size(), sp, width, height, frames,
                   static_cast<long long>(lat_f), static_cast<long long>(config->in_channels),
                   static_cast<long long>(lat_h), static_cast<long long>(lat_w), static_cast<long long>(video_tokens),
                   static_cast<long long>(text_tokens), static_cast<long long>(config->num_layers),
-                  static_cast<long long>(config->num_attention_heads));
+                  static_cast<long long>(config->num_attention_heads), models::FusedKernelsEnabled() ? "on" : "off");
       std::printf("forward      median=%.1f ms min=%.1f max=%.1f (slowest rank, %d repeats after %d warmup) "
-                  "model_flops=%.1f TFLOP achieved=%.0f TFLOP/s (%.0f per GPU) peak_mem=%.2f GiB\n",
-                  median, min, max, repeats, warmup, flops / 1e12, tflops, tflops / sp, peak_gib);
+                  "model_flops=%.1f TFLOP achieved=%.0f TFLOP/s (%.0f per GPU) peak_mem=%.2f GiB "
+                  "= weights %.2f + forward %.2f GiB\n",
+                  median, min, max, repeats, warmup, flops / 1e12, tflops, tflops / sp, peak_gib, resident_gib,
+                  peak_gib - resident_gib);
+      if (fused_l2_rel >= 0)
+        std::printf("fused vs reference forward: max_rel=%.3e l2_rel=%.3e (fused kernels %s)\n", fused_max_rel,
+                    fused_l2_rel, models::HaveFusedKernels() ? "built" : "not built");
       if (check && sp > 1)
         std::printf("check        sharded (sp=%d) vs unsharded forward on rank 0: max_abs_diff=%.3e rel_l2=%.3e "
                     "(max_abs_ref=%.3e)\n",

@@ -3,17 +3,25 @@
 //   dit_bench [--height 480 --width 832 --frames 81] [--repeats 5 --warmup 2] [--dtype bf16|fp32]
 //             [--config transformer_config.json] [--text-len 512] [--cfg] [--device cuda|cpu]
 //             [--spatial 8] [--per-token] [--profile-range] [--reference-ops] [--compare-reference]
+//             [--fp8 row|tensor] [--cuda-graph]
 //
 // --reference-ops runs the DiT's elementwise stages as their ATen reference instead of the fused CUDA
 // kernels (models/fused_ops.h), for an A/B in one call; --compare-reference prints how far the fused
 // forward is from the reference forward (max |diff| / max |ref| and the relative L2 error).
 // --profile-range runs one warm-up forward, then one forward between cudaProfilerStart/Stop (for
 // `ncu --profile-from-start off`, bench/device/kernel_profile.sh), and exits.
+// --fp8 quantizes the blocks' linear layers to float8 e4m3 (WanTransformer::UseFp8Linears, per-row or
+// per-tensor scales) after one bf16 forward, and prints the relative L2 error of the float8 forward
+// against it; the timings are then the float8 model's. It fails with a clear error where float8 cannot
+// run (CPU, LibTorch < 2.5).
+// --cuda-graph captures one forward (static inputs) in a CUDA graph after the warm-up and times its
+// replays beside the eager forward, checking that a replay reproduces the eager output.
 // --spatial is the VAE's spatial compression (16 for Wan2.2); --per-token gives every token its own
 // timestep, as Wan2.2 does.
 //
 // Prints median/min/max ms of one forward (and with --cfg of one denoising step: two forwards plus the
-// guidance combine), peak GPU memory, and achieved model TFLOP/s with the FLOP count of the
+// guidance combine), peak GPU memory (counter reset after loading; with the part above the resident
+// weights and inputs, as bench/device/diffusers_wan_forward.py prints it), and achieved model TFLOP/s with the FLOP count of the
 // 1.3B anchor in DESIGN.md section 9 (matmuls + attention, multiply-add = 2 FLOPs).
 #include <ATen/ATen.h>
 
@@ -24,12 +32,16 @@
 #include <string>
 
 #if STAS_HAVE_CUDA
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <cuda_profiler_api.h>
 #endif
 
 #include "bench/bench_util.h"
 #include "bench/wan_random_weights.h"
 #include "common/json.h"
+#include "models/fp8_linear.h"
 #include "models/fused_ops.h"
 #include "models/wan/transformer.h"
 
@@ -110,6 +122,24 @@ int main(int argc, char** argv) {
     return *out;
   };
   if (Flag(argc, argv, "--reference-ops")) models::SetFusedKernelsEnabled(false);
+  const std::string fp8 = Arg(argc, argv, "--fp8", "");
+  if (!fp8.empty()) {
+    auto scaling = models::ParseFp8Scaling(fp8);
+    if (!scaling.ok()) {
+      std::fprintf(stderr, "%s\n", scaling.status().ToString().c_str());
+      return 2;
+    }
+    const at::Tensor bf16 = forward(text);
+    const Status quantized = model->UseFp8Linears(*scaling);
+    if (!quantized.ok()) {
+      std::fprintf(stderr, "dit_bench --fp8: %s\n", quantized.ToString().c_str());
+      return 2;
+    }
+    const at::Tensor f8 = forward(text);
+    std::printf("fp8 (%s scales) vs bf16 forward: l2_rel=%.3e max_rel=%.3e\n", fp8.c_str(),
+                ((f8 - bf16).norm() / bf16.norm()).item<double>(),
+                ((f8 - bf16).abs().max() / bf16.abs().max()).item<double>());
+  }
   if (Flag(argc, argv, "--compare-reference")) {
     const at::Tensor fused = forward(text);
     models::SetFusedKernelsEnabled(false);
@@ -134,14 +164,43 @@ int main(int argc, char** argv) {
     std::printf("dit_bench: profiled one forward of %.0f tokens\n", L);
     return 0;
   }
+  bench::Synchronize(device);
+  const double resident = bench::AllocatedMemoryGiB(device);
   bench::ResetPeakMemory(device);
   auto fwd = bench::TimeIt(device, warmup, repeats, [&] { forward(text); });
-  std::printf("dit_bench device=%s dtype=%s size=%dx%dx%d tokens=%.0f layers=%lld fused_ops=%s\n",
+  const double peak = bench::PeakMemoryGiB(device);
+  std::printf("dit_bench device=%s dtype=%s size=%dx%dx%d tokens=%.0f layers=%lld fused_ops=%s linears=%s\n",
               bench::DeviceName(device).c_str(), dtype_name.c_str(), width, height, frames, L,
-              static_cast<long long>(config->num_layers), models::FusedKernelsEnabled() ? "on" : "off");
-  std::printf("forward      median=%.1f ms min=%.1f max=%.1f  model_flops=%.1f TFLOP achieved=%.0f TFLOP/s peak_mem=%.2f GiB\n",
-              fwd.median_ms, fwd.min_ms, fwd.max_ms, flops / 1e12, flops / (fwd.median_ms / 1e3) / 1e12,
-              bench::PeakMemoryGiB(device));
+              static_cast<long long>(config->num_layers), models::FusedKernelsEnabled() ? "on" : "off",
+              model->uses_fp8_linears() ? ("fp8-" + fp8).c_str() : dtype_name.c_str());
+  std::printf("forward      median=%.1f ms min=%.1f max=%.1f  model_flops=%.1f TFLOP achieved=%.0f TFLOP/s peak_mem=%.2f GiB "
+              "= weights %.2f + forward %.2f GiB\n",
+              fwd.median_ms, fwd.min_ms, fwd.max_ms, flops / 1e12, flops / (fwd.median_ms / 1e3) / 1e12, peak, resident,
+              peak - resident);
+  if (Flag(argc, argv, "--cuda-graph")) {
+#if STAS_HAVE_CUDA
+    // Capture one forward on a side stream (static inputs: latents, t, text), then replay it.
+    const at::Tensor eager = forward(text);
+    at::Tensor captured;
+    at::cuda::CUDAGraph graph;
+    {
+      c10::cuda::CUDAStreamGuard on_side_stream(c10::cuda::getStreamFromPool(false, device.index()));
+      graph.capture_begin();
+      captured = forward(text);
+      graph.capture_end();
+    }
+    graph.replay();
+    bench::Synchronize(device);
+    const double graph_diff = (captured - eager).abs().max().item<double>();
+    auto replay = bench::TimeIt(device, 1, repeats, [&] { graph.replay(); });
+    std::printf("cuda_graph   median=%.1f ms min=%.1f max=%.1f (%.2fx of eager) replay max|diff| vs eager=%.3g peak_mem=%.2f GiB\n",
+                replay.median_ms, replay.min_ms, replay.max_ms, replay.median_ms / fwd.median_ms, graph_diff,
+                bench::PeakMemoryGiB(device));
+#else
+    std::fprintf(stderr, "dit_bench --cuda-graph: this build has no CUDA\n");
+    return 2;
+#endif
+  }
   if (cfg) {
     const double guidance = 5.0;
     auto step = bench::TimeIt(device, 1, repeats, [&] {
