@@ -4,7 +4,7 @@
 # per-tensor scales, relative L2 error against the bf16 forward), the diffusers anchor eager (and under
 # torch.compile(mode="max-autotune") with --max-autotune: about 200 s more), then the CogVideoX-5B CFG
 # forward with the fused kernels, with their ATen reference, and diffusers eager.
-# Usage: bench/device/dit_speed.sh [--max-autotune] [--no-cogvideox] [--no-720p]
+# Usage: bench/device/dit_speed.sh [--max-autotune] [--no-cogvideox] [--no-720p] [--fp8-720p] [--reference-ops]
 #   (builds dit_bench and cogvideox_bench into build-gpu/ unless they are there; diffusers sources in
 #   .ref/src, carried with the working tree, or on PYTHONPATH)
 set -u
@@ -32,13 +32,13 @@ python3 bench/device/diffusers_wan_forward.py "$CONFIG" 21 60 104 --modes "$MODE
 if ! has --no-720p; then
   echo "== Wan2.1-1.3B 1280x720x81"
   $B/dit_bench --config "$CONFIG" --height 720 --width 1280 --repeats 3 --cuda-graph
-  $B/dit_bench --config "$CONFIG" --height 720 --width 1280 --repeats 3 --fp8 row --cuda-graph
+  has --fp8-720p && $B/dit_bench --config "$CONFIG" --height 720 --width 1280 --repeats 3 --fp8 row
   python3 bench/device/diffusers_wan_forward.py "$CONFIG" 21 90 160 --modes eager 2>&1 | grep -E "^diffusers|rror"
 fi
 if ! has --no-cogvideox; then
   echo "== CogVideoX-5B 720x480x49, CFG batch"
   ARGS=(--config bench/configs/cogvideox_5b_transformer.json --repeats 5 --warmup 2)
   $B/cogvideox_bench "${ARGS[@]}" --compare-reference 2>&1 | grep -E "forward|rror"
-  $B/cogvideox_bench "${ARGS[@]}" --reference-ops 2>&1 | grep -E "forward|rror"
+  has --reference-ops && $B/cogvideox_bench "${ARGS[@]}" --reference-ops 2>&1 | grep -E "forward|rror"
   python3 bench/device/diffusers_cogvideox_forward.py "${ARGS[@]}" 2>&1 | grep -E "^diffusers forward|rror"
 fi
