@@ -88,6 +88,15 @@ int main(int argc, char** argv) {
   }
   const at::Device device(device_name);
   const at::ScalarType dtype = dtype_name == "bf16" ? at::kBFloat16 : at::kFloat;
+  const std::string fp8 = Arg(argc, argv, "--fp8", "");
+  if (!fp8.empty()) {  // refuse before loading anything
+    auto scaling = models::ParseFp8Scaling(fp8);
+    const Status support = scaling.ok() ? models::Fp8LinearSupport(device) : scaling.status();
+    if (!support.ok()) {
+      std::fprintf(stderr, "dit_bench --fp8: %s\n", support.ToString().c_str());
+      return 2;
+    }
+  }
 
   bench::ResetPeakMemory(device);
   auto weights = bench::RandomWanTransformerWeights(*config, /*seed=*/0, device, dtype);
@@ -122,13 +131,8 @@ int main(int argc, char** argv) {
     return *out;
   };
   if (Flag(argc, argv, "--reference-ops")) models::SetFusedKernelsEnabled(false);
-  const std::string fp8 = Arg(argc, argv, "--fp8", "");
   if (!fp8.empty()) {
     auto scaling = models::ParseFp8Scaling(fp8);
-    if (!scaling.ok()) {
-      std::fprintf(stderr, "%s\n", scaling.status().ToString().c_str());
-      return 2;
-    }
     const at::Tensor bf16 = forward(text);
     const Status quantized = model->UseFp8Linears(*scaling);
     if (!quantized.ok()) {
