@@ -87,7 +87,7 @@ void MaAnalysisHook::AfterBlock(at::Tensor& hidden, const models::BlockContext& 
     video = video.index_select(0, at::tensor(rows, at::TensorOptions().dtype(at::kLong)).to(hidden.device()));
   const int64_t nrows = video.size(0);
 
-  const DetectedChannels detected = DetectMaChannels(video, options_.tau, options_.max_channels, context.parallel);
+  const DetectedChannels detected = DetectMaChannels(video, layout, options_.tau, options_.max_channels, context.parallel);
   // Magnitudes use the detected channels; a row with none falls back to its strongest candidate so the
   // profile still shows where that channel is large (the record notes that nothing was detected).
   at::Tensor used = detected.valid.clone();

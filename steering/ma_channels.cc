@@ -1,5 +1,6 @@
 #include "steering/ma_channels.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <set>
@@ -144,28 +145,45 @@ at::Tensor ChannelPeakAbs(const at::Tensor& video, models::SequenceParallel* par
   return peak;
 }
 
-at::Tensor LayerMedianAbs(const at::Tensor& video, models::SequenceParallel* parallel) {
+at::Tensor LayerMedianAbs(const at::Tensor& video, const models::ShardLayout& layout,
+                          models::SequenceParallel* parallel) {
   STAS_CHECK(video.dim() == 3) << "expected [B, L, D], got " << video.sizes();
   const int64_t batch = video.size(0);
-  const int64_t tokens = video.size(1);
-  at::Tensor local;
-  if (tokens == 0 || video.size(2) == 0) {
-    local = at::full({batch}, std::numeric_limits<float>::quiet_NaN(), video.options().dtype(at::kFloat));
-  } else {
-    const int64_t stride = (tokens + kMedianSampleTokens - 1) / kMedianSampleTokens;
-    at::Tensor sample = video.slice(1, 0, tokens, stride).abs().to(at::kFloat).reshape({batch, -1});
-    local = std::get<0>(sample.median(1));
+  const int64_t real = video.size(1);
+  STAS_CHECK(real == layout.local_real_tokens())
+      << "video holds " << real << " tokens, the shard layout " << layout.local_real_tokens();
+  // The sample is every stride-th token of the whole sequence, by global index.
+  const int64_t stride = std::max<int64_t>(1, (layout.global_tokens + kMedianSampleTokens - 1) / kMedianSampleTokens);
+  const int64_t first = (stride - layout.begin % stride) % stride;  // local index of this shard's first sampled token
+  const int64_t sampled = first < real ? (real - 1 - first) / stride + 1 : 0;
+  at::Tensor sample = sampled > 0 ? video.slice(1, first, real, stride) : video.narrow(1, 0, 0);  // [B, n, D]
+  const bool sharded = parallel && parallel->size() > 1;
+  if (sharded) {
+    // Shards hold different numbers of sampled tokens: pad to the most any shard of local_tokens can
+    // hold, with NaN, which the median below ignores. |h| is exact in any dtype, so the gather travels
+    // in the stream's dtype.
+    const int64_t capacity = (layout.local_tokens + stride - 1) / stride;
+    if (sampled < capacity) {
+      const at::Tensor pad =
+          at::full({batch, capacity - sampled, video.size(2)}, std::numeric_limits<float>::quiet_NaN(), video.options());
+      sample = at::cat({sample, pad}, 1);
+    }
+    sample = parallel->GatherSequence(sample.contiguous());  // [B, size * capacity, D], rank order
   }
-  if (!parallel || parallel->size() == 1) return local;
-  at::Tensor gathered = parallel->GatherSequence(local.unsqueeze(1).contiguous());  // [B, shards]
-  return std::get<0>(at::nanmedian(gathered, 1));
+  const at::Tensor values = sample.abs().to(at::kFloat).reshape({batch, -1});
+  if (values.size(1) == 0)
+    return at::full({batch}, std::numeric_limits<float>::quiet_NaN(), video.options().dtype(at::kFloat));
+  // The lower median of the non-NaN values: a function of the set alone, so the order in which the
+  // shards' samples arrive does not matter. One rank takes the same path (without padding).
+  return std::get<0>(at::nanmedian(values, 1));
 }
 
-DetectedChannels DetectMaChannels(const at::Tensor& video, double tau, int k, models::SequenceParallel* parallel) {
+DetectedChannels DetectMaChannels(const at::Tensor& video, const models::ShardLayout& layout, double tau, int k,
+                                  models::SequenceParallel* parallel) {
   STAS_CHECK(k >= 1) << "k must be >= 1";
   DetectedChannels d;
   const at::Tensor peak = ChannelPeakAbs(video, parallel);   // [B, D]
-  d.median = LayerMedianAbs(video, parallel);                  // [B]
+  d.median = LayerMedianAbs(video, layout, parallel);          // [B]
   const at::Tensor denom = d.median.clamp_min(std::numeric_limits<float>::min()).unsqueeze(1);
   const at::Tensor ratio = at::nan_to_num(peak / denom, 0.0);  // a shard-less NaN median never qualifies
   const int64_t kk = std::min<int64_t>(k, video.size(2));

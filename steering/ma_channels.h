@@ -63,22 +63,28 @@ struct DetectedChannels {
   at::Tensor median; // [B] float32 layer median |h| (see LayerMedianAbs)
 };
 
-// At most this many real tokens per shard enter the median (an even stride over them), which keeps
-// the median's sort small on long sequences. The peak always sees every real token.
+// At most this many real tokens enter the median: an even stride over the GLOBAL real tokens (global
+// index a multiple of ceil(L / kMedianSampleTokens)), which keeps the median's sort small on long
+// sequences. The peak always sees every real token.
 inline constexpr int64_t kMedianSampleTokens = 1024;
 
 // Per-channel peak |h| over the real tokens of every shard: [B, D] float32. `video` is this shard's
 // real video tokens [B, L_real, D] (L_real may be 0). Collective under sequence parallelism (AllReduceMax).
 at::Tensor ChannelPeakAbs(const at::Tensor& video, models::SequenceParallel* parallel);
 
-// Median |h| over real tokens and all channels, per sample: [B] float32. On one rank: the exact median
-// of at most kMedianSampleTokens evenly strided tokens. Under sequence parallelism: each shard's median
-// is gathered (GatherSequence on a [B, 1] tensor) and the median of the shard medians is taken, shards
-// without real tokens ignored. Collective under sequence parallelism.
-at::Tensor LayerMedianAbs(const at::Tensor& video, models::SequenceParallel* parallel);
+// Median |h| over the sampled real tokens and all channels, per sample: [B] float32 (the lower median,
+// as at::median). `video` is this shard's real tokens and `layout` where they sit in the sequence
+// (WholeGridLayout on one rank). The sample is fixed by global token index, so under sequence
+// parallelism every shard contributes exactly the sampled tokens it holds; they are gathered over the
+// group (GatherSequence, padded with NaN to a common length) and every rank takes the median of the
+// same set of values as one rank would: the result is bitwise the single-rank one. Collective under
+// sequence parallelism.
+at::Tensor LayerMedianAbs(const at::Tensor& video, const models::ShardLayout& layout,
+                          models::SequenceParallel* parallel);
 
 // Detects up to k MA channels per sample (ratio >= tau). Collective under sequence parallelism; every
-// shard gets the same result. k is clamped to D.
-DetectedChannels DetectMaChannels(const at::Tensor& video, double tau, int k, models::SequenceParallel* parallel);
+// shard gets the same result, bitwise equal to one rank's. k is clamped to D.
+DetectedChannels DetectMaChannels(const at::Tensor& video, const models::ShardLayout& layout, double tau, int k,
+                                  models::SequenceParallel* parallel);
 
 }  // namespace stas::steering

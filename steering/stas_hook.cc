@@ -154,7 +154,7 @@ void StasHook::AfterBlock(at::Tensor& hidden, const models::BlockContext& contex
     // Decided on the host from the block index alone, so every shard skips together (no collective).
     if (!channels.defined()) return;
   } else {
-    DetectedChannels detected = DetectMaChannels(video, options_.tau, options_.max_channels, context.parallel);
+    DetectedChannels detected = DetectMaChannels(video, layout, options_.tau, options_.max_channels, context.parallel);
     channels = detected.index;
     valid = detected.valid;
   }

@@ -197,17 +197,9 @@ TEST(MaAnalysis, ShardedAnalysisRecordsTheSame) {
       results[rank] = hook.ToJson("tiny");
     });
   for (auto& t : threads) t.join();
-  for (int rank = 0; rank < size; ++rank) {
-    const Json& r = results[rank];
-    EXPECT_EQ(r["profiles"], expected["profiles"]) << "rank " << rank;
-    ASSERT_EQ(r["records"].size(), expected["records"].size());
-    for (size_t i = 0; i < r["records"].size(); ++i) {
-      for (const char* key : {"first_frame", "boundary", "interior", "detected_fraction"})
-        EXPECT_EQ(r["records"][i][key], expected["records"][i][key]) << key;
-      // The median (and so the ratios) is a median of shard medians: approximate by design.
-      EXPECT_EQ(r["records"][i]["channels"].size(), expected["records"][i]["channels"].size());
-    }
-  }
+  // The median samples tokens by global index and is taken over the gathered samples, so every
+  // record (channels, ratios, medians, magnitudes) is exactly the single-rank one.
+  for (int rank = 0; rank < size; ++rank) EXPECT_EQ(results[rank], expected) << "rank " << rank;
 }
 
 }  // namespace

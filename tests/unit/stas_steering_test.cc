@@ -263,7 +263,7 @@ TEST(StasPlanted, OnlineDetectionFindsExactlyThePlantedChannels) {
   // Padding tokens carry huge values in channels 3 and 9: neither detection nor R may see them.
   const at::Tensor h = PlantedHidden(g, 2, /*extra_tokens=*/5);
   const at::Tensor video = h.narrow(1, 0, g.count());
-  DetectedChannels d = DetectMaChannels(video, 100.0, 8, nullptr);
+  DetectedChannels d = DetectMaChannels(video, WholeGridLayout(g), 100.0, 8, nullptr);
   ASSERT_EQ(d.index.sizes(), (std::vector<int64_t>{2, 8}));
   for (int64_t b = 0; b < 2; ++b) {
     std::set<int64_t> found;
@@ -272,7 +272,7 @@ TEST(StasPlanted, OnlineDetectionFindsExactlyThePlantedChannels) {
     EXPECT_EQ(found, std::set<int64_t>(kPlanted.begin(), kPlanted.end())) << "row " << b;
   }
   // A stricter tau than any ratio detects nothing.
-  EXPECT_FALSE(DetectMaChannels(video, 1e9, 8, nullptr).valid.any().item<bool>());
+  EXPECT_FALSE(DetectMaChannels(video, WholeGridLayout(g), 1e9, 8, nullptr).valid.any().item<bool>());
 }
 
 TEST(StasPlanted, HookUpdatesExactlyMaskedTokensTimesChannelsWithPerSampleReference) {
@@ -476,6 +476,40 @@ TEST(StasSharded, ShardsGiveTheSameUpdateAsOneRank) {
       EXPECT_TRUE(at::equal(whole, sharded)) << "size " << size << " online " << online;
       // One AllReduceMax for R (+ peak max and median gather when online), per rank.
       EXPECT_EQ(exchanges, size * (online ? 3 : 1));
+    }
+  }
+}
+
+TEST(StasSharded, OnlineMedianIsExactlyTheSingleRankOne) {
+  // 7 x 7 x 43 = 2107 tokens: the median samples every 3rd token by global index, and with 2, 3 or 4
+  // shards the shard boundaries fall between sampled tokens. |h| grows along the sequence, so each
+  // shard's own median differs from the global one (a median of shard medians would be off).
+  const TokenGrid g = Grid(7, 7, 43);
+  const at::Tensor ramp = at::linspace(1.0, 50.0, g.count()).view({1, g.count(), 1});
+  const at::Tensor full = at::randn({2, g.count(), 8}, at::detail::createCPUGenerator(5), at::kFloat) * ramp;
+  const ShardLayout whole_layout = WholeGridLayout(g);
+  const at::Tensor expected = LayerMedianAbs(full, whole_layout, nullptr);
+  const DetectedChannels expected_channels = DetectMaChannels(full, whole_layout, 3.0, 4, nullptr);
+  // The sample is every 3rd token: the exact median of those values.
+  EXPECT_TRUE(at::equal(expected, std::get<0>(full.slice(1, 0, g.count(), 3).abs().reshape({2, -1}).median(1))));
+  for (int size : {2, 3, 4}) {
+    ThreadGroup group(size);
+    std::vector<at::Tensor> medians(size);
+    std::vector<DetectedChannels> detected(size);
+    std::vector<std::thread> threads;
+    for (int rank = 0; rank < size; ++rank)
+      threads.emplace_back([&, rank] {
+        const ShardLayout s = ShardLayout::For(g.count(), rank, size);
+        ThreadSequenceParallel sp(&group, rank, size);
+        const at::Tensor local = full.narrow(1, s.begin, s.local_real_tokens());
+        medians[rank] = LayerMedianAbs(local, s, &sp);
+        detected[rank] = DetectMaChannels(local, s, 3.0, 4, &sp);
+      });
+    for (auto& t : threads) t.join();
+    for (int rank = 0; rank < size; ++rank) {
+      EXPECT_TRUE(at::equal(medians[rank], expected)) << "size " << size << " rank " << rank;
+      EXPECT_TRUE(at::equal(detected[rank].index, expected_channels.index)) << "size " << size;
+      EXPECT_TRUE(at::equal(detected[rank].ratio, expected_channels.ratio)) << "size " << size;
     }
   }
 }
