@@ -56,6 +56,7 @@ Result<TensorMap> RunCogVideoXPipelineFixture(const Fixture& fixture) {
     options.num_inference_steps = fixture.meta().at("num_inference_steps").get<int>();
     options.guidance_scale = JsonValueOr<double>(fixture.meta(), "guidance_scale", 6.0);
     options.use_dynamic_cfg = JsonValueOr<bool>(fixture.meta(), "use_dynamic_cfg", false);
+    options.batched_cfg = true;  // as upstream
   }));
   CogVideoXSampler sampler(transformer, scheduler_config);
   STAS_ASSIGN_OR_RETURN(at::Tensor final_latents, sampler.Sample(latents, prompt_embeds, negative_embeds, options));

@@ -46,32 +46,34 @@ Result<at::Tensor> CogVideoXSampler::Sample(const at::Tensor& latents_in, const 
   const at::Device device = transformer_.device();
   const int64_t batch = latents_in.size(0);
   at::Tensor latents = latents_in.to(device, at::kFloat);
-  // Upstream batches [negative; prompt] through one forward; a CFG pair computes one branch per rank.
-  at::Tensor text = prompt_embeds.to(device, at::kFloat);
-  std::vector<CfgBranch> branches(batch, CfgBranch::kCond);
-  if (options.cfg_partner) {
-    const CfgBranch mine = options.cfg_partner->branch();
-    if (mine == CfgBranch::kUncond) text = negative_embeds.to(device, at::kFloat);
-    branches.assign(batch, mine);
-  } else if (guided) {
-    text = at::cat({negative_embeds.to(device, at::kFloat), text}, 0);
-    branches.insert(branches.begin(), batch, CfgBranch::kUncond);
-  }
+  // The branches run as separate forwards of the prompt's batch, on one rank exactly as on a CFG pair,
+  // so a render is bitwise the same on either placement (a batch of 2B may round differently from
+  // two of B). Upstream's single forward of [negative; prompt] is opt-in (batched_cfg).
+  const at::Tensor cond_text = prompt_embeds.to(device, at::kFloat);
+  const at::Tensor uncond_text = guided ? negative_embeds.to(device, at::kFloat) : at::Tensor();
+  const bool batched = guided && options.batched_cfg && !options.cfg_partner;
+  const at::Tensor batched_text = batched ? at::cat({uncond_text, cond_text}, 0) : at::Tensor();
+  const std::vector<CfgBranch> cond_rows(batch, CfgBranch::kCond), uncond_rows(batch, CfgBranch::kUncond);
+  std::vector<CfgBranch> batched_rows = uncond_rows;
+  batched_rows.insert(batched_rows.end(), cond_rows.begin(), cond_rows.end());
   ForwardContext context;
   context.hook = options.hook;
   context.parallel = options.parallel;
-  context.branches = branches;
   context.num_steps = steps;
 
   for (int i = options.start_step; i < steps; ++i) {
     if (options.should_cancel && options.should_cancel()) return Aborted("CogVideoX sampling cancelled");
     const int64_t t = scheduler.timesteps()[i];
-    const bool batched = guided && !options.cfg_partner;
-    const at::Tensor model_input = batched ? at::cat({latents, latents}, 0) : latents;
-    const at::Tensor timestep = at::full({model_input.size(0)}, t, at::TensorOptions().dtype(at::kLong));
     context.step = i;
-    STAS_ASSIGN_OR_RETURN(at::Tensor pred, transformer_.Forward(model_input, timestep, text, rope, context));
-    if (guided) {
+    auto forward = [&](const at::Tensor& input, const at::Tensor& text, const std::vector<CfgBranch>& rows) {
+      context.branches = rows;
+      const at::Tensor timestep = at::full({input.size(0)}, t, at::TensorOptions().dtype(at::kLong));
+      return transformer_.Forward(input, timestep, text, rope, context);
+    };
+    at::Tensor pred;
+    if (!guided) {
+      STAS_ASSIGN_OR_RETURN(pred, forward(latents, cond_text, cond_rows));
+    } else {
       double scale = options.guidance_scale;
       if (options.use_dynamic_cfg) {
         // Upstream's ramp, literally (it mixes the timestep into a step-count ratio).
@@ -80,14 +82,21 @@ Result<at::Tensor> CogVideoXSampler::Sample(const at::Tensor& latents_in, const 
       }
       at::Tensor uncond, cond;
       if (options.cfg_partner) {
-        const at::Tensor other = options.cfg_partner->Exchange(pred);
         const bool mine_cond = options.cfg_partner->branch() == CfgBranch::kCond;
-        cond = mine_cond ? pred : other;
-        uncond = mine_cond ? other : pred;
+        STAS_ASSIGN_OR_RETURN(at::Tensor mine, forward(latents, mine_cond ? cond_text : uncond_text,
+                                                      mine_cond ? cond_rows : uncond_rows));
+        const at::Tensor other = options.cfg_partner->Exchange(mine);
+        if (!other.defined() || other.sizes() != mine.sizes())
+          return Internal("CogVideoX sampler: the CFG partner returned a prediction of another shape");
+        cond = mine_cond ? mine : other;
+        uncond = mine_cond ? other : mine;
+      } else if (batched) {
+        STAS_ASSIGN_OR_RETURN(at::Tensor both, forward(at::cat({latents, latents}, 0), batched_text, batched_rows));
+        uncond = both.narrow(0, 0, batch);
+        cond = both.narrow(0, batch, batch);
       } else {
-        std::vector<at::Tensor> halves = pred.chunk(2, 0);
-        uncond = halves[0];
-        cond = halves[1];
+        STAS_ASSIGN_OR_RETURN(uncond, forward(latents, uncond_text, uncond_rows));
+        STAS_ASSIGN_OR_RETURN(cond, forward(latents, cond_text, cond_rows));
       }
       pred = uncond + scale * (cond - uncond);
     }

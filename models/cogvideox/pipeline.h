@@ -1,6 +1,6 @@
 // The CogVideoX text-to-video sampling loop (diffusers' CogVideoXPipeline from prompt embeddings on):
 // DDIM (CogVideoXDDIMScheduler, v-prediction, zero terminal SNR, trailing timesteps for the released
-// models) with classifier-free guidance computed as one batched forward of [negative; prompt], RoPE
+// models) with classifier-free guidance (two forwards, or upstream's one batched forward), RoPE
 // tables for the latent grid, then the VAE decode of latents / scaling_factor to frames in [0, 1].
 //
 // Text encoding (T5, models/text) is separate: the caller passes prompt embeddings.
@@ -23,6 +23,10 @@ struct CogVideoXSamplingOptions {
   int num_inference_steps = 50;
   double guidance_scale = 6.0;   // classifier-free guidance when > 1, as upstream
   bool use_dynamic_cfg = false;  // upstream's cosine ramp of the guidance over the timesteps
+  // One forward of batch 2B ([negative; prompt], as upstream) instead of two of B. Off by default:
+  // two forwards are what a CFG-parallel pair computes, so only then is a render bitwise the same on
+  // one rank and on a pair (docs/PARALLELISM.md, "Same seed, same video").
+  bool batched_cfg = false;
   ResidualHook* hook = nullptr;  // called after every block of every forward (STAS, MA analysis)
   SequenceParallel* parallel = nullptr;
   CfgPartner* cfg_partner = nullptr;  // with guidance: compute one branch here, exchange the other

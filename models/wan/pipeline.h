@@ -51,8 +51,11 @@ struct WanSamplingOptions {
   double guidance_scale = 5.0;       // classifier-free guidance when > 1, as upstream
   std::optional<double> shift;       // overrides the scheduler config's flow_shift
   bool expand_timesteps = false;     // Wan2.2 TI2V: timestep per token (all equal to t in text-to-video)
-  bool batched_cfg = false;          // one forward of batch 2B instead of two of B (same result); falls
-                                     // back to two when the prompt and negative lengths differ
+  // One forward of batch 2B instead of two of B; falls back to two when the prompt and negative lengths
+  // differ. Off by default and for renders: two forwards are what a CFG-parallel pair computes, and a
+  // batch of 2B may round differently from two of B, so only two forwards are bitwise the same on one
+  // rank and on a pair (docs/PARALLELISM.md, "Same seed, same video").
+  bool batched_cfg = false;
   ResidualHook* hook = nullptr;      // called after every block of every forward
   SequenceParallel* parallel = nullptr;
   CfgPartner* cfg_partner = nullptr;  // with guidance: compute one branch here, exchange the other
