@@ -54,6 +54,29 @@ at::Device DefaultRenderDevice() {
   return at::Device(at::kCPU);
 }
 
+Status ParseMemoryFlags(const std::string& text_encoder_device, const std::string& vae_dtype,
+                        RendererOptions* options) {
+  std::optional<at::Device> device;
+  if (!text_encoder_device.empty()) {
+    try {
+      device = at::Device(text_encoder_device);
+    } catch (const std::exception&) {
+      return InvalidArgument("--text-encoder-device: '" + text_encoder_device + "' is not a device (cpu, cuda, cuda:N)");
+    }
+    if (!device->is_cpu() && !device->is_cuda())
+      return InvalidArgument("--text-encoder-device must be cpu or cuda[:N], not '" + text_encoder_device + "'");
+  }
+  std::optional<at::ScalarType> dtype;
+  if (vae_dtype == "float32") dtype = at::kFloat;
+  else if (vae_dtype == "bfloat16") dtype = at::kBFloat16;
+  else if (vae_dtype == "float16") dtype = at::kHalf;
+  else if (!vae_dtype.empty())
+    return InvalidArgument("--vae-dtype must be float32, bfloat16 or float16, not '" + vae_dtype + "'");
+  if (device) options->text_encoder_device = device;
+  if (dtype) options->vae_dtype = dtype;
+  return Status::Ok();
+}
+
 namespace {
 
 double Seconds(Clock::time_point since) { return std::chrono::duration<double>(Clock::now() - since).count(); }
@@ -143,6 +166,14 @@ class Renderer::Impl {
   at::ScalarType dtype = at::kFloat;
   std::string model_id;  // what STAS calibrations are compared with
   double load_seconds = 0;
+  at::Device text_device = at::kCPU;
+  at::ScalarType text_dtype = at::kFloat;
+  at::ScalarType vae_dtype = at::kFloat;
+  int64_t prompt_encodings = 0;
+  // Embeddings of negative prompts already encoded (on `device`): most jobs share one, usually "".
+  // Bounded so that a stream of distinct negative prompts cannot grow it without limit.
+  std::map<std::string, at::Tensor> negative_embeddings;
+  static constexpr size_t kMaxCachedNegatives = 8;
 
   std::optional<models::text::PromptEncoder> text;
   // Wan (and the tiny model): UniPC, the Wan VAE.
@@ -173,6 +204,9 @@ class Renderer::Impl {
   Status CheckResolved(const RenderSpec& spec) const;
   Result<std::unique_ptr<steering::StasHook>> MakeHook(const RenderSpec& spec) const;
   Result<RenderedVideo> Render(const RenderSpec& spec, const RenderControl& control, bool decode);
+  // One prompt's embedding [1, L, D] on the render device and dtype.
+  Result<at::Tensor> EncodePrompt(const std::string& prompt);
+  Result<at::Tensor> NegativeEmbedding(const std::string& negative_prompt);
 
  private:
   // What the denoising stage needs besides the spec: prompt embeddings, the hooks, progress.
@@ -198,7 +232,7 @@ class Renderer::Impl {
 
 Status Renderer::Impl::LoadTiny() {
   model_id = "tiny";
-  STAS_ASSIGN_OR_RETURN(auto text_encoder, models::text::PromptEncoder::Tiny(options.tiny_seed, device, dtype));
+  STAS_ASSIGN_OR_RETURN(auto text_encoder, models::text::PromptEncoder::Tiny(options.tiny_seed, text_device, text_dtype));
   text.emplace(std::move(text_encoder));
   STAS_ASSIGN_OR_RETURN(auto tconfig, models::wan::WanTransformerConfig::FromJson(models::wan::TinyWanTransformerConfigJson()));
   STAS_ASSIGN_OR_RETURN(auto dit, models::wan::WanTransformer::Load(
@@ -211,10 +245,9 @@ Status Renderer::Impl::LoadTiny() {
   const Json vae_json = models::wan::TinyWanVaeConfigJson();
   STAS_ASSIGN_OR_RETURN(auto vae_config, models::wan::WanVaeConfig::FromJson(vae_json));
   STAS_ASSIGN_OR_RETURN(auto compression, models::wan::VaeCompression::FromVaeConfig(vae_json));
-  // The VAE decodes in float32 everywhere: it is a small share of the time and bf16 costs colour accuracy.
   STAS_ASSIGN_OR_RETURN(auto decoder,
                         models::wan::WanVaeDecoder::Load(vae_config, models::wan::TinyWanVaeWeights(options.tiny_seed),
-                                                         at::TensorOptions().device(device).dtype(at::kFloat)));
+                                                         at::TensorOptions().device(device).dtype(vae_dtype)));
   wan.emplace(WanModel{std::move(dit), std::move(scheduler), std::move(vae_config), std::move(decoder), compression,
                        false});
   return Status::Ok();
@@ -231,7 +264,7 @@ Status Renderer::Impl::LoadCheckpoint() {
   const auto t0 = Clock::now();
   STAS_ASSIGN_OR_RETURN(auto text_encoder,
                         models::text::PromptEncoder::FromCheckpoint(
-                            ckpt, device, dtype,
+                            ckpt, text_device, text_dtype,
                             is_cogvideox ? models::text::PromptEncoderOptions::CogVideoX()
                                          : models::text::PromptEncoderOptions::Wan()));
   text.emplace(std::move(text_encoder));
@@ -256,7 +289,7 @@ Status Renderer::Impl::LoadWan(const CheckpointFolder& ckpt) {
   STAS_ASSIGN_OR_RETURN(auto compression, models::wan::VaeCompression::FromVaeConfig(vjson));
   STAS_ASSIGN_OR_RETURN(WeightStore vweights, ckpt.ComponentWeights("vae"));
   STAS_ASSIGN_OR_RETURN(auto decoder, models::wan::WanVaeDecoder::Load(
-                                          vae_config, vweights, at::TensorOptions().device(device).dtype(at::kFloat)));
+                                          vae_config, vweights, at::TensorOptions().device(device).dtype(vae_dtype)));
   if (text->embedding_dim() != tconfig.text_dim)
     return InvalidArgument(options.model + ": the text encoder's width " + std::to_string(text->embedding_dim()) +
                            " does not match the transformer's text_dim " + std::to_string(tconfig.text_dim));
@@ -489,6 +522,20 @@ Result<at::Tensor> Renderer::Impl::DecodeCogVideoX(const at::Tensor& latents) co
   return storage::VideoToRgbFrames(video);
 }
 
+Result<at::Tensor> Renderer::Impl::EncodePrompt(const std::string& prompt) {
+  ++prompt_encodings;
+  STAS_ASSIGN_OR_RETURN(at::Tensor embedding, text->Encode({prompt}));
+  return text_device == device ? embedding : embedding.to(device, dtype);
+}
+
+Result<at::Tensor> Renderer::Impl::NegativeEmbedding(const std::string& negative_prompt) {
+  if (auto it = negative_embeddings.find(negative_prompt); it != negative_embeddings.end()) return it->second;
+  STAS_ASSIGN_OR_RETURN(at::Tensor embedding, EncodePrompt(negative_prompt));
+  if (negative_embeddings.size() >= kMaxCachedNegatives) negative_embeddings.erase(negative_embeddings.begin());
+  negative_embeddings.emplace(negative_prompt, embedding);
+  return embedding;
+}
+
 Result<RenderedVideo> Renderer::Impl::Render(const RenderSpec& input, const RenderControl& control, bool decode) {
   const auto total_start = Clock::now();
   RenderedVideo out;
@@ -530,12 +577,9 @@ Result<RenderedVideo> Renderer::Impl::Render(const RenderSpec& input, const Rend
   auto stage_start = Clock::now();
   report(RenderStage::kTextEncode, 0, stage_start);
   DenoiseInputs in;
+  STAS_ASSIGN_OR_RETURN(in.positive, EncodePrompt(spec.prompt));
   if (guided) {
-    STAS_ASSIGN_OR_RETURN(auto both, text->EncodeForGuidance({spec.prompt}, {spec.negative_prompt}));
-    in.positive = both.positive;
-    in.negative = both.negative;
-  } else {
-    STAS_ASSIGN_OR_RETURN(in.positive, text->Encode({spec.prompt}));
+    STAS_ASSIGN_OR_RETURN(in.negative, NegativeEmbedding(spec.negative_prompt));
   }
   SynchronizeDevice(device);
   m.timings_s["text_encode"] = Seconds(stage_start);
@@ -584,6 +628,14 @@ Result<std::unique_ptr<Renderer>> Renderer::Load(const RendererOptions& options)
   if (impl->device.is_cuda() && !STAS_HAVE_CUDA)
     return InvalidArgument("this build has no CUDA support; render on the CPU");
   impl->dtype = options.dtype.value_or(impl->device.is_cuda() ? at::kBFloat16 : at::kFloat);
+  impl->text_device = options.text_encoder_device.value_or(impl->device);
+  if (impl->text_device.is_cuda() && !STAS_HAVE_CUDA)
+    return InvalidArgument("this build has no CUDA support; run the text encoder on the CPU");
+  // A text encoder moved to the CPU computes in float32 (bfloat16 matmuls are slow there).
+  impl->text_dtype = impl->text_device == impl->device ? impl->dtype : (impl->text_device.is_cuda() ? at::kBFloat16 : at::kFloat);
+  impl->vae_dtype = options.vae_dtype.value_or(impl->device.is_cuda() ? at::kBFloat16 : at::kFloat);
+  if (impl->vae_dtype != at::kFloat && impl->vae_dtype != at::kBFloat16 && impl->vae_dtype != at::kHalf)
+    return InvalidArgument("the VAE decodes in float32, bfloat16 or float16, not " + DtypeName(impl->vae_dtype));
   if (options.model == "tiny") {
     STAS_RETURN_IF_ERROR(impl->LoadTiny());
   } else {
@@ -599,6 +651,8 @@ ModelFamily Renderer::family() const { return impl_->family; }
 const std::string& Renderer::model() const { return impl_->options.model; }
 at::Device Renderer::device() const { return impl_->device; }
 at::ScalarType Renderer::dtype() const { return impl_->dtype; }
+at::Device Renderer::text_encoder_device() const { return impl_->text_device; }
+int64_t Renderer::prompt_encodings() const { return impl_->prompt_encodings; }
 double Renderer::load_seconds() const { return impl_->load_seconds; }
 
 Status Renderer::Check(const RenderSpec& spec) const {
