@@ -25,6 +25,7 @@
 #include "steering/stas_hook.h"
 #include "storage/latent_checkpoint.h"
 #include "storage/mp4_writer.h"
+#include "worker/background_writer.h"
 
 namespace stas::worker {
 
@@ -226,8 +227,8 @@ class Renderer::Impl {
   Result<at::Tensor> DenoiseWan(const RenderSpec& spec, const DenoiseInputs& in, storage::Manifest& m);
   Result<at::Tensor> DenoiseCogVideoX(const RenderSpec& spec, const DenoiseInputs& in, storage::Manifest& m);
   // Final latents -> uint8 frames [T, H, W, 3] on the CPU.
-  Result<at::Tensor> DecodeWan(const at::Tensor& latents) const;
-  Result<at::Tensor> DecodeCogVideoX(const at::Tensor& latents) const;
+  Result<at::Tensor> DecodeWan(const at::Tensor& latents, const RenderControl& control) const;
+  Result<at::Tensor> DecodeCogVideoX(const at::Tensor& latents, const RenderControl& control) const;
 };
 
 Status Renderer::Impl::LoadTiny() {
@@ -504,22 +505,25 @@ Result<at::Tensor> Renderer::Impl::DenoiseCogVideoX(const RenderSpec& spec, cons
   return final_latents.narrow(1, padded_frames - latent_frames, latent_frames);
 }
 
-Result<at::Tensor> Renderer::Impl::DecodeWan(const at::Tensor& latents) const {
+Result<at::Tensor> Renderer::Impl::DecodeWan(const at::Tensor& latents, const RenderControl& control) const {
   STAS_ASSIGN_OR_RETURN(at::Tensor z, models::wan::DenormalizeWanLatents(latents, wan->vae_config));
-  // The frames go to the CPU as bytes piece by piece.
+  // The frames go to the CPU as bytes piece by piece (the decoded video never exists whole on the
+  // device) and, when asked, on to the encoder right away.
   std::vector<at::Tensor> pieces;
   STAS_RETURN_IF_ERROR(wan->vae.DecodeStreaming(z, {}, [&](int64_t, const at::Tensor& video) -> Status {
     pieces.push_back(storage::VideoToRgbFrames(video));
-    return Status::Ok();
+    return control.on_frames ? control.on_frames(pieces.back()) : Status::Ok();
   }));
   return at::cat(pieces, 0);
 }
 
-Result<at::Tensor> Renderer::Impl::DecodeCogVideoX(const at::Tensor& latents) const {
+Result<at::Tensor> Renderer::Impl::DecodeCogVideoX(const at::Tensor& latents, const RenderControl& control) const {
   // [B, F, C, h, w] frame-major latents -> the VAE's [B, C, F, h, w], unscaled.
   const at::Tensor z = latents.permute({0, 2, 1, 3, 4}) / cogvideox->vae.config().scaling_factor;
   STAS_ASSIGN_OR_RETURN(at::Tensor video, cogvideox->vae.Decode(z));
-  return storage::VideoToRgbFrames(video);
+  at::Tensor frames = storage::VideoToRgbFrames(video);
+  if (control.on_frames) STAS_RETURN_IF_ERROR(control.on_frames(frames));
+  return frames;
 }
 
 Result<at::Tensor> Renderer::Impl::EncodePrompt(const std::string& prompt) {
@@ -604,7 +608,8 @@ Result<RenderedVideo> Renderer::Impl::Render(const RenderSpec& input, const Rend
   if (decode && par.output_rank) {
     stage_start = Clock::now();
     report(RenderStage::kDecode, 0, stage_start);
-    STAS_ASSIGN_OR_RETURN(out.frames, wan ? DecodeWan(final_latents) : DecodeCogVideoX(final_latents));
+    STAS_ASSIGN_OR_RETURN(out.frames,
+                          wan ? DecodeWan(final_latents, control) : DecodeCogVideoX(final_latents, control));
     if (out.frames.size(0) != *spec.frames)
       return Internal("the VAE produced " + std::to_string(out.frames.size(0)) + " frames, expected " +
                       std::to_string(*spec.frames));
@@ -682,14 +687,6 @@ steering::StasModelInfo Renderer::stas_model_info() const { return impl_->stas_m
 
 namespace {
 
-storage::Mp4Options EncoderOptions(const RenderedVideo& video) {
-  storage::Mp4Options o;
-  o.width = *video.spec.width;
-  o.height = *video.spec.height;
-  o.fps = *video.spec.fps;
-  return o;
-}
-
 Status CheckFolderOf(const std::string& path) {
   const fs::path p(path);
   const fs::path dir = p.parent_path().empty() ? fs::path(".") : p.parent_path();
@@ -699,13 +696,37 @@ Status CheckFolderOf(const std::string& path) {
   return Status::Ok();
 }
 
-// Encodes the frames to a finished temporary MP4 beside `video_path`; returns its path.
-Result<std::string> EncodeToTemp(RenderedVideo& video, const std::string& video_path, const RenderControl& control) {
+// Renders and encodes to a finished temporary MP4 beside `video_path` (output rank; other ranks only
+// render and return an empty path). The encoder runs on its own thread while the VAE decodes: each
+// decoded piece goes to it at once, so the "encode" timing is only what is left after the decode.
+Result<std::string> RenderAndEncode(Renderer& renderer, ModelFamily family, bool output_rank, const RenderSpec& spec,
+                                    const std::string& video_path, const RenderControl& control, RenderedVideo& video) {
+  STAS_RETURN_IF_ERROR(renderer.Check(spec));
+  if (!output_rank) {
+    STAS_ASSIGN_OR_RETURN(video, renderer.RenderFrames(spec, control));
+    return std::string();
+  }
+  RenderSpec resolved = spec;
+  resolved.ResolveDefaults(family);
+  storage::Mp4Options options;
+  options.width = *resolved.width;
+  options.height = *resolved.height;
+  options.fps = *resolved.fps;
+  STAS_ASSIGN_OR_RETURN(auto writer, storage::Mp4Writer::Open(video_path, options));
+  BackgroundFrameWriter background([&writer](const at::Tensor& frames) { return writer->WriteFrames(frames); });
+  RenderControl streaming = control;
+  streaming.on_frames = [&](const at::Tensor& frames) -> Status {
+    if (control.on_frames) STAS_RETURN_IF_ERROR(control.on_frames(frames));
+    return background.Push(frames);
+  };
+  auto rendered = renderer.RenderFrames(spec, streaming);
+  Status encoded = background.Finish();  // the writer's thread is done with `writer` from here on
+  if (!rendered.ok()) return rendered.status();
+  STAS_RETURN_IF_ERROR(encoded);
+  video = std::move(*rendered);
   const auto start = Clock::now();
   if (control.on_progress)
     control.on_progress(RenderProgress{RenderStage::kEncode, 0, *video.spec.steps, 0.0});
-  STAS_ASSIGN_OR_RETURN(auto writer, storage::Mp4Writer::Open(video_path, EncoderOptions(video)));
-  STAS_RETURN_IF_ERROR(writer->WriteFrames(video.frames));
   STAS_ASSIGN_OR_RETURN(std::string temp, writer->FinishToTemp());
   video.manifest.codec = writer->codec_name();
   video.manifest.video_file = fs::path(video_path).filename().string();
@@ -722,14 +743,15 @@ Result<RenderResult> Renderer::RenderToFile(const RenderSpec& spec, const std::s
                                             const RenderControl& control) {
   if (!EndsWithMp4(out_path)) return InvalidArgument("output file " + out_path + " must end in .mp4");
   STAS_RETURN_IF_ERROR(CheckFolderOf(out_path));
-  STAS_ASSIGN_OR_RETURN(RenderedVideo video, RenderFrames(spec, control));
   RenderResult result;
   result.output_rank = impl_->options.parallelism.output_rank;
+  RenderedVideo video;
+  STAS_ASSIGN_OR_RETURN(std::string temp,
+                        RenderAndEncode(*this, impl_->family, result.output_rank, spec, out_path, control, video));
   if (!result.output_rank) {
     result.manifest = std::move(video.manifest);
     return result;
   }
-  STAS_ASSIGN_OR_RETURN(std::string temp, EncodeToTemp(video, out_path, control));
   // The manifest goes in first (atomically); the video's rename then completes the pair. Any failure
   // removes what this call wrote.
   const std::string manifest_path = ManifestPathFor(out_path);
@@ -757,12 +779,11 @@ Result<RenderResult> Renderer::RenderToFile(const RenderSpec& spec, const std::s
 Result<RenderResult> Renderer::RenderStaged(const RenderSpec& spec, const std::string& video_path,
                                             const RenderControl& control) {
   STAS_RETURN_IF_ERROR(CheckFolderOf(video_path));
-  STAS_ASSIGN_OR_RETURN(RenderedVideo video, RenderFrames(spec, control));
   RenderResult result;
   result.output_rank = impl_->options.parallelism.output_rank;
-  if (result.output_rank) {
-    STAS_ASSIGN_OR_RETURN(result.video_path, EncodeToTemp(video, video_path, control));
-  }
+  RenderedVideo video;
+  STAS_ASSIGN_OR_RETURN(result.video_path,
+                        RenderAndEncode(*this, impl_->family, result.output_rank, spec, video_path, control, video));
   result.manifest = std::move(video.manifest);
   return result;
 }

@@ -81,6 +81,11 @@ struct RenderControl {
   int checkpoint_every = 0;
   // The job's id (manifest, checkpoint file); empty = spec.JobId().
   std::string job_id;
+  // Called on the output rank with each decoded piece of the video, in order, as soon as the VAE has
+  // produced it: frames [t, H, W, 3] uint8 on the CPU (Wan streams pieces of a few frames; CogVideoX
+  // hands over the whole video at once). The frames are still assembled for the result. A non-OK
+  // status stops the render with it. RenderToFile/RenderStaged use this to encode while decoding.
+  std::function<Status(const at::Tensor& frames)> on_frames;
   // Called after every block after STAS (not owned; may be null): the MA analysis of `stas analyze`.
   models::ResidualHook* observer = nullptr;
 };
