@@ -10,8 +10,7 @@ B="${BUILD_DIR:-build-gpu-service}/bench"
 nvidia-smi -L
 # 480p whole render, 2 steps (the peak and the decode do not depend on the step count).
 timeout 120 "$B/render_bench" --model "$DIR" --steps 2 --warmup-steps 1
-timeout 150 "$B/render_bench" --model "$DIR" --steps 2 --warmup-steps 1 --text-encoder-device cpu
-timeout 120 "$B/render_bench" --model "$DIR" --steps 2 --text-encoder-device cpu --vae-dtype float32
+timeout 150 "$B/render_bench" --model "$DIR" --steps 2 --text-encoder-device cpu
 timeout 60 "$B/vae_bench" --float32-too --repeats 2
 timeout 60 "$B/vae_bench" --height 720 --width 1280 --float32-too --repeats 1
-timeout 90 "$B/vae_bench" --config wan22 --height 704 --width 1280 --frames 121 --float32-too --repeats 1
+timeout 90 "$B/vae_bench" --config wan22 --height 704 --width 1280 --frames 121 --repeats 1
