@@ -8,6 +8,7 @@
 # Usage: bench/device/service_bench.sh PREFIX DIR [JOBS=5] [STEPS=50] [extra worker/render flags...]
 #   PREFIX: from bench/device/fetch_service_deps.sh; DIR: a checkpoint folder (make_random_wan_checkpoint.py);
 #   the binaries in $BUILD_DIR (default build-gpu-service, bench/device/gpu_service_build.sh).
+#   HEIGHT/WIDTH/FRAMES override the size (a quick run of the script itself: DIR=tiny, 64x96x9).
 set -u
 cd "$(dirname "$0")/../.."
 PREFIX="$(cd "$1" && pwd)"; DIR="$2"; JOBS="${3:-5}"; STEPS="${4:-50}"; shift 4 2>/dev/null || shift $#
@@ -23,7 +24,7 @@ trap cleanup EXIT
 now() { date +%s.%N; }
 sub() { python3 -c "print(round($1 - $2, 3))"; }
 healthy() { python3 -c "import urllib.request,sys; urllib.request.urlopen(sys.argv[1], timeout=1)" "$SERVER/healthz" 2>/dev/null; }
-SIZE=(--height 480 --width 832 --frames 81 --steps "$STEPS" --guidance 5)
+SIZE=(--height "${HEIGHT:-480}" --width "${WIDTH:-832}" --frames "${FRAMES:-81}" --steps "$STEPS" --guidance 5)
 
 redis-server deploy/redis.conf --port "$RP" --dir "$W/redis" > "$W/logs/redis.log" 2>&1 & PIDS+=($!)
 for _ in $(seq 100); do redis-cli -p "$RP" ping >/dev/null 2>&1 && break; sleep 0.1; done
