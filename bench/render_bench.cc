@@ -2,7 +2,7 @@
 // stage by stage, without the MP4 encode (so it runs on machines built without FFmpeg).
 //
 //   render_bench --model DIR|tiny [--height 480 --width 832 --frames 81 --steps 4] [--repeats 1]
-//                [--prompt TEXT] [--stas] [--warmup-steps N]
+//                [--prompt TEXT] [--stas] [--warmup-steps N] [--text-encoder-device cpu] [--vae-dtype float32]
 //
 // --write-tiny-tokenizer FILE writes the built-in tiny SentencePiece model to FILE and exits (a tokenizer
 // for random-weight checkpoint folders, bench/device/make_random_wan_checkpoint.py).
@@ -32,6 +32,12 @@ int main(int argc, char** argv) {
   }
   worker::RendererOptions options;
   options.model = Arg(argc, argv, "--model", "tiny");
+  if (Status st = worker::ParseMemoryFlags(Arg(argc, argv, "--text-encoder-device", ""), Arg(argc, argv, "--vae-dtype", ""),
+                                           &options);
+      !st.ok()) {
+    std::fprintf(stderr, "render_bench: %s\n", st.ToString().c_str());
+    return 1;
+  }
   auto renderer = worker::Renderer::Load(options);
   if (!renderer.ok()) {
     std::fprintf(stderr, "render_bench: %s\n", renderer.status().ToString().c_str());

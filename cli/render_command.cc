@@ -35,6 +35,8 @@ struct RenderCommandFlags {
   RenderFlags render;
   std::string out;
   std::string device;
+  std::string text_encoder_device;
+  std::string vae_dtype;
   int sp = 1;
   bool cfg_parallel = false;
   int checkpoint_every = 5;  // only with --checkpoint-dir
@@ -212,6 +214,8 @@ int RunRender(const RenderCommandFlags& flags) {
       return Fail(InvalidArgument("--device: '" + flags.device + "' is not a device (cpu, cuda, cuda:N)"));
     }
   }
+  if (Status st = worker::ParseMemoryFlags(flags.text_encoder_device, flags.vae_dtype, &options); !st.ok())
+    return Fail(st);
 
   // Under mpirun (or with --sp/--cfg-parallel) the ranks form one rendering group; the leader writes.
   const int cfg = flags.cfg_parallel ? 2 : 1;
@@ -266,6 +270,10 @@ void RegisterRender(CLI::App& app) {
   cmd->add_option("--out", flags->out, "the MP4 to write (required; its folder must exist); the manifest goes beside "
                                        "it as .json");
   cmd->add_option("--device", flags->device, "cpu, cuda or cuda:N (default: cuda:0 when available, else cpu)");
+  cmd->add_option("--text-encoder-device", flags->text_encoder_device,
+                  "where the text encoder runs: cpu keeps its weights off the GPU (default: --device)");
+  cmd->add_option("--vae-dtype", flags->vae_dtype,
+                  "float32, bfloat16 or float16 (default: bfloat16 on a GPU, float32 on the CPU)");
   cmd->add_option("--sp", flags->sp, "sequence-parallel degree (under mpirun)")->capture_default_str();
   cmd->add_flag("--cfg-parallel", flags->cfg_parallel, "run the two CFG branches on two halves of the ranks");
   cmd->add_option("--checkpoint-dir", flags->checkpoint_dir,

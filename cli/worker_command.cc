@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "cli/commands.h"
+#include "worker/renderer.h"
 #include "worker/renderer_executor.h"
 #include "worker/worker_process.h"
 
@@ -23,6 +24,11 @@ int RunWorker(WorkerFlags& flags) {
   if (options.token.empty()) {
     const char* env = std::getenv("STAS_TOKEN");
     if (env) options.token = env;
+  }
+  worker::RendererOptions checked;
+  if (Status st = worker::ParseMemoryFlags(options.text_encoder_device, options.vae_dtype, &checked); !st.ok()) {
+    std::cerr << "stas worker: " << st.message() << "\n";
+    return 2;
   }
   auto address = worker::ParseHostPort(options.coordinator);
   if (!address.ok()) {
@@ -46,6 +52,9 @@ void RegisterWorker(CLI::App& app) {
   cmd->add_option("--sp", o.sp, "sequence-parallel degree (ranks per CFG branch)")
       ->check(CLI::Range(1, 1024))
       ->capture_default_str();
+  cmd->add_option("--text-encoder-device", o.text_encoder_device,
+                  "where the text encoder runs: cpu keeps its weights off the GPU (default: the rank's device)");
+  cmd->add_option("--vae-dtype", o.vae_dtype, "float32, bfloat16 or float16 (default: bfloat16 on a GPU, float32 on the CPU)");
   cmd->add_flag("--cfg-parallel", o.cfg_parallel, "run the two CFG branches on two halves of each group");
   cmd->add_option("--storage", o.storage,
                   "the storage folder as this host sees it (default: the path the coordinator announces)");

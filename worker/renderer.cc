@@ -25,6 +25,7 @@
 #include "steering/stas_hook.h"
 #include "storage/latent_checkpoint.h"
 #include "storage/mp4_writer.h"
+#include "worker/background_writer.h"
 
 namespace stas::worker {
 
@@ -52,6 +53,29 @@ at::Device DefaultRenderDevice() {
   if (at::hasCUDA()) return at::Device(at::kCUDA, 0);
 #endif
   return at::Device(at::kCPU);
+}
+
+Status ParseMemoryFlags(const std::string& text_encoder_device, const std::string& vae_dtype,
+                        RendererOptions* options) {
+  std::optional<at::Device> device;
+  if (!text_encoder_device.empty()) {
+    try {
+      device = at::Device(text_encoder_device);
+    } catch (const std::exception&) {
+      return InvalidArgument("--text-encoder-device: '" + text_encoder_device + "' is not a device (cpu, cuda, cuda:N)");
+    }
+    if (!device->is_cpu() && !device->is_cuda())
+      return InvalidArgument("--text-encoder-device must be cpu or cuda[:N], not '" + text_encoder_device + "'");
+  }
+  std::optional<at::ScalarType> dtype;
+  if (vae_dtype == "float32") dtype = at::kFloat;
+  else if (vae_dtype == "bfloat16") dtype = at::kBFloat16;
+  else if (vae_dtype == "float16") dtype = at::kHalf;
+  else if (!vae_dtype.empty())
+    return InvalidArgument("--vae-dtype must be float32, bfloat16 or float16, not '" + vae_dtype + "'");
+  if (device) options->text_encoder_device = device;
+  if (dtype) options->vae_dtype = dtype;
+  return Status::Ok();
 }
 
 namespace {
@@ -143,6 +167,14 @@ class Renderer::Impl {
   at::ScalarType dtype = at::kFloat;
   std::string model_id;  // what STAS calibrations are compared with
   double load_seconds = 0;
+  at::Device text_device = at::kCPU;
+  at::ScalarType text_dtype = at::kFloat;
+  at::ScalarType vae_dtype = at::kFloat;
+  int64_t prompt_encodings = 0;
+  // Embeddings of negative prompts already encoded (on `device`): most jobs share one, usually "".
+  // Bounded so that a stream of distinct negative prompts cannot grow it without limit.
+  std::map<std::string, at::Tensor> negative_embeddings;
+  static constexpr size_t kMaxCachedNegatives = 8;
 
   std::optional<models::text::PromptEncoder> text;
   // Wan (and the tiny model): UniPC, the Wan VAE.
@@ -173,6 +205,9 @@ class Renderer::Impl {
   Status CheckResolved(const RenderSpec& spec) const;
   Result<std::unique_ptr<steering::StasHook>> MakeHook(const RenderSpec& spec) const;
   Result<RenderedVideo> Render(const RenderSpec& spec, const RenderControl& control, bool decode);
+  // One prompt's embedding [1, L, D] on the render device and dtype.
+  Result<at::Tensor> EncodePrompt(const std::string& prompt);
+  Result<at::Tensor> NegativeEmbedding(const std::string& negative_prompt);
 
  private:
   // What the denoising stage needs besides the spec: prompt embeddings, the hooks, progress.
@@ -192,13 +227,13 @@ class Renderer::Impl {
   Result<at::Tensor> DenoiseWan(const RenderSpec& spec, const DenoiseInputs& in, storage::Manifest& m);
   Result<at::Tensor> DenoiseCogVideoX(const RenderSpec& spec, const DenoiseInputs& in, storage::Manifest& m);
   // Final latents -> uint8 frames [T, H, W, 3] on the CPU.
-  Result<at::Tensor> DecodeWan(const at::Tensor& latents) const;
-  Result<at::Tensor> DecodeCogVideoX(const at::Tensor& latents) const;
+  Result<at::Tensor> DecodeWan(const at::Tensor& latents, const RenderControl& control) const;
+  Result<at::Tensor> DecodeCogVideoX(const at::Tensor& latents, const RenderControl& control) const;
 };
 
 Status Renderer::Impl::LoadTiny() {
   model_id = "tiny";
-  STAS_ASSIGN_OR_RETURN(auto text_encoder, models::text::PromptEncoder::Tiny(options.tiny_seed, device, dtype));
+  STAS_ASSIGN_OR_RETURN(auto text_encoder, models::text::PromptEncoder::Tiny(options.tiny_seed, text_device, text_dtype));
   text.emplace(std::move(text_encoder));
   STAS_ASSIGN_OR_RETURN(auto tconfig, models::wan::WanTransformerConfig::FromJson(models::wan::TinyWanTransformerConfigJson()));
   STAS_ASSIGN_OR_RETURN(auto dit, models::wan::WanTransformer::Load(
@@ -211,10 +246,9 @@ Status Renderer::Impl::LoadTiny() {
   const Json vae_json = models::wan::TinyWanVaeConfigJson();
   STAS_ASSIGN_OR_RETURN(auto vae_config, models::wan::WanVaeConfig::FromJson(vae_json));
   STAS_ASSIGN_OR_RETURN(auto compression, models::wan::VaeCompression::FromVaeConfig(vae_json));
-  // The VAE decodes in float32 everywhere: it is a small share of the time and bf16 costs colour accuracy.
   STAS_ASSIGN_OR_RETURN(auto decoder,
                         models::wan::WanVaeDecoder::Load(vae_config, models::wan::TinyWanVaeWeights(options.tiny_seed),
-                                                         at::TensorOptions().device(device).dtype(at::kFloat)));
+                                                         at::TensorOptions().device(device).dtype(vae_dtype)));
   wan.emplace(WanModel{std::move(dit), std::move(scheduler), std::move(vae_config), std::move(decoder), compression,
                        false});
   return Status::Ok();
@@ -231,7 +265,7 @@ Status Renderer::Impl::LoadCheckpoint() {
   const auto t0 = Clock::now();
   STAS_ASSIGN_OR_RETURN(auto text_encoder,
                         models::text::PromptEncoder::FromCheckpoint(
-                            ckpt, device, dtype,
+                            ckpt, text_device, text_dtype,
                             is_cogvideox ? models::text::PromptEncoderOptions::CogVideoX()
                                          : models::text::PromptEncoderOptions::Wan()));
   text.emplace(std::move(text_encoder));
@@ -256,7 +290,7 @@ Status Renderer::Impl::LoadWan(const CheckpointFolder& ckpt) {
   STAS_ASSIGN_OR_RETURN(auto compression, models::wan::VaeCompression::FromVaeConfig(vjson));
   STAS_ASSIGN_OR_RETURN(WeightStore vweights, ckpt.ComponentWeights("vae"));
   STAS_ASSIGN_OR_RETURN(auto decoder, models::wan::WanVaeDecoder::Load(
-                                          vae_config, vweights, at::TensorOptions().device(device).dtype(at::kFloat)));
+                                          vae_config, vweights, at::TensorOptions().device(device).dtype(vae_dtype)));
   if (text->embedding_dim() != tconfig.text_dim)
     return InvalidArgument(options.model + ": the text encoder's width " + std::to_string(text->embedding_dim()) +
                            " does not match the transformer's text_dim " + std::to_string(tconfig.text_dim));
@@ -471,22 +505,39 @@ Result<at::Tensor> Renderer::Impl::DenoiseCogVideoX(const RenderSpec& spec, cons
   return final_latents.narrow(1, padded_frames - latent_frames, latent_frames);
 }
 
-Result<at::Tensor> Renderer::Impl::DecodeWan(const at::Tensor& latents) const {
+Result<at::Tensor> Renderer::Impl::DecodeWan(const at::Tensor& latents, const RenderControl& control) const {
   STAS_ASSIGN_OR_RETURN(at::Tensor z, models::wan::DenormalizeWanLatents(latents, wan->vae_config));
-  // The frames go to the CPU as bytes piece by piece.
+  // The frames go to the CPU as bytes piece by piece (the decoded video never exists whole on the
+  // device) and, when asked, on to the encoder right away.
   std::vector<at::Tensor> pieces;
   STAS_RETURN_IF_ERROR(wan->vae.DecodeStreaming(z, {}, [&](int64_t, const at::Tensor& video) -> Status {
     pieces.push_back(storage::VideoToRgbFrames(video));
-    return Status::Ok();
+    return control.on_frames ? control.on_frames(pieces.back()) : Status::Ok();
   }));
   return at::cat(pieces, 0);
 }
 
-Result<at::Tensor> Renderer::Impl::DecodeCogVideoX(const at::Tensor& latents) const {
+Result<at::Tensor> Renderer::Impl::DecodeCogVideoX(const at::Tensor& latents, const RenderControl& control) const {
   // [B, F, C, h, w] frame-major latents -> the VAE's [B, C, F, h, w], unscaled.
   const at::Tensor z = latents.permute({0, 2, 1, 3, 4}) / cogvideox->vae.config().scaling_factor;
   STAS_ASSIGN_OR_RETURN(at::Tensor video, cogvideox->vae.Decode(z));
-  return storage::VideoToRgbFrames(video);
+  at::Tensor frames = storage::VideoToRgbFrames(video);
+  if (control.on_frames) STAS_RETURN_IF_ERROR(control.on_frames(frames));
+  return frames;
+}
+
+Result<at::Tensor> Renderer::Impl::EncodePrompt(const std::string& prompt) {
+  ++prompt_encodings;
+  STAS_ASSIGN_OR_RETURN(at::Tensor embedding, text->Encode({prompt}));
+  return text_device == device ? embedding : embedding.to(device, dtype);
+}
+
+Result<at::Tensor> Renderer::Impl::NegativeEmbedding(const std::string& negative_prompt) {
+  if (auto it = negative_embeddings.find(negative_prompt); it != negative_embeddings.end()) return it->second;
+  STAS_ASSIGN_OR_RETURN(at::Tensor embedding, EncodePrompt(negative_prompt));
+  if (negative_embeddings.size() >= kMaxCachedNegatives) negative_embeddings.erase(negative_embeddings.begin());
+  negative_embeddings.emplace(negative_prompt, embedding);
+  return embedding;
 }
 
 Result<RenderedVideo> Renderer::Impl::Render(const RenderSpec& input, const RenderControl& control, bool decode) {
@@ -530,12 +581,9 @@ Result<RenderedVideo> Renderer::Impl::Render(const RenderSpec& input, const Rend
   auto stage_start = Clock::now();
   report(RenderStage::kTextEncode, 0, stage_start);
   DenoiseInputs in;
+  STAS_ASSIGN_OR_RETURN(in.positive, EncodePrompt(spec.prompt));
   if (guided) {
-    STAS_ASSIGN_OR_RETURN(auto both, text->EncodeForGuidance({spec.prompt}, {spec.negative_prompt}));
-    in.positive = both.positive;
-    in.negative = both.negative;
-  } else {
-    STAS_ASSIGN_OR_RETURN(in.positive, text->Encode({spec.prompt}));
+    STAS_ASSIGN_OR_RETURN(in.negative, NegativeEmbedding(spec.negative_prompt));
   }
   SynchronizeDevice(device);
   m.timings_s["text_encode"] = Seconds(stage_start);
@@ -560,7 +608,8 @@ Result<RenderedVideo> Renderer::Impl::Render(const RenderSpec& input, const Rend
   if (decode && par.output_rank) {
     stage_start = Clock::now();
     report(RenderStage::kDecode, 0, stage_start);
-    STAS_ASSIGN_OR_RETURN(out.frames, wan ? DecodeWan(final_latents) : DecodeCogVideoX(final_latents));
+    STAS_ASSIGN_OR_RETURN(out.frames,
+                          wan ? DecodeWan(final_latents, control) : DecodeCogVideoX(final_latents, control));
     if (out.frames.size(0) != *spec.frames)
       return Internal("the VAE produced " + std::to_string(out.frames.size(0)) + " frames, expected " +
                       std::to_string(*spec.frames));
@@ -584,6 +633,14 @@ Result<std::unique_ptr<Renderer>> Renderer::Load(const RendererOptions& options)
   if (impl->device.is_cuda() && !STAS_HAVE_CUDA)
     return InvalidArgument("this build has no CUDA support; render on the CPU");
   impl->dtype = options.dtype.value_or(impl->device.is_cuda() ? at::kBFloat16 : at::kFloat);
+  impl->text_device = options.text_encoder_device.value_or(impl->device);
+  if (impl->text_device.is_cuda() && !STAS_HAVE_CUDA)
+    return InvalidArgument("this build has no CUDA support; run the text encoder on the CPU");
+  // A text encoder moved to the CPU computes in float32 (bfloat16 matmuls are slow there).
+  impl->text_dtype = impl->text_device == impl->device ? impl->dtype : (impl->text_device.is_cuda() ? at::kBFloat16 : at::kFloat);
+  impl->vae_dtype = options.vae_dtype.value_or(impl->device.is_cuda() ? at::kBFloat16 : at::kFloat);
+  if (impl->vae_dtype != at::kFloat && impl->vae_dtype != at::kBFloat16 && impl->vae_dtype != at::kHalf)
+    return InvalidArgument("the VAE decodes in float32, bfloat16 or float16, not " + DtypeName(impl->vae_dtype));
   if (options.model == "tiny") {
     STAS_RETURN_IF_ERROR(impl->LoadTiny());
   } else {
@@ -599,6 +656,8 @@ ModelFamily Renderer::family() const { return impl_->family; }
 const std::string& Renderer::model() const { return impl_->options.model; }
 at::Device Renderer::device() const { return impl_->device; }
 at::ScalarType Renderer::dtype() const { return impl_->dtype; }
+at::Device Renderer::text_encoder_device() const { return impl_->text_device; }
+int64_t Renderer::prompt_encodings() const { return impl_->prompt_encodings; }
 double Renderer::load_seconds() const { return impl_->load_seconds; }
 
 Status Renderer::Check(const RenderSpec& spec) const {
@@ -628,14 +687,6 @@ steering::StasModelInfo Renderer::stas_model_info() const { return impl_->stas_m
 
 namespace {
 
-storage::Mp4Options EncoderOptions(const RenderedVideo& video) {
-  storage::Mp4Options o;
-  o.width = *video.spec.width;
-  o.height = *video.spec.height;
-  o.fps = *video.spec.fps;
-  return o;
-}
-
 Status CheckFolderOf(const std::string& path) {
   const fs::path p(path);
   const fs::path dir = p.parent_path().empty() ? fs::path(".") : p.parent_path();
@@ -645,13 +696,37 @@ Status CheckFolderOf(const std::string& path) {
   return Status::Ok();
 }
 
-// Encodes the frames to a finished temporary MP4 beside `video_path`; returns its path.
-Result<std::string> EncodeToTemp(RenderedVideo& video, const std::string& video_path, const RenderControl& control) {
+// Renders and encodes to a finished temporary MP4 beside `video_path` (output rank; other ranks only
+// render and return an empty path). The encoder runs on its own thread while the VAE decodes: each
+// decoded piece goes to it at once, so the "encode" timing is only what is left after the decode.
+Result<std::string> RenderAndEncode(Renderer& renderer, ModelFamily family, bool output_rank, const RenderSpec& spec,
+                                    const std::string& video_path, const RenderControl& control, RenderedVideo& video) {
+  STAS_RETURN_IF_ERROR(renderer.Check(spec));
+  if (!output_rank) {
+    STAS_ASSIGN_OR_RETURN(video, renderer.RenderFrames(spec, control));
+    return std::string();
+  }
+  RenderSpec resolved = spec;
+  resolved.ResolveDefaults(family);
+  storage::Mp4Options options;
+  options.width = *resolved.width;
+  options.height = *resolved.height;
+  options.fps = *resolved.fps;
+  STAS_ASSIGN_OR_RETURN(auto writer, storage::Mp4Writer::Open(video_path, options));
+  BackgroundFrameWriter background([&writer](const at::Tensor& frames) { return writer->WriteFrames(frames); });
+  RenderControl streaming = control;
+  streaming.on_frames = [&](const at::Tensor& frames) -> Status {
+    if (control.on_frames) STAS_RETURN_IF_ERROR(control.on_frames(frames));
+    return background.Push(frames);
+  };
+  auto rendered = renderer.RenderFrames(spec, streaming);
+  Status encoded = background.Finish();  // the writer's thread is done with `writer` from here on
+  if (!rendered.ok()) return rendered.status();
+  STAS_RETURN_IF_ERROR(encoded);
+  video = std::move(*rendered);
   const auto start = Clock::now();
   if (control.on_progress)
     control.on_progress(RenderProgress{RenderStage::kEncode, 0, *video.spec.steps, 0.0});
-  STAS_ASSIGN_OR_RETURN(auto writer, storage::Mp4Writer::Open(video_path, EncoderOptions(video)));
-  STAS_RETURN_IF_ERROR(writer->WriteFrames(video.frames));
   STAS_ASSIGN_OR_RETURN(std::string temp, writer->FinishToTemp());
   video.manifest.codec = writer->codec_name();
   video.manifest.video_file = fs::path(video_path).filename().string();
@@ -668,14 +743,15 @@ Result<RenderResult> Renderer::RenderToFile(const RenderSpec& spec, const std::s
                                             const RenderControl& control) {
   if (!EndsWithMp4(out_path)) return InvalidArgument("output file " + out_path + " must end in .mp4");
   STAS_RETURN_IF_ERROR(CheckFolderOf(out_path));
-  STAS_ASSIGN_OR_RETURN(RenderedVideo video, RenderFrames(spec, control));
   RenderResult result;
   result.output_rank = impl_->options.parallelism.output_rank;
+  RenderedVideo video;
+  STAS_ASSIGN_OR_RETURN(std::string temp,
+                        RenderAndEncode(*this, impl_->family, result.output_rank, spec, out_path, control, video));
   if (!result.output_rank) {
     result.manifest = std::move(video.manifest);
     return result;
   }
-  STAS_ASSIGN_OR_RETURN(std::string temp, EncodeToTemp(video, out_path, control));
   // The manifest goes in first (atomically); the video's rename then completes the pair. Any failure
   // removes what this call wrote.
   const std::string manifest_path = ManifestPathFor(out_path);
@@ -703,12 +779,11 @@ Result<RenderResult> Renderer::RenderToFile(const RenderSpec& spec, const std::s
 Result<RenderResult> Renderer::RenderStaged(const RenderSpec& spec, const std::string& video_path,
                                             const RenderControl& control) {
   STAS_RETURN_IF_ERROR(CheckFolderOf(video_path));
-  STAS_ASSIGN_OR_RETURN(RenderedVideo video, RenderFrames(spec, control));
   RenderResult result;
   result.output_rank = impl_->options.parallelism.output_rank;
-  if (result.output_rank) {
-    STAS_ASSIGN_OR_RETURN(result.video_path, EncodeToTemp(video, video_path, control));
-  }
+  RenderedVideo video;
+  STAS_ASSIGN_OR_RETURN(result.video_path,
+                        RenderAndEncode(*this, impl_->family, result.output_rank, spec, video_path, control, video));
   result.manifest = std::move(video.manifest);
   return result;
 }

@@ -48,6 +48,12 @@ struct RendererOptions {
   std::string model = "tiny";                // "tiny" or a diffusers-format checkpoint folder
   std::optional<at::Device> device;          // default: cuda:0 when built with CUDA and present, else cpu
   std::optional<at::ScalarType> dtype;       // default: bfloat16 on a GPU, float32 on the CPU
+  // Where the text encoder runs (default: `device`). The CPU keeps its weights (about 11 GiB of UMT5 for
+  // Wan) off a GPU that is short of memory; it then computes in float32 and hands the embeddings over.
+  std::optional<at::Device> text_encoder_device;
+  // The Wan VAE decoder's dtype (default: bfloat16 on a GPU, float32 on the CPU). Its RMS norms compute
+  // in float32 whatever this is. CogVideoX decodes in float32 always.
+  std::optional<at::ScalarType> vae_dtype;
   RenderParallelism parallelism;
   uint64_t tiny_seed = 0;                    // weights of the built-in tiny model (its identity)
 };
@@ -75,6 +81,11 @@ struct RenderControl {
   int checkpoint_every = 0;
   // The job's id (manifest, checkpoint file); empty = spec.JobId().
   std::string job_id;
+  // Called on the output rank with each decoded piece of the video, in order, as soon as the VAE has
+  // produced it: frames [t, H, W, 3] uint8 on the CPU (Wan streams pieces of a few frames; CogVideoX
+  // hands over the whole video at once). The frames are still assembled for the result. A non-OK
+  // status stops the render with it. RenderToFile/RenderStaged use this to encode while decoding.
+  std::function<Status(const at::Tensor& frames)> on_frames;
   // Called after every block after STAS (not owned; may be null): the MA analysis of `stas analyze`.
   models::ResidualHook* observer = nullptr;
 };
@@ -106,7 +117,11 @@ class Renderer {
   const std::string& model() const;
   at::Device device() const;
   at::ScalarType dtype() const;
+  at::Device text_encoder_device() const;
   double load_seconds() const;
+  // Prompts run through the text encoder so far. Negative prompts are encoded once per Renderer and
+  // reused (a job's empty negative prompt costs nothing after the first job).
+  int64_t prompt_encodings() const;
   // What STAS and the MA analysis are told about the loaded transformer (model id, width, blocks).
   steering::StasModelInfo stas_model_info() const;
 
@@ -140,6 +155,12 @@ class Renderer {
 
 // The manifest path for an MP4 path: "dir/clip.mp4" -> "dir/clip.json".
 std::string ManifestPathFor(const std::string& video_path);
+
+// The memory flags of `stas render` and `stas worker`: --text-encoder-device (cpu, cuda, cuda:N) and
+// --vae-dtype (float32, bfloat16, float16); empty text leaves that option unset. InvalidArgument names
+// the flag; `options` is unchanged then.
+Status ParseMemoryFlags(const std::string& text_encoder_device, const std::string& vae_dtype,
+                        RendererOptions* options);
 
 // The device a Renderer picks by default: cuda:0 when this build has CUDA and a GPU is visible.
 at::Device DefaultRenderDevice();

@@ -104,6 +104,7 @@ Result<std::unique_ptr<JobExecutor>> MakeRendererExecutor(const WorkerOptions& o
   auto executor = std::make_unique<RendererExecutor>();
   RendererOptions render;
   render.model = options.model;
+  STAS_RETURN_IF_ERROR(ParseMemoryFlags(options.text_encoder_device, options.vae_dtype, &render));
   const bool cuda = DefaultRenderDevice().is_cuda();
   render.device = groups ? parallel::ParallelRuntime::DeviceForRank(*groups, cuda) : DefaultRenderDevice();
   // Under MPI on the CPU, ranks share the cores: one intra-op thread each unless told otherwise.
