@@ -28,6 +28,8 @@ if grep -qE "no CUDA device|built without the fused kernels|built without CUDA" 
   status=1
 fi
 grep -E "needs CUDA and STAS_UMT5_XXL_CHECKPOINT" "$LOG" | head -1 | sed 's/^/gpu_tests: skipped (no checkpoint given): /'
-echo "gpu_tests: $(grep -cE '^[0-9]+: \[       OK \]' "$LOG") passed, $(grep -cE '^[0-9]+: \[  SKIPPED \] [A-Za-z]' "$LOG") skipped," \
-     "$(grep -cE '^[0-9]+: \[  FAILED  \] [A-Za-z]' "$LOG") failed (GoogleTest cases); exit $status; log $LOG"
+# GoogleTest prints "[  SKIPPED ] Suite.Name (N ms)" once per case (its summary repeats the name without the time).
+count() { grep -cE "^[0-9]+: \[$1\] [A-Za-z0-9_./]+ \([0-9]+ ms\)" "$LOG"; }
+echo "gpu_tests: $(count '       OK ') passed, $(count '  SKIPPED ') skipped, $(count '  FAILED  ') failed" \
+     "(GoogleTest cases); exit $status; log $LOG"
 exit "$status"
