@@ -21,8 +21,8 @@
 //
 // Prints median/min/max ms of one forward (and with --cfg of one denoising step: two forwards plus the
 // guidance combine), peak GPU memory (counter reset after loading; with the part above the resident
-// weights and inputs, as bench/device/diffusers_wan_forward.py prints it), and achieved model TFLOP/s with the FLOP count of the
-// 1.3B anchor in DESIGN.md section 9 (matmuls + attention, multiply-add = 2 FLOPs).
+// weights and inputs, as bench/device/diffusers_wan_forward.py prints it), and achieved model TFLOP/s
+// with the FLOP count of docs/DESIGN.md#flop-count (matmuls + attention, multiply-add = 2 FLOPs).
 #include <ATen/ATen.h>
 
 #include <cstdio>

@@ -9,7 +9,7 @@
 // --batched-cfg. Variants are timed interleaved (vanilla, calibrated, online, vanilla, ...) so drift hits
 // all alike. Also timed alone: the hook over all blocks on a residual stream of the step's shape, which
 // resolves overheads far below the step-to-step noise. Prints median ms and overhead %.
-// Default config: Wan2.1-T2V-1.3B (DESIGN.md section 5). STAS steers every step here (K = N).
+// Default config: Wan2.1-T2V-1.3B (docs/DESIGN.md#model-facts). STAS steers every step here (K = N).
 #include <ATen/ATen.h>
 
 #include <algorithm>

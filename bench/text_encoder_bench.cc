@@ -6,8 +6,8 @@
 //
 // Default: UMT5-XXL (Wan's text encoder), 2 x 512 tokens, bf16 on cuda when available. Prints the
 // median/min/max ms of one Forward and the achieved model TFLOP/s (matmuls + attention, multiply-add
-// = 2 FLOPs). The DESIGN.md anchor is transformers' UMT5EncoderModel, bf16 eager: 55.5 ms for 2 x 512
-// on an H100; rerun it beside this on the same machine to compare.
+// = 2 FLOPs). The reference is transformers' UMT5EncoderModel, bf16 eager, 2 x 512 tokens:
+// bench/device/diffusers_stages.py times it; run it beside this in the same call to compare.
 #include <ATen/ATen.h>
 
 #include <algorithm>

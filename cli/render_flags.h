@@ -1,5 +1,5 @@
-// The render flags shared by `stas render` and `stas submit` (DESIGN.md section 8: "Render flags are
-// the same in render and submit"): the model, the prompt, the video's size and sampling settings, and
+// The render flags shared by `stas render` and `stas submit` (both take the same ones:
+// docs/DESIGN.md#service-contract): the model, the prompt, the video's size and sampling settings, and
 // STAS. docs/RENDERING.md lists them with their defaults.
 #pragma once
 

@@ -1,4 +1,4 @@
-// StasHook: Structured Activation Steering on the residual stream (DESIGN.md section 6, docs/STAS.md).
+// StasHook: Structured Activation Steering on the residual stream (docs/DESIGN.md#stas, docs/STAS.md).
 //
 // After each selected block, for denoising steps [0, K) and the selected CFG branch rows:
 //   R_b      = max over real video tokens and MA channels of |h[b, t, c]|   (AllReduceMax under SP)

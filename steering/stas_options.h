@@ -1,4 +1,4 @@
-// STAS parameters (DESIGN.md section 6; docs/STAS.md explains each and its default).
+// STAS parameters (docs/DESIGN.md#stas; docs/STAS.md explains each and its default).
 // Plain data, shared by `stas render`, the job spec of the service and the steering hook.
 #pragma once
 

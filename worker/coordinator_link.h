@@ -41,7 +41,7 @@ struct LinkOptions {
   // Fields of every hello frame (worker, group_size, model, host, pid); "type" is added.
   Json hello = Json::object();
   int backoff_initial_ms = 100;  // first reconnect delay; doubles up to backoff_max_ms
-  // Kept short so a group is back well inside the restarted coordinator's grace period (DESIGN 8).
+  // Kept short so a group is back well inside the restarted coordinator's grace period (docs/RELIABILITY.md).
   int backoff_max_ms = 1000;
   int connect_timeout_ms = 3000;
   int welcome_timeout_ms = 5000;

@@ -19,7 +19,7 @@ namespace stas::worker {
 enum class ModelFamily { kTiny, kWan21, kWan22, kCogVideoX };
 const char* ModelFamilyName(ModelFamily family);
 
-// Limits from DESIGN.md section 8.
+// Limits (docs/DESIGN.md#bad-input).
 constexpr size_t kMaxPromptBytes = 8 * 1024;
 constexpr int kMinSteps = 1;
 constexpr int kMaxSteps = 1000;

@@ -1,6 +1,6 @@
 // RedisClient and the job queue on a real redis-server (each test starts its own on a free loopback port
 // with a temporary folder, or uses REDIS_URL with a unique key prefix). Skipped when redis-server is
-// not installed.
+// not installed (a failure instead when STAS_REQUIRE_REDIS is set, as in CI).
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -10,6 +10,7 @@
 #include "coordinator/job_queue.h"
 #include "coordinator/redis_client.h"
 #include "coordinator/redis_job_store.h"
+#include "support/optional_dependency.h"
 #include "support/redis_test_server.h"
 
 namespace stas::coordinator {
@@ -33,10 +34,10 @@ RedisOptions OptionsFor(const testing::RedisTestServer& server) {
   return o;
 }
 
-#define REQUIRE_REDIS(server)                                                 \
-  if (!STAS_HAVE_REDIS) GTEST_SKIP() << "built without Redis";              \
-  else if (!(server).available()) GTEST_SKIP() << "redis-server is not installed"; \
-  else (void)0
+// Skips without Redis, or fails when STAS_REQUIRE_REDIS is set (CI).
+#define REQUIRE_REDIS(server)                                  \
+  STAS_NEEDS_REDIS(STAS_HAVE_REDIS, "built without Redis");    \
+  STAS_NEEDS_REDIS((server).available(), "redis-server is not installed")
 
 class RedisQueueTest : public ::testing::Test {
  protected:
@@ -304,7 +305,7 @@ TEST_F(RedisQueueTest, CancelListAndDelete) {
 // ------------------------------------------------------------------------ connection failure paths
 
 TEST(RedisClientTest, AnUnreachableServerIsUnavailableNotACrash) {
-  if (!STAS_HAVE_REDIS) GTEST_SKIP() << "built without Redis";
+  STAS_NEEDS_REDIS(STAS_HAVE_REDIS, "built without Redis");
   RedisOptions o;
   o.port = testing::FreeLoopbackPort();
   o.backoff_initial_ms = 500;

@@ -1,4 +1,4 @@
-// Bad input through `stas submit` and the HTTP API (DESIGN.md section 8): each case gets a clear error
+// Bad input through `stas submit` and the HTTP API (docs/DESIGN.md#bad-input): each case gets a clear error
 // and queues nothing. Prints "BADINPUT <channel> <case>: <message>" lines for docs/RELIABILITY.md.
 #include <gtest/gtest.h>
 

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "common/json.h"
+#include "support/optional_dependency.h"
 #include "support/redis_test_server.h"
 #include "support/run_command.h"
 #include "support/temp_dir.h"
@@ -194,8 +195,8 @@ class FakeWorker {
 class CoordinatorServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!STAS_HAVE_REDIS) GTEST_SKIP() << "built without Redis";
-    if (!redis_.available()) GTEST_SKIP() << "redis-server is not installed";
+    STAS_NEEDS_REDIS(STAS_HAVE_REDIS, "built without Redis");
+    STAS_NEEDS_REDIS(redis_.available(), "redis-server is not installed");
   }
 
   std::vector<std::string> Args(const std::vector<std::string>& extra = {}) {

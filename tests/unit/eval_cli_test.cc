@@ -7,6 +7,7 @@
 
 #include "common/json.h"
 #include "storage/mp4_writer.h"
+#include "support/optional_dependency.h"
 #include "support/run_command.h"
 #include "support/temp_dir.h"
 
@@ -27,7 +28,7 @@ std::string WriteCutVideo(const testing::TempDir& dir, const std::string& name) 
 }
 
 TEST(EvalCommand, PrintsAPairTableAndAChunkSummary) {
-  if (!storage::HaveFfmpeg()) GTEST_SKIP() << "built without FFmpeg";
+  STAS_NEEDS_FFMPEG(storage::HaveFfmpeg(), "built without FFmpeg");
   testing::TempDir dir;
   const std::string video = WriteCutVideo(dir, "cut.mp4");
   auto r = testing::RunCommand(Stas("eval " + video));
@@ -39,7 +40,7 @@ TEST(EvalCommand, PrintsAPairTableAndAChunkSummary) {
 }
 
 TEST(EvalCommand, JsonForVideosAndForADatasetFolder) {
-  if (!storage::HaveFfmpeg()) GTEST_SKIP() << "built without FFmpeg";
+  STAS_NEEDS_FFMPEG(storage::HaveFfmpeg(), "built without FFmpeg");
   testing::TempDir dir;
   WriteCutVideo(dir, "a.mp4");
   std::filesystem::create_directories(dir.File("set/sub"));
@@ -77,7 +78,10 @@ TEST(EvalCommand, BadInputsExitTwoWithAClearMessage) {
   auto empty = testing::RunCommand(Stas("eval --dataset " + dir.path()));
   EXPECT_EQ(empty.exit_code, 2);
   EXPECT_NE(empty.output.find("no .mp4 files"), std::string::npos) << empty.output;
-  if (!storage::HaveFfmpeg()) return;
+  if (!storage::HaveFfmpeg()) {  // the rest needs videos
+    EXPECT_FALSE(testing::DependencyRequired("STAS_REQUIRE_FFMPEG")) << "built without FFmpeg";
+    return;
+  }
   auto text = testing::RunCommand(Stas("eval " + dir.Write("fake.mp4", "hello")));
   EXPECT_EQ(text.exit_code, 2);
   EXPECT_NE(text.output.find("fake.mp4 is not a video"), std::string::npos) << text.output;
@@ -90,7 +94,7 @@ TEST(EvalCommand, BadInputsExitTwoWithAClearMessage) {
 }
 
 TEST(RenderSuiteCommand, NamesVideosAsVBenchExpects) {
-  if (!storage::HaveFfmpeg()) GTEST_SKIP() << "built without FFmpeg";
+  STAS_NEEDS_FFMPEG(storage::HaveFfmpeg(), "built without FFmpeg");
   testing::TempDir dir;
   const std::string prompts = dir.Write("suite.txt", "a red fox\n\na blue bird\n");
   const std::string out = dir.File("suite");

@@ -10,6 +10,7 @@
 #include "eval/paired_stats.h"
 #include "eval/video_metrics.h"
 #include "storage/mp4_writer.h"
+#include "support/optional_dependency.h"
 #include "support/temp_dir.h"
 
 namespace stas::eval {
@@ -150,7 +151,7 @@ TEST(EvalMetrics, FlickerEveryFourthFrameLandsOnTheCrossChunkPairs) {
 }
 
 TEST(EvalMp4, RoundTripThroughTheStorageWriterKeepsTheCut) {
-  if (!storage::HaveFfmpeg()) GTEST_SKIP() << "built without FFmpeg";
+  STAS_NEEDS_FFMPEG(storage::HaveFfmpeg(), "built without FFmpeg");
   testing::TempDir dir;
   const std::string path = dir.File("cut.mp4");
   ASSERT_TRUE(storage::WriteMp4(path, CutVideo(17, 9), storage::Mp4Options{}).ok());
@@ -180,7 +181,7 @@ TEST(EvalMp4, RoundTripThroughTheStorageWriterKeepsTheCut) {
 }
 
 TEST(EvalMp4, AStaticMp4StaysNearlyStatic) {
-  if (!storage::HaveFfmpeg()) GTEST_SKIP() << "built without FFmpeg";
+  STAS_NEEDS_FFMPEG(storage::HaveFfmpeg(), "built without FFmpeg");
   testing::TempDir dir;
   ASSERT_TRUE(storage::WriteMp4(dir.File("s.mp4"), Repeat(Picture(9), 9), storage::Mp4Options{}).ok());
   auto m = EvaluateVideoFile(dir.File("s.mp4"), MetricOptions{});

@@ -10,6 +10,7 @@
 #include "common/json.h"
 #include "storage/manifest.h"
 #include "storage/mp4_writer.h"
+#include "support/optional_dependency.h"
 #include "support/run_command.h"
 #include "support/temp_dir.h"
 
@@ -48,8 +49,7 @@ Probe ProbeVideo(const std::string& file) {
   return p;
 }
 
-#define SKIP_WITHOUT_FFMPEG() \
-  if (!storage::HaveFfmpeg()) GTEST_SKIP() << "built without FFmpeg"
+#define SKIP_WITHOUT_FFMPEG() STAS_NEEDS_FFMPEG(storage::HaveFfmpeg(), "built without FFmpeg")
 
 TEST(RenderCommand, TinyModelWritesTheRequestedVideoAndItsManifest) {
   SKIP_WITHOUT_FFMPEG();

@@ -1,4 +1,4 @@
-// RenderSpec: every bad input of DESIGN.md section 8 is refused with a clear message, and job ids are
+// RenderSpec: every bad input of docs/DESIGN.md#bad-input is refused with a clear message, and job ids are
 // stable content hashes (re-submitting the same job yields the same id).
 #include <gtest/gtest.h>
 

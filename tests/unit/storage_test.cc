@@ -13,6 +13,7 @@
 #include "storage/manifest.h"
 #include "storage/mp4_writer.h"
 #include "storage/output_layout.h"
+#include "support/optional_dependency.h"
 #include "support/run_command.h"
 #include "support/temp_dir.h"
 
@@ -72,8 +73,7 @@ Mp4Options Opts(int width, int height, int fps) {
   return o;
 }
 
-#define SKIP_WITHOUT_FFMPEG() \
-  if (!HaveFfmpeg()) GTEST_SKIP() << "built without FFmpeg"
+#define SKIP_WITHOUT_FFMPEG() STAS_NEEDS_FFMPEG(HaveFfmpeg(), "built without FFmpeg")
 
 TEST(Mp4Writer, WritesAVideoFfprobeReadsWithTheRequestedFramesSizeAndFps) {
   SKIP_WITHOUT_FFMPEG();
