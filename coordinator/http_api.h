@@ -2,7 +2,8 @@
 // parsing, validation and error codes are testable without sockets (server.h adapts it to Beast).
 //
 // Native API:       POST /jobs, GET /jobs, GET /jobs/{id}, DELETE /jobs/{id}, GET /jobs/{id}/video,
-//                   GET /workers, GET /stats, GET /metrics, GET /healthz, GET / (status page)
+//                   POST /jobs/lookup, GET /counts, GET /workers, GET /stats, GET /metrics,
+//                   GET /healthz, GET / (status page)
 // OpenAI-compatible: POST /v1/videos, GET /v1/videos, GET /v1/videos/{id},
 //                   GET /v1/videos/{id}/content, DELETE /v1/videos/{id}
 // docs/API.md documents every endpoint. Errors are JSON: native {"error": message, "field": name?},
@@ -80,6 +81,10 @@ class HttpApi {
   HttpResponse PostJobs(const HttpRequest& request);
   HttpResponse ListJobs(const std::map<std::string, std::string>& query);
   HttpResponse GetJob(const std::string& id);
+  HttpResponse LookupJobs(const HttpRequest& request);
+  HttpResponse Counts(const std::map<std::string, std::string>& query);
+  // {queue: {depth, served}} and the names of queues with jobs that no connected group serves.
+  Result<std::pair<Json, Json>> QueuesJson();
   HttpResponse CancelJob(const std::string& id);
   HttpResponse JobVideo(const std::string& id, bool openai);
   HttpResponse Workers();
