@@ -125,12 +125,19 @@ int RunCoordinator(const CoordinatorFlags& f) {
   api_options.max_body_bytes = f.max_body_bytes;
   api_options.default_model = f.default_model;
   HttpApi api(&queue, &dispatcher, DefaultClock(), api_options);
+  // Batch submissions run on a worker thread with a Redis connection of their own, so the event loop
+  // (health checks, heartbeats, dispatch) never waits behind them.
+  auto bulk_client = std::make_shared<RedisClient>(*redis_options);
+  RedisJobStore bulk_store(bulk_client);
+  JobQueue bulk_queue(&bulk_store, DefaultClock(), queue_options);
+  HttpApi bulk_api(&bulk_queue, nullptr, DefaultClock(), api_options);
 
   ServerOptions server_options;
   server_options.listen_host = listen->host;
   server_options.listen_port = listen->port;
   server_options.http_host = http->host;
   server_options.http_port = http->port;
+  server_options.offload_api = &bulk_api;
   server_options.max_body_bytes = f.max_body_bytes;
   CoordinatorServer server(&dispatcher, &api, server_options);
   Status started = server.Start();

@@ -325,6 +325,16 @@ HttpResponse HttpApi::Handle(const HttpRequest& request) {
   }
 }
 
+bool HttpApi::ShouldOffload(const HttpRequest& request) const {
+  return request.method == "POST" && request.body.size() > (16u << 10) &&
+         request.target.substr(0, request.target.find('?')) == "/jobs";
+}
+
+HttpResponse HttpApi::HandleOffLoop(const HttpRequest& request, std::vector<std::string> served_models) {
+  served_models_ = std::move(served_models);
+  return Handle(request);
+}
+
 HttpResponse HttpApi::Route(const HttpRequest& req) {
   const size_t q = req.target.find('?');
   const std::string path = req.target.substr(0, q);
@@ -421,7 +431,7 @@ HttpResponse HttpApi::Route(const HttpRequest& req) {
 // ------------------------------------------------------------------------------------ native: jobs
 
 Status HttpApi::CheckModel(const worker::RenderSpec& spec, worker::ModelFamily* family) {
-  const auto served = dispatcher_ ? dispatcher_->ServedModels() : std::vector<std::string>();
+  const auto served = dispatcher_ ? dispatcher_->ServedModels() : served_models_;
   STAS_ASSIGN_OR_RETURN(worker::ModelFamily f, ResolveModelFamily(spec.model, served));
   STAS_RETURN_IF_ERROR(spec.ValidateFor(f));
   if (family) *family = f;
@@ -455,15 +465,25 @@ HttpResponse HttpApi::PostJobs(const HttpRequest& req) {
   } else {
     items.push_back(body);
   }
-  // Validate everything first: bad input changes nothing.
+  // Validate everything first: bad input changes nothing. Each distinct model is resolved once per
+  // request (a checkpoint folder's model_index.json is read once, not once per job).
+  const auto served = dispatcher_ ? dispatcher_->ServedModels() : served_models_;
+  std::map<std::string, Result<worker::ModelFamily>> families;
   std::vector<worker::RenderSpec> specs;
+  specs.reserve(items.size());
   for (size_t i = 0; i < items.size(); ++i) {
     const std::string where = batch ? "jobs[" + std::to_string(i) + "]" : "";
     Json item = items[i];
     if (batch && item.is_object() && !batch_dataset.empty() && (!item.contains("dataset") || item["dataset"].is_null()))
       item["dataset"] = batch_dataset;
     auto spec = worker::RenderSpec::FromJson(item);
-    Status st = spec.ok() ? CheckModel(*spec, nullptr) : spec.status();
+    Status st = spec.status();
+    if (spec.ok()) {
+      auto family = families.find(spec->model);
+      if (family == families.end())
+        family = families.emplace(spec->model, ResolveModelFamily(spec->model, served)).first;
+      st = family->second.ok() ? spec->ValidateFor(*family->second) : family->second.status();
+    }
     if (!st.ok()) {
       const std::string field = GuessField(st.message());
       HttpResponse r = NativeError(400, (where.empty() ? "" : where + ": ") + st.message(),

@@ -13,7 +13,7 @@
 //
 // When a token is configured, every path except "/" (static page) and "/healthz" needs
 // "Authorization: Bearer <token>".
-// Thread-safety: none; call from the thread that owns the dispatcher.
+// Thread-safety: none; call from the thread that owns the dispatcher (HandleOffLoop: see there).
 #pragma once
 
 #include <cstddef>
@@ -74,6 +74,14 @@ class HttpApi {
   // Never throws.
   HttpResponse Handle(const HttpRequest& request);
 
+  // Whether `request` may keep a thread busy for long (a POST /jobs body over 16 KiB: a batch): the
+  // server then runs it with HandleOffLoop on another thread. Cheap; no I/O.
+  bool ShouldOffload(const HttpRequest& request) const;
+  // Handle() for an instance built for a worker thread (no dispatcher, a JobQueue on its own Redis
+  // connection): `served_models` (captured on the loop) stand in for the dispatcher's. Calls must not
+  // overlap (one worker thread).
+  HttpResponse HandleOffLoop(const HttpRequest& request, std::vector<std::string> served_models);
+
   const HttpApiOptions& options() const { return options_; }
 
  private:
@@ -106,6 +114,7 @@ class HttpApi {
   Dispatcher* dispatcher_;
   const Clock* clock_;
   HttpApiOptions options_;
+  std::vector<std::string> served_models_;  // HandleOffLoop's stand-in for the dispatcher's list
 };
 
 }  // namespace stas::coordinator

@@ -4,6 +4,7 @@
 
 #include "common/json.h"
 #include "common/log.h"
+#include "worker/render_spec.h"
 
 namespace stas::coordinator {
 
@@ -244,6 +245,8 @@ std::map<std::string, std::string> FlatToMap(const RedisValue& v) {
   return out;
 }
 
+std::string ExpandSpec(const std::string& stored, const JobRecord& r);
+
 Result<std::optional<JobRecord>> RecordFromFlat(const std::string& id, const RedisValue& v) {
   if (!v.is_array()) return Internal("redis: expected a hash reply for job " + id);
   if (v.elements.empty()) return std::optional<JobRecord>();
@@ -253,7 +256,36 @@ Result<std::optional<JobRecord>> RecordFromFlat(const std::string& id, const Red
     if (it != LongNames().end()) fields[it->second] = value;
   }
   STAS_ASSIGN_OR_RETURN(JobRecord r, JobRecord::FromFields(id, fields));
+  if (!r.spec.empty()) r.spec = ExpandSpec(r.spec, r);
   return std::optional<JobRecord>(std::move(r));
+}
+
+// A stored spec leaves out what the record holds anyway (model, dataset, priority) and every field at
+// its default (nulls, empty strings, a disabled default steering block): about 100 bytes instead of
+// 500 for a plain prompt. ExpandSpec restores the RenderSpec::ToJson form the queue wrote.
+std::string CompactSpec(const std::string& spec) {
+  auto parsed = ParseJson(spec, "spec");
+  if (!parsed.ok() || !parsed->is_object()) return spec;
+  static const Json kDefaultStas = worker::RenderSpec().stas.ToJson();
+  Json out = Json::object();
+  for (auto it = parsed->begin(); it != parsed->end(); ++it) {
+    const std::string& k = it.key();
+    if (k == "model" || k == "dataset" || k == "priority" || it->is_null()) continue;
+    if (it->is_string() && it->get<std::string>().empty()) continue;
+    if (k == "stas" && *it == kDefaultStas) continue;
+    out[k] = *it;
+  }
+  return out.dump();
+}
+
+std::string ExpandSpec(const std::string& stored, const JobRecord& r) {
+  auto parsed = ParseJson(stored, "spec");
+  if (!parsed.ok() || !parsed->is_object() || parsed->contains("model")) return stored;  // not compacted
+  (*parsed)["model"] = r.model;
+  (*parsed)["dataset"] = r.dataset;
+  (*parsed)["priority"] = r.priority;
+  auto spec = worker::RenderSpec::FromJson(*parsed);
+  return spec.ok() ? spec->ToJson().dump() : stored;
 }
 
 // The transition as the script reads it (short field names; empty and zero values deleted).
@@ -276,7 +308,7 @@ Json TransitionJson(const Transition& t) {
     if (v.empty() || (v == "0" && IsNumericField(k)))
       del.push_back(it->second);
     else
-      set[it->second] = v;
+      set[it->second] = k == "spec" ? CompactSpec(v) : v;
   }
   for (const auto& k : t.clear) {
     auto it = ShortNames().find(k);

@@ -346,6 +346,21 @@ TEST_F(HttpApiTest, CountsLookupAndCursorPages) {
   EXPECT_EQ(asc["data"][0]["id"], rest["data"].back()["id"]);
 }
 
+TEST_F(HttpApiTest, BigBatchesRunOffTheLoopWithTheServedModelsOfTheLoop) {
+  HttpRequest big{"POST", "/jobs", {}, std::string(20 << 10, ' ') + "{}"};
+  EXPECT_TRUE(api_->ShouldOffload(big));
+  EXPECT_FALSE(api_->ShouldOffload({"POST", "/jobs", {}, "{}"})) << "single jobs stay on the loop";
+  EXPECT_FALSE(api_->ShouldOffload({"GET", "/jobs", {}, std::string(20 << 10, ' ')}));
+  EXPECT_FALSE(api_->ShouldOffload({"POST", "/v1/videos", {}, std::string(20 << 10, ' ')}));
+  // The worker thread's instance has no dispatcher: the served models come with the request.
+  HttpApi bulk(&queue_, nullptr, &clock_, HttpApiOptions{});
+  const std::string batch = R"({"jobs":[{"prompt":"x","model":"my-own-model"}]})";
+  HttpRequest r{"POST", "/jobs", {}, batch};
+  EXPECT_EQ(bulk.HandleOffLoop(r, {}).status, 400) << "no group serves that model";
+  auto ok = bulk.HandleOffLoop(r, {"/models/my-own-model"});
+  EXPECT_EQ(ok.status, 201) << ok.body;
+}
+
 // ------------------------------------------------------------------------------------------- OpenAI
 
 TEST_F(HttpApiTest, OpenAiCreateConvertsSizeAndSecondsIntoTheSpec) {
