@@ -228,7 +228,8 @@ class LoadTest {
         Fail("POST /jobs failed: " + (r.ok() ? r->body.substr(0, 300) : r.status().message()));
         return false;
       }
-      for (const auto& id : Json::parse(r->body)["ids"]) ids->push_back(id);
+      const Json reply = Json::parse(r->body);
+      for (const auto& id : reply["ids"]) ids->push_back(id);
     }
     return true;
   }
