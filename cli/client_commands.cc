@@ -304,22 +304,108 @@ struct WatchFlags {
   double timeout_s = 0;  // 0 = no limit
 };
 
-// Every unfinished job on the server (or of one dataset), for `stas watch` without ids.
-Result<std::vector<std::string>> UnfinishedJobs(HttpClient& client, const std::string& dataset) {
-  std::vector<std::string> ids;
-  for (const char* state : {"running", "queued"}) {
-    for (int64_t offset = 0;; offset += 1000) {
-      std::string query = std::string("/jobs?limit=1000&state=") + state + "&offset=" + std::to_string(offset);
-      if (!dataset.empty()) query += "&dataset=" + UrlEncode(dataset);
-      STAS_ASSIGN_OR_RETURN(HttpResponse response, client.Get(query));
-      if (!response.ok()) return Unavailable(ApiErrorMessage(response));
-      STAS_ASSIGN_OR_RETURN(Json body, JsonBody(response, "GET /jobs"));
-      const Json jobs = body.value("jobs", Json::array());
-      for (const auto& j : jobs) ids.push_back(StringOr(j, "id"));
-      if (jobs.size() < 1000) break;
+// Says once that the coordinator stopped answering, and once that it is back. A coordinator that is
+// restarting is waited for, not given up on.
+class Reachability {
+ public:
+  // Returns false (after warning once) when the response says the coordinator is not answering.
+  bool Note(const Result<HttpResponse>& response, int* drawn_lines) {
+    if (!response.ok() || response->status >= 500) {
+      if (!warned_) {
+        std::cerr << "stas watch: coordinator not answering ("
+                  << (response.ok() ? ApiErrorMessage(*response) : response.status().message()) << "); waiting for it\n";
+        warned_ = true;
+        *drawn_lines = 0;
+      }
+      return false;
     }
+    if (warned_) {
+      std::cerr << "stas watch: coordinator is back after "
+                << std::lround(std::chrono::duration<double>(Clock::now() - last_contact_).count()) << " s\n";
+      warned_ = false;
+      *drawn_lines = 0;
+    }
+    last_contact_ = Clock::now();
+    return true;
   }
-  return ids;
+  bool warned() const { return warned_; }
+
+ private:
+  bool warned_ = false;
+  Clock::time_point last_contact_ = Clock::now();
+};
+
+// `stas watch` without job ids: the counts of the whole queue (or one dataset), one request per poll
+// (GET /counts), plus the running jobs' progress bars on a terminal. Ends when nothing is queued or
+// running; exit 1 when jobs failed, died or were cancelled while it watched.
+int WatchCounts(HttpClient& client, const WatchFlags& flags) {
+  const std::string cmd = "watch";
+  const std::string scope = flags.dataset.empty() ? "" : "dataset=" + UrlEncode(flags.dataset);
+  const bool tty = ::isatty(STDERR_FILENO);
+  const auto start = Clock::now();
+  Reachability reach;
+  int drawn_lines = 0;
+  int64_t failed_at_start = -1;
+  std::string last_line;
+  while (true) {
+    auto response = client.Get("/counts" + (scope.empty() ? "" : "?" + scope));
+    if (response.ok() && response->status == 404)
+      return Fail(cmd, "the coordinator has no /counts endpoint (it is older than this client)");
+    if (reach.Note(response, &drawn_lines)) {
+      if (!response->ok()) return Fail(cmd, ApiErrorMessage(*response));
+      auto parsed = JsonBody(*response, "GET /counts");
+      if (!parsed.ok()) return Fail(cmd, parsed.status().message());
+      const Json& body = *parsed;
+      const Json counts = body.value("counts", Json::object());
+      auto n = [&](const char* state) { return counts.value(state, int64_t{0}); };
+      const int64_t failed = n("failed") + n("dead") + n("cancelled");
+      if (failed_at_start < 0) {
+        failed_at_start = failed;
+        if (n("queued") + n("running") == 0) {
+          std::cerr << "stas watch: no queued or running jobs\n";
+          return 0;
+        }
+      }
+      const int64_t total = body.value("total", int64_t{0});
+      const int64_t finished = body.value("finished", int64_t{0});
+      std::ostringstream line;
+      line << (flags.dataset.empty() ? "" : flags.dataset + ": ") << n("done") << " done, " << failed
+           << " failed, " << n("running") << " running, " << n("queued") << " queued of " << total;
+      if (tty) {
+        std::ostringstream frame;
+        for (int i = 0; i < drawn_lines; ++i) frame << "\x1b[1A\x1b[2K";
+        int lines = 0;
+        auto running = client.Get("/jobs?state=running&limit=10" + (scope.empty() ? "" : "&" + scope));
+        if (running.ok() && running->ok()) {
+          if (auto r = JsonBody(*running, "GET /jobs"); r.ok()) {
+            for (const auto& j : r->value("jobs", Json::array())) {
+              const JobView v = ViewOf(j);
+              const double fraction = v.steps > 0 ? static_cast<double>(v.step) / v.steps : 0.0;
+              frame << "\r" << v.id.substr(0, 12) << " " << Bar(fraction, 30) << " " << std::setw(9)
+                    << ProgressText(v) << " " << Shorten(v.stage, 12) << " " << Shorten(v.prompt, 40) << "\n";
+              ++lines;
+            }
+          }
+        }
+        frame << "\r" << Bar(total > 0 ? static_cast<double>(finished) / total : 0.0, 30) << " " << line.str()
+              << "\n";
+        std::cerr << frame.str() << std::flush;
+        drawn_lines = lines + 1;
+      } else if (line.str() != last_line) {
+        std::cerr << line.str() << "\n";
+      }
+      last_line = line.str();
+      if (n("queued") + n("running") == 0) {
+        std::cout << last_line << "\n";
+        return failed > failed_at_start ? 1 : 0;
+      }
+    }
+    if (flags.timeout_s > 0 && std::chrono::duration<double>(Clock::now() - start).count() > flags.timeout_s) {
+      std::cerr << "stas watch: gave up after " << flags.timeout_s << " s: " << last_line << "\n";
+      return 2;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(static_cast<int>(flags.interval_s * 1000)));
+  }
 }
 
 int Watch(const WatchFlags& flags) {
@@ -330,59 +416,49 @@ int Watch(const WatchFlags& flags) {
   std::set<std::string> seen;
   for (const auto& id : flags.job_ids)
     if (seen.insert(id).second) ids.push_back(id);  // a dataset with duplicates lists an id twice
-  if (ids.empty()) {
-    auto all = UnfinishedJobs(**client, flags.dataset);
-    if (!all.ok()) return Fail(cmd, all.status().message());
-    ids = *all;
-    if (ids.empty()) {
-      std::cerr << "stas watch: no queued or running jobs\n";
-      return 0;
-    }
-  }
+  if (ids.empty()) return WatchCounts(**client, flags);
   const bool tty = ::isatty(STDERR_FILENO);
   std::map<std::string, JobView> jobs;
   for (const auto& id : ids) jobs[id].id = id;
   const auto start = Clock::now();
-  auto last_contact = Clock::now();
-  bool warned_unreachable = false;
+  Reachability reach;
   int drawn_lines = 0;
   while (true) {
-    // Poll the unfinished jobs. A coordinator that is restarting is waited for, not given up on.
-    for (const auto& id : ids) {
-      JobView& v = jobs[id];
-      if (IsTerminal(v.state)) continue;
-      auto response = (*client)->Get("/jobs/" + UrlEncode(id));
-      if (!response.ok() || response->status >= 500) {
-        if (!warned_unreachable) {
-          std::cerr << "stas watch: coordinator not answering ("
-                    << (response.ok() ? ApiErrorMessage(*response) : response.status().message())
-                    << "); waiting for it\n";
-          warned_unreachable = true;
-          drawn_lines = 0;
-        }
-        break;
-      }
-      if (warned_unreachable) {
-        std::cerr << "stas watch: coordinator is back after "
-                  << std::lround(std::chrono::duration<double>(Clock::now() - last_contact).count()) << " s\n";
-        warned_unreachable = false;
-        drawn_lines = 0;
-      }
-      last_contact = Clock::now();
-      const std::string before = v.state;
-      if (response->status == 404) {
+    // One request per poll (per 10,000 unfinished jobs): POST /jobs/lookup with their ids.
+    std::vector<std::string> unfinished;
+    for (const auto& id : ids)
+      if (!IsTerminal(jobs[id].state)) unfinished.push_back(id);
+    for (size_t at = 0; at < unfinished.size(); at += 10000) {
+      Json request = {{"ids", Json::array()}};
+      for (size_t i = at; i < std::min(unfinished.size(), at + 10000); ++i) request["ids"].push_back(unfinished[i]);
+      auto response = (*client)->Post("/jobs/lookup", request.dump());
+      if (!reach.Note(response, &drawn_lines)) break;
+      if (response->status == 404 || response->status == 405)
+        return Fail(cmd, "the coordinator has no POST /jobs/lookup (it is older than this client)");
+      if (!response->ok()) return Fail(cmd, ApiErrorMessage(*response));
+      auto body = JsonBody(*response, "POST /jobs/lookup");
+      if (!body.ok()) return Fail(cmd, body.status().message());
+      std::vector<JobView> changed;
+      for (const auto& j : body->value("jobs", Json::array())) changed.push_back(ViewOf(j));
+      for (const auto& m : body->value("missing", Json::array())) {
+        JobView v;
+        v.id = m.get<std::string>();
         v.state = "unknown";
-        v.error = ApiErrorMessage(*response);
-      } else if (!response->ok()) {
-        v.error = ApiErrorMessage(*response);
-      } else if (auto body = JsonBody(*response, "GET /jobs/" + id); body.ok()) {
-        v = ViewOf(*body);
+        v.error = "no job '" + v.id + "'";
+        changed.push_back(v);
       }
-      if (!tty && v.state != before && v.state != "?") {
-        std::cerr << id << " " << v.state;
-        if (v.state == "done") std::cerr << " " << v.output;
-        if ((v.state == "failed" || v.state == "dead" || v.state == "unknown") && !v.error.empty()) std::cerr << " " << v.error;
-        std::cerr << "\n";
+      for (auto& v : changed) {
+        JobView& current = jobs[v.id];
+        const std::string before = current.state;
+        current = std::move(v);
+        if (!tty && current.state != before && current.state != "?") {
+          std::cerr << current.id << " " << current.state;
+          if (current.state == "done") std::cerr << " " << current.output;
+          if ((current.state == "failed" || current.state == "dead" || current.state == "unknown") &&
+              !current.error.empty())
+            std::cerr << " " << current.error;
+          std::cerr << "\n";
+        }
       }
     }
     int done = 0, failed = 0, running = 0, queued = 0, finished = 0;
@@ -393,7 +469,7 @@ int Watch(const WatchFlags& flags) {
       queued += v.state == "queued";
       finished += IsTerminal(v.state) || v.state == "unknown";
     }
-    if (tty && !warned_unreachable) {
+    if (tty && !reach.warned()) {
       // Redraw in place: move up over the last frame, then one line per running job (at most 10).
       std::ostringstream frame;
       for (int i = 0; i < drawn_lines; ++i) frame << "\x1b[1A\x1b[2K";
@@ -417,9 +493,7 @@ int Watch(const WatchFlags& flags) {
                 << " jobs unfinished\n";
       return 2;
     }
-    // Polling every job each round costs one request per unfinished job: slow down for big sets.
-    const double pause = std::max(flags.interval_s, static_cast<double>(jobs.size() - finished) / 500.0);
-    std::this_thread::sleep_for(std::chrono::milliseconds(static_cast<int>(pause * 1000)));
+    std::this_thread::sleep_for(std::chrono::milliseconds(static_cast<int>(flags.interval_s * 1000)));
   }
   // The outcome, one line per job on stdout (for scripts): id, state, output or error.
   int not_done = 0;
@@ -495,8 +569,8 @@ void RegisterClientCommands(CLI::App& app) {
                                "all are done",
                                [flags] { return Watch(*flags); });
     AddServerFlags(cmd, &flags->server);
-    cmd->add_option("JOB_ID", flags->job_ids, "jobs to watch (default: every queued or running job)");
-    cmd->add_option("--dataset", flags->dataset, "without JOB_IDs: watch this dataset's unfinished jobs");
+    cmd->add_option("JOB_ID", flags->job_ids, "jobs to watch (default: the counts of the whole queue)");
+    cmd->add_option("--dataset", flags->dataset, "without JOB_IDs: follow this dataset's counts until nothing is queued or running");
     cmd->add_option("--interval", flags->interval_s, "seconds between polls")->check(CLI::PositiveNumber);
     cmd->add_option("--timeout", flags->timeout_s, "give up (exit code 2) after this many seconds; 0 = never");
   }

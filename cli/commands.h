@@ -26,6 +26,7 @@ void RegisterWorker(CLI::App& app);
 void RegisterAnalyze(CLI::App& app);  // MA analysis and STAS channel calibration
 void RegisterEval(CLI::App& app);     // temporal-consistency metrics of videos
 void RegisterAb(CLI::App& app);       // ab (STAS on/off comparison + report) and render-suite (VBench naming)
+void RegisterLoadTest(CLI::App& app);  // loadtest: control-plane load test of a running coordinator
 
 // The metric flags shared by `stas eval` and `stas ab` (--temporal-compression, --dino, --clip, ...).
 void AddEvalFlags(CLI::App* command, eval::EvalSettings* settings);

@@ -33,7 +33,6 @@ struct CoordinatorFlags {
   int64_t backoff_ms = 5000;
   int64_t backoff_max_ms = 300000;
   std::string token;
-  std::string consumer = "coordinator";
   std::string default_model = "tiny";
   size_t max_body_bytes = 8u << 20;
 };
@@ -118,7 +117,6 @@ int RunCoordinator(const CoordinatorFlags& f) {
   dispatcher_options.storage = storage;
   dispatcher_options.heartbeat_ms = f.heartbeat_ms;
   dispatcher_options.token = token;
-  dispatcher_options.consumer = f.consumer;
   Dispatcher dispatcher(&queue, DefaultClock(), dispatcher_options);
 
   HttpApiOptions api_options;
@@ -127,12 +125,19 @@ int RunCoordinator(const CoordinatorFlags& f) {
   api_options.max_body_bytes = f.max_body_bytes;
   api_options.default_model = f.default_model;
   HttpApi api(&queue, &dispatcher, DefaultClock(), api_options);
+  // Batch submissions run on a worker thread with a Redis connection of their own, so the event loop
+  // (health checks, heartbeats, dispatch) never waits behind them.
+  auto bulk_client = std::make_shared<RedisClient>(*redis_options);
+  RedisJobStore bulk_store(bulk_client);
+  JobQueue bulk_queue(&bulk_store, DefaultClock(), queue_options);
+  HttpApi bulk_api(&bulk_queue, nullptr, DefaultClock(), api_options);
 
   ServerOptions server_options;
   server_options.listen_host = listen->host;
   server_options.listen_port = listen->port;
   server_options.http_host = http->host;
   server_options.http_port = http->port;
+  server_options.offload_api = &bulk_api;
   server_options.max_body_bytes = f.max_body_bytes;
   CoordinatorServer server(&dispatcher, &api, server_options);
   Status started = server.Start();
@@ -179,8 +184,6 @@ void RegisterCoordinator(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::Range(int64_t{0}, int64_t{86'400'000}));
   cmd->add_option("--token", flags.token, "Bearer token for HTTP and workers (or STAS_TOKEN); required off loopback");
-  cmd->add_option("--consumer", flags.consumer, "Stream consumer name; keep it stable across restarts")
-      ->capture_default_str();
   cmd->add_option("--default-model", flags.default_model, "Model of POST /v1/videos requests without one")
       ->capture_default_str();
   cmd->add_option("--max-body-bytes", flags.max_body_bytes, "Largest HTTP request body (413 above)")

@@ -39,6 +39,7 @@ int main(int argc, char** argv) {
   stas::cli::RegisterAnalyze(app);
   stas::cli::RegisterEval(app);
   stas::cli::RegisterAb(app);
+  stas::cli::RegisterLoadTest(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

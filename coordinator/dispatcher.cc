@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <set>
 
 #include "common/log.h"
 #include "coordinator/auth.h"
@@ -14,13 +15,6 @@ std::string BaseName(std::string path) {
   while (path.size() > 1 && path.back() == '/') path.pop_back();
   const size_t slash = path.rfind('/');
   return slash == std::string::npos ? path : path.substr(slash + 1);
-}
-
-std::pair<uint64_t, uint64_t> SplitEntry(const std::string& id) {
-  const size_t dash = id.find('-');
-  if (dash == std::string::npos) return {std::strtoull(id.c_str(), nullptr, 10), 0};
-  return {std::strtoull(id.substr(0, dash).c_str(), nullptr, 10),
-          std::strtoull(id.substr(dash + 1).c_str(), nullptr, 10)};
 }
 
 // Field accessors that never throw: nullopt when missing or of another type.
@@ -52,7 +46,6 @@ Dispatcher::Dispatcher(JobQueue* queue, const Clock* clock, DispatcherOptions op
   if (options_.heartbeat_ms <= 0) options_.heartbeat_ms = std::max<int64_t>(50, queue->options().lease_ms / 5);
   if (options_.reap_interval_ms <= 0)
     options_.reap_interval_ms = std::clamp<int64_t>(queue->options().lease_ms / 4, 10, 1000);
-  if (options_.intake_limit < 1) options_.intake_limit = 1;
 }
 
 void Dispatcher::NoteStore(const Status& status) {
@@ -279,101 +272,49 @@ void Dispatcher::RetryPendingResults() {
   }
 }
 
-// --------------------------------------------------------------------------------------- tickets
-
-void Dispatcher::Buffer(const std::vector<QueuedTicket>& tickets) {
-  for (const auto& t : tickets) {
-    if (buffered_entries_.count(t.ticket.entry_id)) continue;
-    const auto [ms, seq] = SplitEntry(t.ticket.entry_id);
-    buffer_[BufferKey{-t.priority, ms, seq}] = t;
-    buffered_entries_.insert(t.ticket.entry_id);
-  }
-}
+// -------------------------------------------------------------------------------------- dispatch
 
 void Dispatcher::Recover() {
-  std::string after = "0";
-  int recovered = 0;
-  while (true) {
-    auto tickets = queue_->store().ReadPendingTickets(options_.consumer, after, 500);
-    NoteStore(tickets.ok() ? Status::Ok() : tickets.status());
-    if (!tickets.ok()) return;  // try again next tick
-    if (tickets->empty()) break;
-    after = tickets->back().entry_id;
-    auto queued = queue_->Classify(*tickets);
-    NoteStore(queued.ok() ? Status::Ok() : queued.status());
-    if (!queued.ok()) return;
-    recovered += static_cast<int>(queued->size());
-    Buffer(*queued);
-  }
-  if (recovered > 0) STAS_LOG_INFO("recovered {} queued tickets from the pending list of '{}'", recovered, options_.consumer);
+  auto repaired = queue_->store().RepairReadyQueues();
+  NoteStore(repaired.ok() ? Status::Ok() : repaired.status());
+  if (!repaired.ok()) return;  // try again next tick
+  if (*repaired > 0) STAS_LOG_WARN("put {} queued jobs that were in no ready queue back into their queues", *repaired);
   recovered_ = true;
 }
 
-void Dispatcher::Intake() {
-  for (int round = 0; round < 10 && static_cast<int>(buffer_.size()) < options_.intake_limit; ++round) {
-    const int want = std::min(500, options_.intake_limit - static_cast<int>(buffer_.size()));
-    auto tickets = queue_->store().ReadNewTickets(options_.consumer, want);
-    NoteStore(tickets.ok() ? Status::Ok() : tickets.status());
-    if (!tickets.ok() || tickets->empty()) return;
-    auto queued = queue_->Classify(*tickets);
-    NoteStore(queued.ok() ? Status::Ok() : queued.status());
-    if (!queued.ok()) return;  // the tickets stay pending for us and come back through Recover/ClaimStale
-    Buffer(*queued);
-    if (static_cast<int>(tickets->size()) < want) return;
-  }
-}
-
-void Dispatcher::ClaimStale() {
-  for (int round = 0; round < 20; ++round) {
-    std::string next;
-    auto tickets = queue_->store().ClaimStaleTickets(options_.consumer, options_.claim_idle_ms, claim_cursor_, 200, &next);
-    NoteStore(tickets.ok() ? Status::Ok() : tickets.status());
-    if (!tickets.ok()) return;
-    auto queued = queue_->Classify(*tickets);
-    NoteStore(queued.ok() ? Status::Ok() : queued.status());
-    if (!queued.ok()) return;
-    Buffer(*queued);
-    claim_cursor_ = next.empty() ? "0-0" : next;
-    if (claim_cursor_ == "0-0") return;
-  }
-}
-
 void Dispatcher::Dispatch() {
-  if (buffer_.empty()) return;
   std::vector<Session*> waiting;
   for (auto& [id, s] : sessions_)
     if (s.hello && s.waiting && !s.job) waiting.push_back(&s);
+  if (waiting.empty()) return;
   std::sort(waiting.begin(), waiting.end(),
             [](const Session* a, const Session* b) { return a->waiting_since_ms < b->waiting_since_ms; });
+  std::set<std::string> empty_queues;  // found empty in this pass: the other groups of that model skip it
   for (Session* s : waiting) {
-    while (true) {
-      auto it = std::find_if(buffer_.begin(), buffer_.end(),
-                             [&](const auto& kv) { return ModelMatches(kv.second.model, s->model); });
-      if (it == buffer_.end()) break;
-      const QueuedTicket qt = it->second;
-      auto started = queue_->Start(qt.ticket, s->worker);
-      NoteStore(started.ok() ? Status::Ok() : started.status());
-      if (!started.ok()) {
-        if (started.status().code() == StatusCode::kUnavailable) return;
-        STAS_LOG_ERROR("cannot start job {}: {}", qt.ticket.job_id, started.status().ToString());
-      }
-      buffered_entries_.erase(qt.ticket.entry_id);
-      buffer_.erase(it);
-      if (!started.ok() || !started->has_value()) continue;  // stale ticket: next one
-      const Assignment& a = **started;
-      s->waiting = false;
-      s->job = RunningJob{a.job_id, a.lease, 0, 0, "assigned", clock_->NowMs()};
-      ++dispatched_;
-      s->channel->Send({{"type", "job"},
-                        {"job_id", a.job_id},
-                        {"lease", a.lease},
-                        {"attempt", a.attempt},
-                        {"spec", a.spec},
-                        {"resume", a.resume}});
-      STAS_LOG_INFO("job {} (attempt {}) -> worker group '{}'", a.job_id, a.attempt, s->worker);
-      break;
+    const std::string queue = ReadyQueueName(s->model);
+    if (empty_queues.count(queue)) continue;
+    auto started = queue_->StartNext(s->model, s->worker);
+    NoteStore(started.ok() ? Status::Ok() : started.status());
+    if (!started.ok()) {
+      if (started.status().code() == StatusCode::kUnavailable) return;
+      STAS_LOG_ERROR("cannot start a job of model {}: {}", s->model, started.status().ToString());
+      continue;
     }
-    if (buffer_.empty()) return;
+    if (!started->has_value()) {
+      empty_queues.insert(queue);
+      continue;
+    }
+    const Assignment& a = **started;
+    s->waiting = false;
+    s->job = RunningJob{a.job_id, a.lease, 0, 0, "assigned", clock_->NowMs()};
+    ++dispatched_;
+    s->channel->Send({{"type", "job"},
+                      {"job_id", a.job_id},
+                      {"lease", a.lease},
+                      {"attempt", a.attempt},
+                      {"spec", a.spec},
+                      {"resume", a.resume}});
+    STAS_LOG_INFO("job {} (attempt {}) -> worker group '{}'", a.job_id, a.attempt, s->worker);
   }
 }
 
@@ -408,19 +349,11 @@ void Dispatcher::Tick() {
     next_reap_ms_ = now + options_.reap_interval_ms;
     Reap();
   }
-  if (now >= next_claim_ms_) {
-    next_claim_ms_ = now + options_.claim_interval_ms;
-    ClaimStale();
-  }
-  Intake();
   Dispatch();
   while (!step_samples_.empty() && step_samples_.front().first < now - 60000) step_samples_.pop_front();
 }
 
-void Dispatcher::Poke() {
-  Intake();
-  Dispatch();
-}
+void Dispatcher::Poke() { Dispatch(); }
 
 // ----------------------------------------------------------------------------------------- reports
 
@@ -465,7 +398,6 @@ Dispatcher::Snapshot Dispatcher::snapshot() const {
     if (s.job) ++snap.busy;
     else if (s.waiting) ++snap.waiting;
   }
-  snap.buffered_tickets = static_cast<int64_t>(buffer_.size());
   snap.pending_results = static_cast<int64_t>(pending_results_.size());
   snap.dispatched = dispatched_;
   snap.protocol_errors = protocol_errors_;

@@ -6,7 +6,7 @@
 //
 // Protocol handling:
 //   hello      -> welcome {worker, heartbeat_ms, lease_ms, storage}, or error + close (bad token, bad hello)
-//   ready      -> the group waits; a `job` is sent as soon as a ticket for its model is buffered
+//   ready      -> the group waits; a `job` is sent as soon as its model's ready queue holds one
 //   heartbeat  -> heartbeat_ack {job_id, cancel}; cancel=true when the job was cancelled or the lease is
 //                 no longer this group's (it stalled past lease_ms and the job was re-queued)
 //   commit     -> commit_ack {job_id, granted}; granted only for the current lease (fencing)
@@ -16,12 +16,14 @@
 //
 // Restart model: a group that reconnects re-sends its running job's heartbeat with the original lease
 // token, which renews (or re-creates) the lease unless the reaper already re-queued the job. The reaper
-// waits two lease periods after start-up before expiring anything. Tickets that were buffered by a
-// previous run with the same consumer name are re-read from the pending list at start-up; those of
-// other consumers are claimed once idle for claim_idle_ms (XAUTOCLAIM).
+// waits two lease periods after start-up before expiring anything. Queued jobs wait in the store's ready
+// queues, not in the coordinator, so a restart loses none; the first tick also re-enqueues queued jobs
+// found in no queue (JobStore::RepairReadyQueues).
 //
-// Dispatch order: highest priority first, then oldest ticket; a job goes only to a group whose model
-// matches the job's model (same string, or the same final path component).
+// Dispatch: each waiting group (longest waiting first) pops the head of its model's ready queue:
+// highest priority first, then oldest. A job goes only to a group whose model matches the job's model
+// (same string, or the same final path component); jobs of a model no group serves wait in their own
+// queue without delaying anyone else.
 // Thread-safety: none; call everything from one thread (the server's event loop).
 #pragma once
 
@@ -30,9 +32,7 @@
 #include <map>
 #include <memory>
 #include <optional>
-#include <set>
 #include <string>
-#include <tuple>
 #include <vector>
 
 #include "common/json.h"
@@ -56,10 +56,6 @@ struct DispatcherOptions {
   std::string storage;            // announced in welcome: where groups commit videos
   int64_t heartbeat_ms = 0;       // announced in welcome; 0 = lease_ms / 5
   std::string token;              // when set, hello must carry it
-  std::string consumer = "coordinator";  // stream consumer name (keep it stable across restarts)
-  int intake_limit = 10000;       // tickets buffered for dispatch at most
-  int64_t claim_idle_ms = 60000;  // pending tickets idle this long are claimed from other consumers
-  int64_t claim_interval_ms = 30000;
   int64_t reap_interval_ms = 0;   // 0 = min(1000, lease_ms / 4)
   int64_t reaper_grace_ms = -1;   // -1 = 2 x lease_ms: groups reconnecting after a restart keep their jobs
 };
@@ -80,10 +76,10 @@ class Dispatcher {
   // A connection sent bytes that are not a valid frame: tell it and close it.
   void OnProtocolError(ConnectionId id, const std::string& error);
 
-  // Periodic work: recover pending tickets (first call), promote due retries, read new tickets,
-  // retry results kept during a Redis outage, reap expired leases, claim stale tickets, dispatch.
+  // Periodic work: repair the ready queues (first call), promote due retries, retry results kept
+  // during a Redis outage, reap expired leases, dispatch.
   void Tick();
-  // Reads new tickets and dispatches (after a submission).
+  // Dispatches to waiting groups (after a submission).
   void Poke();
 
   // GET /workers: one object per connected group.
@@ -96,7 +92,6 @@ class Dispatcher {
     int workers = 0;  // said hello
     int busy = 0;
     int waiting = 0;
-    int64_t buffered_tickets = 0;
     int64_t pending_results = 0;  // results waiting for Redis
     int64_t dispatched = 0;       // since start
     int64_t protocol_errors = 0;  // since start
@@ -132,9 +127,6 @@ class Dispatcher {
     ConnectionId connection;
     Json message;  // commit, done or failed
   };
-  // Buffer order: higher priority first, then older entry.
-  using BufferKey = std::tuple<int, uint64_t, uint64_t>;
-
   void HandleHello(Session& s, const Json& m);
   void HandleHeartbeat(Session& s, const Json& m);
   // Returns false when the store was unavailable (the message must be retried).
@@ -143,9 +135,6 @@ class Dispatcher {
   void NoteStore(const Status& status);
 
   void Recover();
-  void Intake();
-  void ClaimStale();
-  void Buffer(const std::vector<QueuedTicket>& tickets);
   void Dispatch();
   void RetryPendingResults();
   void Reap();
@@ -157,13 +146,9 @@ class Dispatcher {
   LeaseReaper reaper_;
   int64_t start_ms_;
   std::map<ConnectionId, Session> sessions_;
-  std::map<BufferKey, QueuedTicket> buffer_;
-  std::set<std::string> buffered_entries_;
   std::deque<PendingResult> pending_results_;
   bool recovered_ = false;
   int64_t next_reap_ms_ = 0;
-  int64_t next_claim_ms_ = 0;
-  std::string claim_cursor_ = "0-0";
   int64_t dispatched_ = 0;
   int64_t protocol_errors_ = 0;
   std::deque<std::pair<int64_t, int>> step_samples_;  // (ms, steps) over the last minute

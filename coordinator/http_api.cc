@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
+#include <set>
 #include <sstream>
 
 #include "common/log.h"
@@ -178,6 +179,20 @@ Status CheckQueryKeys(const std::map<std::string, std::string>& q, std::initiali
   return Status::Ok();
 }
 
+// A Prometheus label value: backslash, quote and newline escaped.
+std::string PromLabel(const std::string& v) {
+  std::string out;
+  for (char c : v) {
+    if (c == '\\' || c == '"') out += '\\';
+    if (c == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out += c;
+  }
+  return out;
+}
+
 double ProgressFraction(const JobRecord& r) {
   if (r.state == JobState::kDone) return 1.0;
   if (r.steps <= 0) return 0.0;
@@ -310,6 +325,16 @@ HttpResponse HttpApi::Handle(const HttpRequest& request) {
   }
 }
 
+bool HttpApi::ShouldOffload(const HttpRequest& request) const {
+  return request.method == "POST" && request.body.size() > (16u << 10) &&
+         request.target.substr(0, request.target.find('?')) == "/jobs";
+}
+
+HttpResponse HttpApi::HandleOffLoop(const HttpRequest& request, std::vector<std::string> served_models) {
+  served_models_ = std::move(served_models);
+  return Handle(request);
+}
+
 HttpResponse HttpApi::Route(const HttpRequest& req) {
   const size_t q = req.target.find('?');
   const std::string path = req.target.substr(0, q);
@@ -355,6 +380,10 @@ HttpResponse HttpApi::Route(const HttpRequest& req) {
       return method_not_allowed("GET, POST");
     }
     const std::string& id = parts[1];
+    if (parts.size() == 2 && id == "lookup") {
+      if (req.method == "POST") return LookupJobs(req);
+      return method_not_allowed("POST");
+    }
     if (parts.size() == 2) {
       if (req.method == "GET") return GetJob(id);
       if (req.method == "DELETE") return CancelJob(id);
@@ -367,6 +396,9 @@ HttpResponse HttpApi::Route(const HttpRequest& req) {
   } else if (parts.size() == 1 && parts[0] == "workers") {
     if (req.method != "GET") return method_not_allowed("GET");
     return Workers();
+  } else if (parts.size() == 1 && parts[0] == "counts") {
+    if (req.method != "GET") return method_not_allowed("GET");
+    return Counts(query);
   } else if (parts.size() == 1 && parts[0] == "stats") {
     if (req.method != "GET") return method_not_allowed("GET");
     return Stats();
@@ -399,7 +431,7 @@ HttpResponse HttpApi::Route(const HttpRequest& req) {
 // ------------------------------------------------------------------------------------ native: jobs
 
 Status HttpApi::CheckModel(const worker::RenderSpec& spec, worker::ModelFamily* family) {
-  const auto served = dispatcher_ ? dispatcher_->ServedModels() : std::vector<std::string>();
+  const auto served = dispatcher_ ? dispatcher_->ServedModels() : served_models_;
   STAS_ASSIGN_OR_RETURN(worker::ModelFamily f, ResolveModelFamily(spec.model, served));
   STAS_RETURN_IF_ERROR(spec.ValidateFor(f));
   if (family) *family = f;
@@ -433,15 +465,25 @@ HttpResponse HttpApi::PostJobs(const HttpRequest& req) {
   } else {
     items.push_back(body);
   }
-  // Validate everything first: bad input changes nothing.
+  // Validate everything first: bad input changes nothing. Each distinct model is resolved once per
+  // request (a checkpoint folder's model_index.json is read once, not once per job).
+  const auto served = dispatcher_ ? dispatcher_->ServedModels() : served_models_;
+  std::map<std::string, Result<worker::ModelFamily>> families;
   std::vector<worker::RenderSpec> specs;
+  specs.reserve(items.size());
   for (size_t i = 0; i < items.size(); ++i) {
     const std::string where = batch ? "jobs[" + std::to_string(i) + "]" : "";
     Json item = items[i];
     if (batch && item.is_object() && !batch_dataset.empty() && (!item.contains("dataset") || item["dataset"].is_null()))
       item["dataset"] = batch_dataset;
     auto spec = worker::RenderSpec::FromJson(item);
-    Status st = spec.ok() ? CheckModel(*spec, nullptr) : spec.status();
+    Status st = spec.status();
+    if (spec.ok()) {
+      auto family = families.find(spec->model);
+      if (family == families.end())
+        family = families.emplace(spec->model, ResolveModelFamily(spec->model, served)).first;
+      st = family->second.ok() ? spec->ValidateFor(*family->second) : family->second.status();
+    }
     if (!st.ok()) {
       const std::string field = GuessField(st.message());
       HttpResponse r = NativeError(400, (where.empty() ? "" : where + ": ") + st.message(),
@@ -450,27 +492,33 @@ HttpResponse HttpApi::PostJobs(const HttpRequest& req) {
     }
     specs.push_back(std::move(*spec));
   }
+  std::vector<SubmitItem> submit;
+  submit.reserve(specs.size());
+  for (auto& spec : specs) submit.push_back({std::move(spec), Json()});
+  size_t stored = 0;
+  auto results = queue_->SubmitMany(submit, &stored);
+  if (!results.ok()) {
+    HttpResponse resp = NativeError(HttpStatusFor(results.status()), results.status().message());
+    if (stored > 0) {
+      Json b = Json::parse(resp.body);
+      Json ids = Json::array();
+      for (size_t i = 0; i < stored; ++i) ids.push_back(submit[i].spec.JobId());
+      b["submitted"] = ids;  // a partial batch: these are queued; submitting again is idempotent
+      resp.body = b.dump();
+    }
+    return resp;
+  }
   Json jobs = Json::array();
   std::vector<std::string> ids;
   int created = 0;
-  for (const auto& spec : specs) {
-    auto r = queue_->Submit(spec);
-    if (!r.ok()) {
-      HttpResponse resp = NativeError(HttpStatusFor(r.status()), r.status().message());
-      if (!ids.empty()) {
-        Json b = Json::parse(resp.body);
-        b["submitted"] = ids;  // a partial batch: these are queued; submitting again is idempotent
-        resp.body = b.dump();
-      }
-      return resp;
-    }
-    const bool is_new = r->outcome != SubmitOutcome::kExisting;
+  for (const auto& r : *results) {
+    const bool is_new = r.outcome != SubmitOutcome::kExisting;
     created += is_new ? 1 : 0;
-    ids.push_back(r->id);
-    jobs.push_back({{"id", r->id},
-                    {"state", JobStateName(r->record.state)},
+    ids.push_back(r.id);
+    jobs.push_back({{"id", r.id},
+                    {"state", JobStateName(r.record.state)},
                     {"created", is_new},
-                    {"resubmitted", r->outcome == SubmitOutcome::kResubmitted}});
+                    {"resubmitted", r.outcome == SubmitOutcome::kResubmitted}});
   }
   if (dispatcher_) dispatcher_->Poke();
   const int status = created > 0 ? 201 : 200;
@@ -513,7 +561,7 @@ Json HttpApi::JobJson(const JobRecord& r, bool with_spec) const {
 }
 
 HttpResponse HttpApi::ListJobs(const std::map<std::string, std::string>& query) {
-  Status keys = CheckQueryKeys(query, {"state", "dataset", "limit", "offset"});
+  Status keys = CheckQueryKeys(query, {"state", "dataset", "limit", "offset", "after"});
   if (!keys.ok()) return NativeError(400, keys.message(), "query");
   ListQuery q;
   auto state = query.find("state");
@@ -531,17 +579,81 @@ HttpResponse HttpApi::ListJobs(const std::map<std::string, std::string>& query) 
   if (!offset.ok()) return NativeError(400, offset.status().message(), "offset");
   q.limit = *limit;
   q.offset = *offset;
+  auto after = query.find("after");
+  if (after != query.end() && !after->second.empty()) {
+    if (!IsJobId(after->second)) return NativeError(400, "after must be a job id, got '" + after->second + "'", "after");
+    if (query.count("offset")) return NativeError(400, "give either after or offset, not both", "after");
+    q.after = after->second;
+  }
   auto records = queue_->List(q);
-  if (!records.ok()) return NativeError(HttpStatusFor(records.status()), records.status().message());
+  if (!records.ok()) {
+    const int code = records.status().code() == StatusCode::kInvalidArgument ? 400 : HttpStatusFor(records.status());
+    return NativeError(code, records.status().message(), code == 400 ? "after" : "");
+  }
   Json jobs = Json::array();
   for (const auto& r : *records) jobs.push_back(JobJson(r, false));
   Json body = {{"jobs", jobs}, {"count", jobs.size()}, {"offset", q.offset}, {"limit", q.limit}};
-  if (q.dataset.empty() || !q.state) {
-    IndexRef index = !q.dataset.empty() ? IndexRef::Dataset(q.dataset) : q.state ? IndexRef::State(*q.state) : IndexRef::All();
-    auto total = queue_->store().Count(index);
-    if (total.ok()) body["total"] = *total;
-  }
+  // The cursor of the next page (GET /jobs?...&after=<next>); null on a short page.
+  body["next"] = static_cast<int64_t>(records->size()) == q.limit ? Json(records->back().id) : Json(nullptr);
+  IndexRef index = !q.dataset.empty() && q.state ? IndexRef::DatasetState(q.dataset, *q.state)
+                   : !q.dataset.empty()          ? IndexRef::Dataset(q.dataset)
+                   : q.state                     ? IndexRef::State(*q.state)
+                                                 : IndexRef::All();
+  auto total = queue_->store().Count(index);
+  if (total.ok()) body["total"] = *total;
   return JsonResponse(200, body);
+}
+
+HttpResponse HttpApi::Counts(const std::map<std::string, std::string>& query) {
+  Status keys = CheckQueryKeys(query, {"dataset"});
+  if (!keys.ok()) return NativeError(400, keys.message(), "query");
+  const std::string dataset = query.count("dataset") ? query.at("dataset") : "";
+  auto counts = queue_->Counts(dataset);
+  if (!counts.ok()) return NativeError(HttpStatusFor(counts.status()), counts.status().message());
+  Json by_state = Json::object();
+  int64_t total = 0, finished = 0;
+  for (const auto& [state, n] : *counts) {
+    by_state[JobStateName(state)] = n;
+    total += n;
+    if (IsTerminal(state)) finished += n;
+  }
+  const int64_t done = counts->count(JobState::kDone) ? counts->at(JobState::kDone) : 0;
+  return JsonResponse(200, {{"dataset", dataset.empty() ? Json(nullptr) : Json(dataset)},
+                            {"counts", by_state},
+                            {"total", total},
+                            {"finished", finished},
+                            {"percent_done", total > 0 ? std::floor(1000.0 * done / total) / 10 : 0.0}});
+}
+
+HttpResponse HttpApi::LookupJobs(const HttpRequest& req) {
+  Json body;
+  try {
+    body = Json::parse(req.body);
+  } catch (const Json::exception& e) {
+    return NativeError(400, std::string("malformed JSON: ") + e.what(), "body");
+  }
+  if (!body.is_object() || !body.contains("ids") || !body["ids"].is_array())
+    return NativeError(400, "the body must be {\"ids\": [job ids]}", "ids");
+  if (body["ids"].size() > options_.max_batch)
+    return NativeError(413, "a lookup holds at most " + std::to_string(options_.max_batch) + " ids", "ids");
+  std::vector<std::string> ids;
+  for (const auto& id : body["ids"]) {
+    if (!id.is_string() || !IsJobId(id.get<std::string>()))
+      return NativeError(400, "ids must be job ids (32 lower-case hex characters)", "ids");
+    ids.push_back(id.get<std::string>());
+  }
+  auto records = queue_->store().GetMany(ids);
+  if (!records.ok()) return NativeError(HttpStatusFor(records.status()), records.status().message());
+  Json jobs = Json::array();
+  std::set<std::string> found;
+  for (const auto& r : *records) {
+    jobs.push_back(JobJson(r, false));
+    found.insert(r.id);
+  }
+  Json missing = Json::array();
+  for (const auto& id : ids)
+    if (!found.count(id)) missing.push_back(id);
+  return JsonResponse(200, {{"jobs", jobs}, {"missing", missing}});
 }
 
 HttpResponse HttpApi::GetJob(const std::string& id) {
@@ -636,20 +748,40 @@ HttpResponse HttpApi::Stats() {
     if (totals.ok()) body["totals"] = *totals;
     auto delayed = store.DelayedCount();
     if (delayed.ok()) body["delayed"] = *delayed;
-    auto pending = store.PendingTicketCount();
-    if (pending.ok()) body["pending_tickets"] = *pending;
+    auto queues = QueuesJson();
+    if (queues.ok()) {
+      body["queues"] = queues->first;
+      body["models_without_group"] = queues->second;
+    }
     auto datasets = store.Datasets();
     if (datasets.ok()) body["datasets"] = *datasets;
   }
   if (dispatcher_) {
     const auto snap = dispatcher_->snapshot();
     body["workers"] = {{"connected", snap.workers}, {"busy", snap.busy}, {"waiting", snap.waiting}};
-    body["buffered_tickets"] = snap.buffered_tickets;
     body["pending_results"] = snap.pending_results;
     body["steps_per_second"] = snap.steps_per_second;
     body["dispatched"] = snap.dispatched;
   }
   return JsonResponse(200, body);
+}
+
+Result<std::pair<Json, Json>> HttpApi::QueuesJson() {
+  STAS_ASSIGN_OR_RETURN(auto depths, queue_->store().ReadyDepths());
+  std::set<std::string> served;
+  if (dispatcher_)
+    for (const auto& m : dispatcher_->ServedModels()) served.insert(ReadyQueueName(m));
+  Json queues = Json::object();
+  Json orphans = Json::array();
+  for (const auto& [name, depth] : depths) {
+    const bool is_served = served.count(name) > 0;
+    if (depth == 0 && !is_served) continue;  // a queue of the past
+    queues[name] = {{"depth", depth}, {"served", is_served}};
+    if (depth > 0 && !is_served) orphans.push_back(name);
+  }
+  for (const auto& name : served)
+    if (!queues.contains(name)) queues[name] = {{"depth", 0}, {"served", true}};
+  return std::make_pair(queues, orphans);
 }
 
 HttpResponse HttpApi::Metrics() {
@@ -686,9 +818,15 @@ HttpResponse HttpApi::Metrics() {
     auto delayed = store.DelayedCount();
     metric("stas_jobs_delayed", "gauge", "Queued jobs waiting for their retry backoff.");
     out << "stas_jobs_delayed " << (delayed.ok() ? *delayed : 0) << "\n";
-    auto pending = store.PendingTicketCount();
-    metric("stas_tickets_pending", "gauge", "Stream tickets delivered and not yet acknowledged.");
-    out << "stas_tickets_pending " << (pending.ok() ? *pending : 0) << "\n";
+    auto queues = QueuesJson();
+    if (queues.ok()) {
+      metric("stas_queue_depth", "gauge", "Jobs waiting in a model's ready queue.");
+      for (const auto& [name, q] : queues->first.items())
+        out << "stas_queue_depth{model=\"" << PromLabel(name) << "\",served=\"" << (q["served"].get<bool>() ? 1 : 0)
+            << "\"} " << q["depth"].get<int64_t>() << "\n";
+      metric("stas_models_without_group", "gauge", "Models with queued jobs that no connected worker group serves.");
+      out << "stas_models_without_group " << queues->second.size() << "\n";
+    }
   }
   if (dispatcher_) {
     const auto snap = dispatcher_->snapshot();
@@ -700,8 +838,6 @@ HttpResponse HttpApi::Metrics() {
     out << "stas_workers_waiting " << snap.waiting << "\n";
     metric("stas_step_throughput", "gauge", "Denoising steps per second over the last minute.");
     out << "stas_step_throughput " << snap.steps_per_second << "\n";
-    metric("stas_tickets_buffered", "gauge", "Tickets buffered for dispatch by this coordinator.");
-    out << "stas_tickets_buffered " << snap.buffered_tickets << "\n";
     metric("stas_results_pending", "gauge", "Worker results waiting for Redis to come back.");
     out << "stas_results_pending " << snap.pending_results << "\n";
     metric("stas_dispatched_total", "counter", "Jobs dispatched by this coordinator process.");
@@ -874,39 +1010,17 @@ HttpResponse HttpApi::ListVideos(const std::map<std::string, std::string>& query
   const std::string order = query.count("order") ? query.at("order") : "desc";
   if (order != "asc" && order != "desc") return OpenAiError(400, "order must be 'asc' or 'desc'", "order");
   const std::string after = query.count("after") ? StripVideoPrefix(query.at("after")) : "";
-  // Walk the index (newest first) in pages; asc walks it from the end.
+  if (!after.empty() && !IsJobId(after)) return OpenAiError(400, "after must be a video id, got '" + after + "'", "after");
+  // One cursor page from the index, plus one id to learn whether more follow.
   JobStore& store = queue_->store();
-  auto total = store.Count(IndexRef::All());
-  if (!total.ok()) return OpenAiError(HttpStatusFor(total.status()), total.status().message());
-  std::vector<std::string> ids;
-  bool started = after.empty();
-  bool has_more = false;
-  const int64_t page = 500;
-  for (int64_t i = 0; i < *total && !has_more; i += page) {
-    std::vector<std::string> chunk;
-    if (order == "desc") {
-      auto c = store.ListIds(IndexRef::All(), i, page);
-      if (!c.ok()) return OpenAiError(HttpStatusFor(c.status()), c.status().message());
-      chunk = *c;
-    } else {
-      const int64_t end = *total - i;  // exclusive, counted from the newest
-      const int64_t start = std::max<int64_t>(0, end - page);
-      auto c = store.ListIds(IndexRef::All(), start, end - start);
-      if (!c.ok()) return OpenAiError(HttpStatusFor(c.status()), c.status().message());
-      chunk.assign(c->rbegin(), c->rend());
-    }
-    for (const auto& id : chunk) {
-      if (!started) {
-        started = id == after;
-        continue;
-      }
-      if (static_cast<int64_t>(ids.size()) == *limit) {
-        has_more = true;
-        break;
-      }
-      ids.push_back(id);
-    }
+  auto page = store.ListIdsAfter(IndexRef::All(), after, *limit + 1, order == "asc");
+  if (!page.ok()) {
+    const int code = page.status().code() == StatusCode::kInvalidArgument ? 400 : HttpStatusFor(page.status());
+    return OpenAiError(code, page.status().message(), code == 400 ? "after" : "");
   }
+  std::vector<std::string> ids = *page;
+  const bool has_more = static_cast<int64_t>(ids.size()) > *limit;
+  if (has_more) ids.resize(*limit);
   auto records = store.GetMany(ids);
   if (!records.ok()) return OpenAiError(HttpStatusFor(records.status()), records.status().message());
   Json data = Json::array();

@@ -2,7 +2,8 @@
 // parsing, validation and error codes are testable without sockets (server.h adapts it to Beast).
 //
 // Native API:       POST /jobs, GET /jobs, GET /jobs/{id}, DELETE /jobs/{id}, GET /jobs/{id}/video,
-//                   GET /workers, GET /stats, GET /metrics, GET /healthz, GET / (status page)
+//                   POST /jobs/lookup, GET /counts, GET /workers, GET /stats, GET /metrics,
+//                   GET /healthz, GET / (status page)
 // OpenAI-compatible: POST /v1/videos, GET /v1/videos, GET /v1/videos/{id},
 //                   GET /v1/videos/{id}/content, DELETE /v1/videos/{id}
 // docs/API.md documents every endpoint. Errors are JSON: native {"error": message, "field": name?},
@@ -12,7 +13,7 @@
 //
 // When a token is configured, every path except "/" (static page) and "/healthz" needs
 // "Authorization: Bearer <token>".
-// Thread-safety: none; call from the thread that owns the dispatcher.
+// Thread-safety: none; call from the thread that owns the dispatcher (HandleOffLoop: see there).
 #pragma once
 
 #include <cstddef>
@@ -73,6 +74,14 @@ class HttpApi {
   // Never throws.
   HttpResponse Handle(const HttpRequest& request);
 
+  // Whether `request` may keep a thread busy for long (a POST /jobs body over 16 KiB: a batch): the
+  // server then runs it with HandleOffLoop on another thread. Cheap; no I/O.
+  bool ShouldOffload(const HttpRequest& request) const;
+  // Handle() for an instance built for a worker thread (no dispatcher, a JobQueue on its own Redis
+  // connection): `served_models` (captured on the loop) stand in for the dispatcher's. Calls must not
+  // overlap (one worker thread).
+  HttpResponse HandleOffLoop(const HttpRequest& request, std::vector<std::string> served_models);
+
   const HttpApiOptions& options() const { return options_; }
 
  private:
@@ -80,6 +89,10 @@ class HttpApi {
   HttpResponse PostJobs(const HttpRequest& request);
   HttpResponse ListJobs(const std::map<std::string, std::string>& query);
   HttpResponse GetJob(const std::string& id);
+  HttpResponse LookupJobs(const HttpRequest& request);
+  HttpResponse Counts(const std::map<std::string, std::string>& query);
+  // {queue: {depth, served}} and the names of queues with jobs that no connected group serves.
+  Result<std::pair<Json, Json>> QueuesJson();
   HttpResponse CancelJob(const std::string& id);
   HttpResponse JobVideo(const std::string& id, bool openai);
   HttpResponse Workers();
@@ -101,6 +114,7 @@ class HttpApi {
   Dispatcher* dispatcher_;
   const Clock* clock_;
   HttpApiOptions options_;
+  std::vector<std::string> served_models_;  // HandleOffLoop's stand-in for the dispatcher's list
 };
 
 }  // namespace stas::coordinator

@@ -68,9 +68,8 @@ Result<SubmitResult> JobQueue::Submit(const worker::RenderSpec& spec, const Json
     Transition create = Base(id, now);
     create.require_absent = true;
     create.set = rec.ToFields();
-    create.set.erase("ticket");
     create.to = JobState::kQueued;
-    create.enqueue_ticket = true;
+    create.enqueue = true;
     create.stats = {{"submitted", 1}};
     create.dataset = spec.dataset;
     STAS_ASSIGN_OR_RETURN(TransitionResult r, store_->Apply(create));
@@ -81,7 +80,6 @@ Result<SubmitResult> JobQueue::Submit(const worker::RenderSpec& spec, const Json
       return SubmitResult{id, SubmitOutcome::kExisting, *r.before};
     Transition again = Base(id, now);
     again.from = {JobState::kFailed, JobState::kDead, JobState::kCancelled};
-    again.ack_ticket = true;
     again.set = {{"spec", rec.spec},     {"model", rec.model}, {"dataset", rec.dataset},
                  {"priority", Str(rec.priority)}, {"attempts", "0"},  {"step", "0"},
                  {"steps", "0"},          {"stage", ""},        {"error", ""},
@@ -91,7 +89,7 @@ Result<SubmitResult> JobQueue::Submit(const worker::RenderSpec& spec, const Json
                  {"api", api_text}};
     again.to = JobState::kQueued;
     again.lease_op = Transition::LeaseOp::kDelete;
-    again.enqueue_ticket = true;
+    again.enqueue = true;
     again.stats = {{"submitted", 1}, {"resubmitted", 1}};
     again.dataset = spec.dataset;
     STAS_ASSIGN_OR_RETURN(TransitionResult r2, store_->Apply(again));
@@ -100,37 +98,104 @@ Result<SubmitResult> JobQueue::Submit(const worker::RenderSpec& spec, const Json
   return Unavailable("job " + id + " changed state repeatedly during submission; try again");
 }
 
+Result<std::vector<SubmitResult>> JobQueue::SubmitMany(const std::vector<SubmitItem>& items, size_t* done) {
+  if (done) *done = 0;
+  std::vector<std::string> ids;
+  ids.reserve(items.size());
+  for (size_t i = 0; i < items.size(); ++i) {
+    Status st = items[i].spec.Validate();
+    if (!st.ok()) return InvalidArgument("jobs[" + std::to_string(i) + "]: " + st.message());
+    ids.push_back(items[i].spec.JobId());
+  }
+  std::vector<SubmitResult> out(items.size());
+  STAS_ASSIGN_OR_RETURN(auto states, store_->GetStates(ids));
+  // Creations for absent ids (the first of duplicates within the batch); the rest are answered below.
+  std::vector<Transition> creates;
+  std::vector<size_t> create_index;
+  std::map<std::string, size_t> first_of;
+  std::vector<size_t> slow;  // re-queues and lost races: one at a time through Submit
+  const int64_t now = clock_->NowMs();
+  for (size_t i = 0; i < items.size(); ++i) {
+    out[i].id = ids[i];
+    auto [it, fresh] = first_of.emplace(ids[i], i);
+    if (!fresh) continue;  // a duplicate within the batch: same answer as its first
+    if (!states[i]) {
+      const auto& spec = items[i].spec;
+      JobRecord rec;
+      rec.id = ids[i];
+      rec.spec = spec.ToJson().dump();
+      rec.model = spec.model;
+      rec.dataset = spec.dataset;
+      rec.priority = spec.priority;
+      rec.api = items[i].api.is_null() ? "" : items[i].api.dump();
+      rec.created_ms = now;
+      Transition create = Base(ids[i], now);
+      create.require_absent = true;
+      create.set = rec.ToFields();
+      create.to = JobState::kQueued;
+      create.enqueue = true;
+      create.stats = {{"submitted", 1}};
+      create.dataset = spec.dataset;
+      creates.push_back(std::move(create));
+      create_index.push_back(i);
+    } else if (*states[i] == JobState::kFailed || *states[i] == JobState::kDead || *states[i] == JobState::kCancelled) {
+      slow.push_back(i);
+    } else {
+      out[i].outcome = SubmitOutcome::kExisting;
+      out[i].record.id = ids[i];
+      out[i].record.state = *states[i];
+    }
+  }
+  STAS_ASSIGN_OR_RETURN(auto created, store_->ApplyBrief(creates));
+  for (size_t k = 0; k < creates.size(); ++k) {
+    const size_t i = create_index[k];
+    if (created[k].applied) {
+      out[i].outcome = SubmitOutcome::kCreated;
+      out[i].record.id = ids[i];
+      out[i].record.state = JobState::kQueued;
+    } else {
+      slow.push_back(i);  // created by someone else meanwhile
+    }
+  }
+  std::sort(slow.begin(), slow.end());
+  for (size_t i : slow) {
+    auto r = Submit(items[i].spec, items[i].api);
+    if (!r.ok()) {
+      if (done) *done = i;
+      return r.status();
+    }
+    out[i] = std::move(*r);
+  }
+  for (size_t i = 0; i < items.size(); ++i) {
+    const size_t first = first_of[ids[i]];
+    if (first != i) {
+      out[i] = out[first];
+      out[i].outcome = SubmitOutcome::kExisting;
+    }
+  }
+  if (done) *done = items.size();
+  return out;
+}
+
 Result<std::optional<JobRecord>> JobQueue::Get(const std::string& id) { return store_->Get(id); }
 
 Result<std::vector<JobRecord>> JobQueue::List(const ListQuery& q) {
   const int64_t limit = std::clamp<int64_t>(q.limit, 0, 10000);
-  if (q.dataset.empty() || !q.state) {
-    IndexRef index = !q.dataset.empty() ? IndexRef::Dataset(q.dataset)
-                     : q.state         ? IndexRef::State(*q.state)
-                                       : IndexRef::All();
-    STAS_ASSIGN_OR_RETURN(auto ids, store_->ListIds(index, q.offset, limit));
-    return store_->GetMany(ids);
+  IndexRef index = !q.dataset.empty() && q.state ? IndexRef::DatasetState(q.dataset, *q.state)
+                   : !q.dataset.empty()          ? IndexRef::Dataset(q.dataset)
+                   : q.state                     ? IndexRef::State(*q.state)
+                                                 : IndexRef::All();
+  std::vector<std::string> ids;
+  if (!q.after.empty()) {
+    STAS_ASSIGN_OR_RETURN(ids, store_->ListIdsAfter(index, q.after, limit));
+  } else {
+    STAS_ASSIGN_OR_RETURN(ids, store_->ListIds(index, q.offset, limit));
   }
-  // Dataset and state: walk the dataset's index in pages, keep the state's jobs.
-  std::vector<JobRecord> out;
-  int64_t skipped = 0;
-  const int64_t page = 500;
-  for (int64_t at = 0; static_cast<int64_t>(out.size()) < limit; at += page) {
-    STAS_ASSIGN_OR_RETURN(auto ids, store_->ListIds(IndexRef::Dataset(q.dataset), at, page));
-    if (ids.empty()) break;
-    STAS_ASSIGN_OR_RETURN(auto records, store_->GetMany(ids));
-    for (auto& r : records) {
-      if (r.state != *q.state) continue;
-      if (skipped < q.offset) {
-        ++skipped;
-        continue;
-      }
-      if (static_cast<int64_t>(out.size()) >= limit) break;
-      out.push_back(std::move(r));
-    }
-    if (static_cast<int64_t>(ids.size()) < page) break;
-  }
-  return out;
+  return store_->GetMany(ids);
+}
+
+Result<std::map<JobState, int64_t>> JobQueue::Counts(const std::string& dataset) {
+  return store_->CountByState(dataset);
 }
 
 Result<std::pair<CancelOutcome, JobRecord>> JobQueue::Cancel(const std::string& id) {
@@ -139,7 +204,6 @@ Result<std::pair<CancelOutcome, JobRecord>> JobQueue::Cancel(const std::string& 
     Transition t = Base(id, now);
     t.from = {JobState::kQueued, JobState::kRunning};
     t.to = JobState::kCancelled;
-    t.ack_ticket = true;
     t.lease_op = Transition::LeaseOp::kDelete;
     t.set = {{"finished_ms", Str(now)}, {"error", "cancelled by request"}, {"retry_at_ms", "0"}};
     t.stats = {{"cancelled", 1}};
@@ -161,44 +225,13 @@ Result<bool> JobQueue::Delete(const std::string& id) {
 
 // ------------------------------------------------------------------------------------------- dispatch
 
-Result<std::vector<QueuedTicket>> JobQueue::Classify(const std::vector<Ticket>& tickets) {
-  std::vector<QueuedTicket> out;
-  if (tickets.empty()) return out;
-  std::vector<std::string> ids;
-  for (const auto& t : tickets) ids.push_back(t.job_id);
-  STAS_ASSIGN_OR_RETURN(auto records, store_->GetMany(ids));
-  std::map<std::string, const JobRecord*> by_id;
-  for (const auto& r : records) by_id[r.id] = &r;
-  std::vector<std::string> stale;
-  for (const auto& t : tickets) {
-    auto it = by_id.find(t.job_id);
-    if (it == by_id.end() || it->second->ticket != t.entry_id) {
-      stale.push_back(t.entry_id);
-      continue;
-    }
-    const JobRecord& r = *it->second;
-    if (r.state == JobState::kQueued) {
-      out.push_back({t, r.priority, r.model});
-    } else if (r.state != JobState::kRunning) {
-      stale.push_back(t.entry_id);  // finished without acknowledging (should not happen): tidy up
-    }
-  }
-  if (!stale.empty()) STAS_RETURN_IF_ERROR(store_->AckTickets(stale));
-  return out;
-}
-
-Result<std::optional<Assignment>> JobQueue::Start(const Ticket& ticket, const std::string& worker) {
+Result<std::optional<Assignment>> JobQueue::StartNext(const std::string& model, const std::string& worker) {
   const int64_t now = clock_->NowMs();
-  STAS_ASSIGN_OR_RETURN(std::optional<JobRecord> current, store_->Get(ticket.job_id));
-  if (!current || current->ticket != ticket.entry_id || current->state != JobState::kQueued) {
-    if (!current || current->ticket != ticket.entry_id) STAS_RETURN_IF_ERROR(store_->AckTickets({ticket.entry_id}));
-    return std::optional<Assignment>();
-  }
-  const int attempt = current->attempts + 1;
-  const std::string token = NewLeaseToken(attempt);
-  Transition t = Base(ticket.job_id, now);
+  // The attempt number is not known before the pop; the token's prefix only helps reading logs.
+  const std::string token = NewLeaseToken(0);
+  Transition t = Base("", now);
+  t.pop_ready = ReadyQueueName(model);
   t.from = {JobState::kQueued};
-  t.ticket_is = ticket.entry_id;
   t.to = JobState::kRunning;
   t.incr = {{"attempts", 1}};
   t.set = {{"lease", token}, {"worker", worker}, {"started_ms", Str(now)}, {"heartbeat_ms", Str(now)},
@@ -207,9 +240,9 @@ Result<std::optional<Assignment>> JobQueue::Start(const Ticket& ticket, const st
   t.lease_token = token;
   t.lease_ttl_ms = options_.lease_ms;
   STAS_ASSIGN_OR_RETURN(TransitionResult r, store_->Apply(t));
-  if (!r.applied) return std::optional<Assignment>();
+  if (!r.applied || !r.after) return std::optional<Assignment>();
   Assignment a;
-  a.job_id = ticket.job_id;
+  a.job_id = r.job_id;
   a.lease = token;
   a.attempt = r.after->attempts;
   a.record = *r.after;
@@ -222,8 +255,9 @@ Result<std::optional<Assignment>> JobQueue::Start(const Ticket& ticket, const st
     return std::optional<Assignment>();
   }
   a.spec = *spec;
-  if (current->attempts > 0)
-    a.resume = {{"previous_attempts", current->attempts}, {"last_step", current->step}, {"last_worker", current->worker}};
+  if (r.before && r.before->attempts > 0)
+    a.resume = {{"previous_attempts", r.before->attempts}, {"last_step", r.before->step},
+                {"last_worker", r.before->worker}};
   return std::optional<Assignment>(std::move(a));
 }
 
@@ -276,7 +310,6 @@ Result<CompleteOutcome> JobQueue::Complete(const std::string& job_id, const std:
   t.from = {JobState::kRunning};
   t.lease_is = lease;
   t.to = JobState::kDone;
-  t.ack_ticket = true;
   t.lease_op = Transition::LeaseOp::kDelete;
   t.set = {{"output", output},
            {"manifest", manifest},
@@ -303,7 +336,6 @@ Result<FailOutcome> JobQueue::EndAttempt(const JobRecord& record, const std::str
   t.from = {JobState::kRunning};
   t.lease_is = record.lease;
   t.lease_key_expired = lease_expired;
-  t.ack_ticket = true;
   t.lease_op = Transition::LeaseOp::kDelete;
   t.set = {{"error", error.substr(0, 4096)}, {"lease", ""}};
   FailOutcome outcome;
@@ -348,7 +380,7 @@ Result<int> JobQueue::PromoteDue(int limit) {
   for (const auto& id : due) {
     Transition t = Base(id, now);
     t.from = {JobState::kQueued};
-    t.enqueue_ticket = true;
+    t.enqueue = true;
     t.set = {{"retry_at_ms", "0"}, {"stage", ""}};
     STAS_ASSIGN_OR_RETURN(TransitionResult r, store_->Apply(t));
     if (r.applied) {

@@ -26,6 +26,7 @@
 // compare-and-set, so concurrent callers cannot both move a job).
 #pragma once
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <random>
@@ -68,13 +69,6 @@ struct Assignment {
   JobRecord record;
 };
 
-// A ticket whose job waits to be dispatched.
-struct QueuedTicket {
-  Ticket ticket;
-  int priority = 0;
-  std::string model;
-};
-
 enum class HeartbeatOutcome { kRenewed, kCancelled, kLeaseLost, kUnknownJob };
 enum class CompleteOutcome { kCompleted, kRepeat, kRejected };
 enum class FailOutcome { kRetryScheduled, kFailed, kDead, kRejected };
@@ -84,7 +78,14 @@ struct ListQuery {
   std::optional<JobState> state;
   std::string dataset;  // "" = any
   int64_t offset = 0;
+  std::string after;    // cursor: list the jobs after this id (offset is then ignored)
   int64_t limit = 100;
+};
+
+// One submission of a batch: its spec and the optional `api` JSON stored with it.
+struct SubmitItem {
+  worker::RenderSpec spec;
+  Json api;
 };
 
 class JobQueue {
@@ -99,21 +100,27 @@ class JobQueue {
   // --- Users ---
   // `api` (optional JSON object) is stored with the job (e.g. the OpenAI request's size and seconds).
   Result<SubmitResult> Submit(const worker::RenderSpec& spec, const Json& api = Json());
+  // Submits many jobs in few store round trips: one read of every id's state (ids that exist and need
+  // nothing are answered from it), then the new jobs created in batches; re-queues of failed, dead or
+  // cancelled jobs and creations that raced go through Submit one by one. Results in input order.
+  // Validates every spec first (InvalidArgument naming the index; nothing is stored then). On a store
+  // error, `done` (when given) says how many leading items were stored.
+  Result<std::vector<SubmitResult>> SubmitMany(const std::vector<SubmitItem>& items, size_t* done = nullptr);
   Result<std::optional<JobRecord>> Get(const std::string& id);
-  // Newest first. With both a state and a dataset, the dataset's jobs are filtered by state.
+  // Newest first, from the index that matches the filters (dataset x state included): O(log n + limit)
+  // for a cursor (`after`) page.
   Result<std::vector<JobRecord>> List(const ListQuery& query);
+  // Jobs by state of one dataset ("" = all jobs).
+  Result<std::map<JobState, int64_t>> Counts(const std::string& dataset);
   // NotFound for an unknown id.
   Result<std::pair<CancelOutcome, JobRecord>> Cancel(const std::string& id);
   // Cancels (if unfinished) and removes the job's record. False when unknown.
   Result<bool> Delete(const std::string& id);
 
   // --- Dispatch ---
-  // Keeps the tickets whose job waits for a dispatch; acknowledges stale ones (job gone, finished or
-  // re-ticketed); leaves running jobs' tickets pending.
-  Result<std::vector<QueuedTicket>> Classify(const std::vector<Ticket>& tickets);
-  // Starts an attempt of the ticket's job for `worker`. nullopt when the ticket turned out stale (it is
-  // then acknowledged) or the job is no longer queued.
-  Result<std::optional<Assignment>> Start(const Ticket& ticket, const std::string& worker);
+  // Takes the next job of the ready queue of `model` (highest priority, then oldest) and starts an
+  // attempt of it for `worker`, atomically. nullopt when no job of that model waits.
+  Result<std::optional<Assignment>> StartNext(const std::string& model, const std::string& worker);
   Result<HeartbeatOutcome> Heartbeat(const std::string& job_id, const std::string& lease, int step, int steps,
                                      const std::string& stage);
   // True when `lease` is the job's current lease and the job is running (the lease is renewed).
@@ -124,7 +131,7 @@ class JobQueue {
                            bool retryable);
 
   // --- Maintenance ---
-  // Moves retries whose delay has passed back into the stream. Returns how many.
+  // Moves retries whose delay has passed back into their ready queues. Returns how many.
   Result<int> PromoteDue(int limit = 100);
   // Retries or buries a running job whose lease key expired (no-op if it was renewed meanwhile).
   // True when the job was moved.

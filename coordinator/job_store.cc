@@ -1,5 +1,6 @@
 #include "coordinator/job_store.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <utility>
@@ -42,7 +43,6 @@ std::map<std::string, std::string> JobRecord::ToFields() const {
           {"stage", stage},
           {"worker", worker},
           {"lease", lease},
-          {"ticket", ticket},
           {"error", error},
           {"output", output},
           {"manifest", manifest},
@@ -87,7 +87,6 @@ Result<JobRecord> JobRecord::FromFields(const std::string& id, const std::map<st
   str("stage", r.stage);
   str("worker", r.worker);
   str("lease", r.lease);
-  str("ticket", r.ticket);
   str("error", r.error);
   str("output", r.output);
   str("manifest", r.manifest);
@@ -107,15 +106,18 @@ Result<JobRecord> JobRecord::FromFields(const std::string& id, const std::map<st
   return r;
 }
 
-namespace {
-std::pair<unsigned long long, unsigned long long> SplitEntryId(const std::string& id) {
-  const size_t dash = id.find('-');
-  if (dash == std::string::npos) return {0, 0};
-  return {std::strtoull(id.substr(0, dash).c_str(), nullptr, 10),
-          std::strtoull(id.substr(dash + 1).c_str(), nullptr, 10)};
+std::string ReadyQueueName(const std::string& model) {
+  std::string path = model;
+  while (!path.empty() && path.back() == '/') path.pop_back();
+  const size_t slash = path.rfind('/');
+  std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
+  return base.empty() ? model : base;
 }
-}  // namespace
 
-bool EntryIdLess(const std::string& a, const std::string& b) { return SplitEntryId(a) < SplitEntryId(b); }
+double ReadyScore(int priority, uint64_t sequence) {
+  const int p = std::clamp(priority, -kMaxQueuePriority, kMaxQueuePriority);
+  // Both parts are integers below 2^53, so the sum is exact.
+  return -static_cast<double>(p) * 4294967296.0 + static_cast<double>(sequence % 4294967296ull);
+}
 
 }  // namespace stas::coordinator

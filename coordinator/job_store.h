@@ -1,24 +1,29 @@
 // JobStore: the storage primitives the job queue is built on, with Redis semantics.
 //
-// The queue's *policy* (attempts, backoff, dead-lettering, lease tokens, what a stale ticket is) lives
+// The queue's *policy* (attempts, backoff, dead-lettering, lease tokens) lives
 // in JobQueue; a store only offers atomic operations with no decisions of their own, so the same
 // policy runs on RedisJobStore (production) and MemoryJobStore (unit tests, with a fake clock).
 //
 // Data model (Redis keys under the configured prefix, default "stas:"):
-//   job:<id>        hash: one job's record (JobRecord fields)
-//   lease:<id>      string: the running attempt's lease token, with a TTL (SET PX); gone = expired
-//   jobs            stream of dispatch tickets {job, attempt}; consumer group "coordinators"
-//   delayed         sorted set: job id -> time (ms) its retry may be dispatched
-//   dead            stream: dead-letter log {job, reason, attempts, at}
-//   state:<state>   sorted set per state: job id -> created_ms
-//   all             sorted set: every job id -> created_ms
-//   dataset:<name>  sorted set: the dataset's job ids -> created_ms;  datasets: name -> first use
-//   stats           hash: persistent counters (submitted, completed, failed, dead, retried, ...)
+//   job:<id>             hash: one job's record (JobRecord fields; RedisJobStore stores short field
+//                        names and leaves empty and zero fields out)
+//   lease:<id>           string: the running attempt's lease token, with a TTL (SET PX); gone = expired
+//   ready:<queue>        sorted set per model queue (ReadyQueueName of the job's model): the queued jobs
+//                        waiting for a group, score = ReadyScore(priority, sequence); ZPOPMIN gives the
+//                        highest priority, then the oldest
+//   queues               set: every ready-queue name ever used;   seq: the enqueue sequence counter
+//   delayed              sorted set: job id -> time (ms) its retry may be dispatched
+//   dead                 stream: dead-letter log {job, reason, attempts, at}
+//   state:<state>        sorted set per state: job id -> created_ms
+//   all                  sorted set: every job id -> created_ms
+//   dataset:<name>       sorted set: the dataset's job ids -> created_ms;  datasets: name -> first use
+//   dstate:<state>:<name> sorted set: the dataset's jobs in that state -> created_ms
+//   stats                hash: persistent counters (submitted, completed, failed, dead, retried, ...)
 //
-// A ticket is a stream entry that asks for one dispatch of a job; the job record names its one
-// outstanding ticket, so any other ticket for it is stale. Tickets stay pending (unacknowledged) while
-// they are waiting or running and are acknowledged (and deleted) when the job is re-queued, finishes
-// or is cancelled: the job is acknowledged only after its output is committed.
+// Invariant kept by every store operation: a job is in its model's ready queue exactly while it is
+// queued and not waiting out a retry delay. Dispatch pops the head of a queue and starts the job in one
+// atomic step, so a job is never handed out twice and never left behind: a coordinator that dies after
+// the pop leaves a running job whose lease nobody renews, which the reaper re-queues.
 #pragma once
 
 #include <cstdint>
@@ -52,7 +57,6 @@ struct JobRecord {
   std::string stage;
   std::string worker;   // the group running (or that last ran) it
   std::string lease;    // the current lease token ("" when none): the fencing token
-  std::string ticket;   // the outstanding stream entry id ("" when none)
   std::string error;    // last error
   std::string output;   // MP4 path reported by the worker (done)
   std::string manifest;
@@ -65,13 +69,14 @@ struct JobRecord {
   static Result<JobRecord> FromFields(const std::string& id, const std::map<std::string, std::string>& fields);
 };
 
-// A dispatch ticket read from the stream.
-struct Ticket {
-  std::string entry_id;  // "<ms>-<seq>"
-  std::string job_id;
-};
-// Orders stream entry ids numerically ("9-0" < "10-0"). Malformed ids sort first.
-bool EntryIdLess(const std::string& a, const std::string& b);
+// The ready queue of a model: its final path component ("/ckpt/Wan2.1-T2V-1.3B-Diffusers/" and
+// "Wan2.1-T2V-1.3B-Diffusers" share a queue, as they match the same groups); the whole string when
+// that component is empty.
+std::string ReadyQueueName(const std::string& model);
+// The ready-queue score: lower pops first. Priority (clamped to +-kMaxQueuePriority) dominates, then
+// the enqueue sequence (modulo 2^32), so equal priorities leave in submission order.
+constexpr int kMaxQueuePriority = 1000000;
+double ReadyScore(int priority, uint64_t sequence);
 
 struct DeadLetter {
   std::string entry_id;
@@ -83,21 +88,25 @@ struct DeadLetter {
 
 // An atomic compare-and-set on one job: every precondition must hold, then every effect applies;
 // otherwise nothing changes. The store keeps the indexes in step: a state change moves the id between
-// state sets, leaving `queued` removes it from `delayed`, the first write adds it to `all`.
+// state sets (and dataset x state sets), leaving `queued` removes it from `delayed` and its ready queue,
+// the first write adds it to `all`.
 struct Transition {
   std::string job_id;
   int64_t now_ms = 0;  // written to updated_ms
+
+  // Dispatch: when set, the job is the head of this ready queue (job_id is ignored) and is popped from
+  // it; a head that fails the preconditions is dropped and the next one tried. Not applied (before =
+  // nullopt) when the queue is empty.
+  std::string pop_ready;
 
   // Preconditions.
   bool require_absent = false;           // the job must not exist (create); other preconditions ignored
   std::vector<JobState> from;            // the current state is one of these (empty: any existing job)
   std::optional<std::string> lease_is;   // the record's lease equals this ("" = no lease)
-  std::optional<std::string> ticket_is;  // the record's ticket equals this
   bool lease_key_expired = false;        // the lease key is gone (its holder stopped renewing)
 
-  // Effects, in this order: ack ticket, set/clear/incr fields, state, lease key, delay, new ticket,
-  // dead letter, stats, dataset index.
-  bool ack_ticket = false;  // acknowledge + delete the record's ticket and clear the field
+  // Effects, in this order: set/clear/incr fields, state, lease key, delay, enqueue, dead letter,
+  // stats, dataset index.
   std::map<std::string, std::string> set;
   std::vector<std::string> clear;
   std::map<std::string, int64_t> incr;
@@ -107,7 +116,7 @@ struct Transition {
   std::string lease_token;     // kSet: SET lease:<id> token PX lease_ttl_ms
   int64_t lease_ttl_ms = 0;
   std::optional<int64_t> delay_until_ms;  // add to `delayed` with this due time
-  bool enqueue_ticket = false;            // XADD a ticket (removes from `delayed`); record its id
+  bool enqueue = false;                   // add to the model's ready queue (removes from `delayed`)
   std::string dead_letter_reason;         // non-empty: append to the dead-letter stream
   std::map<std::string, int64_t> stats;   // increments of the stats hash
   std::string dataset;                    // non-empty: add to this dataset's index
@@ -115,19 +124,27 @@ struct Transition {
 
 struct TransitionResult {
   bool applied = false;
+  std::string job_id;               // the job concerned (the popped one for pop_ready)
   std::optional<JobRecord> before;  // nullopt: the job did not exist
   std::optional<JobRecord> after;   // the record after the effects (== before when not applied)
 };
 
 // Which index to list.
 struct IndexRef {
-  enum class Kind { kAll, kState, kDataset };
+  enum class Kind { kAll, kState, kDataset, kDatasetState };
   Kind kind = Kind::kAll;
   JobState state = JobState::kQueued;
   std::string dataset;
   static IndexRef All() { return {}; }
   static IndexRef State(JobState s) { return {Kind::kState, s, ""}; }
   static IndexRef Dataset(std::string name) { return {Kind::kDataset, JobState::kQueued, std::move(name)}; }
+  static IndexRef DatasetState(std::string name, JobState s) { return {Kind::kDatasetState, s, std::move(name)}; }
+};
+
+// Per-transition outcome of ApplyBrief: whether it applied and the job's state before (nullopt: absent).
+struct BriefResult {
+  bool applied = false;
+  std::optional<JobState> before;
 };
 
 // Thread-safety: implementations are safe to call from several threads; each call is atomic.
@@ -142,32 +159,34 @@ class JobStore {
   virtual Status Initialize() = 0;
 
   virtual Result<TransitionResult> Apply(const Transition& t) = 0;
+  // Many independent transitions (each atomic on its own, in order) in few round trips; only whether
+  // each applied and the state before come back.
+  virtual Result<std::vector<BriefResult>> ApplyBrief(const std::vector<Transition>& ts) = 0;
+  // The state of each job (nullopt: absent), in the order of `ids`; one round trip.
+  virtual Result<std::vector<std::optional<JobState>>> GetStates(const std::vector<std::string>& ids) = 0;
   virtual Result<std::optional<JobRecord>> Get(const std::string& id) = 0;
   // Records in the order of `ids`; missing jobs are left out.
   virtual Result<std::vector<JobRecord>> GetMany(const std::vector<std::string>& ids) = 0;
-  // Removes a job and every trace of it (indexes, lease, delay, its ticket). False when absent.
+  // Removes a job and every trace of it (indexes, ready queue, lease, delay). False when absent.
   virtual Result<bool> Delete(const std::string& id) = 0;
 
   // Ids newest first (by created_ms), skipping `offset`, at most `limit`.
   virtual Result<std::vector<std::string>> ListIds(const IndexRef& index, int64_t offset, int64_t limit) = 0;
+  // A cursor page in O(log n + limit): the ids that follow `after_id` (the first ones when it is "") in
+  // newest-first order (oldest-first when `oldest_first`), at most `limit`. InvalidArgument when
+  // `after_id` is not a job.
+  virtual Result<std::vector<std::string>> ListIdsAfter(const IndexRef& index, const std::string& after_id,
+                                                        int64_t limit, bool oldest_first = false) = 0;
   virtual Result<int64_t> Count(const IndexRef& index) = 0;
+  // Job counts by state, of one dataset ("" = all jobs); one round trip.
+  virtual Result<std::map<JobState, int64_t>> CountByState(const std::string& dataset) = 0;
   virtual Result<std::vector<std::string>> Datasets() = 0;
 
-  // Tickets never delivered to any consumer (XREADGROUP ... >), oldest first, at most `count`.
-  virtual Result<std::vector<Ticket>> ReadNewTickets(const std::string& consumer, int count) = 0;
-  // Tickets delivered to `consumer` and not acknowledged, with ids greater than `after` (paging).
-  virtual Result<std::vector<Ticket>> ReadPendingTickets(const std::string& consumer, const std::string& after,
-                                                         int count) = 0;
-  // Moves tickets pending for at least min_idle_ms (any consumer) to `consumer` and returns them
-  // (XAUTOCLAIM; XPENDING + XCLAIM on servers without it). Scans from `cursor` ("0-0" first);
-  // `next_cursor` is "0-0" when the scan is complete.
-  virtual Result<std::vector<Ticket>> ClaimStaleTickets(const std::string& consumer, int64_t min_idle_ms,
-                                                        const std::string& cursor, int count,
-                                                        std::string* next_cursor) = 0;
-  // Acknowledges and deletes tickets (stale ones; live tickets are acknowledged by transitions).
-  virtual Status AckTickets(const std::vector<std::string>& entry_ids) = 0;
-  // Tickets delivered but not acknowledged (waiting in a coordinator's buffer or running).
-  virtual Result<int64_t> PendingTicketCount() = 0;
+  // Number of jobs waiting in each ready queue (queues that ever held a job; 0 when empty now).
+  virtual Result<std::map<std::string, int64_t>> ReadyDepths() = 0;
+  // Puts queued jobs that are in no ready queue and not delayed back into their queue (records written
+  // by an older layout, hand edits). Returns how many. Idempotent; run at start-up.
+  virtual Result<int64_t> RepairReadyQueues() = 0;
 
   // Whether each job's lease key exists.
   virtual Result<std::vector<bool>> LeasesAlive(const std::vector<std::string>& ids) = 0;

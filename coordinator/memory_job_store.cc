@@ -7,17 +7,6 @@ namespace stas::coordinator {
 
 namespace {
 
-using EntryKey = std::pair<uint64_t, uint64_t>;
-
-std::string EntryString(const EntryKey& k) { return std::to_string(k.first) + "-" + std::to_string(k.second); }
-
-EntryKey ParseEntry(const std::string& id) {
-  const size_t dash = id.find('-');
-  if (dash == std::string::npos) return {std::strtoull(id.c_str(), nullptr, 10), 0};
-  return {std::strtoull(id.substr(0, dash).c_str(), nullptr, 10),
-          std::strtoull(id.substr(dash + 1).c_str(), nullptr, 10)};
-}
-
 std::string FieldOr(const std::map<std::string, std::string>& f, const std::string& key) {
   auto it = f.find(key);
   return it == f.end() ? std::string() : it->second;
@@ -55,24 +44,67 @@ bool MemoryJobStore::LeaseAliveLocked(const std::string& id) const {
   return it != leases_.end() && clock_->NowMs() < it->second.second;
 }
 
-std::string MemoryJobStore::AddEntryLocked(const std::string& job) {
-  const uint64_t now = static_cast<uint64_t>(std::max<int64_t>(0, clock_->NowMs()));
-  EntryKey k = now > last_id_.first ? EntryKey{now, 0} : EntryKey{last_id_.first, last_id_.second + 1};
-  last_id_ = k;
-  stream_[k] = job;
-  return EntryString(k);
+void MemoryJobStore::EnqueueLocked(const std::string& id, const Fields& f) {
+  UnreadyLocked(id);
+  const std::string queue = ReadyQueueName(FieldOr(f, "model"));
+  const double score = ReadyScore(static_cast<int>(NumberOr(f, "priority")), ++sequence_);
+  ready_[queue].insert({score, id});
+  readied_[id] = {queue, score};
 }
 
-void MemoryJobStore::AckLocked(const std::string& entry_id) {
-  const EntryKey k = ParseEntry(entry_id);
-  pending_.erase(k);
-  stream_.erase(k);
+void MemoryJobStore::UnreadyLocked(const std::string& id) {
+  auto it = readied_.find(id);
+  if (it == readied_.end()) return;
+  ready_[it->second.first].erase({it->second.second, id});
+  readied_.erase(it);
 }
 
 Result<TransitionResult> MemoryJobStore::Apply(const Transition& t) {
   std::lock_guard<std::mutex> lock(mu_);
   STAS_RETURN_IF_ERROR(CheckAvailable());
+  return ApplyLocked(t);
+}
+
+Result<std::vector<BriefResult>> MemoryJobStore::ApplyBrief(const std::vector<Transition>& ts) {
+  std::lock_guard<std::mutex> lock(mu_);
+  STAS_RETURN_IF_ERROR(CheckAvailable());
+  std::vector<BriefResult> out;
+  for (const auto& t : ts) {
+    STAS_ASSIGN_OR_RETURN(TransitionResult r, ApplyLocked(t));
+    out.push_back({r.applied, r.before ? std::optional<JobState>(r.before->state) : std::nullopt});
+  }
+  return out;
+}
+
+Result<std::vector<std::optional<JobState>>> MemoryJobStore::GetStates(const std::vector<std::string>& ids) {
+  std::lock_guard<std::mutex> lock(mu_);
+  STAS_RETURN_IF_ERROR(CheckAvailable());
+  std::vector<std::optional<JobState>> out;
+  for (const auto& id : ids) {
+    auto it = jobs_.find(id);
+    out.push_back(it == jobs_.end() ? std::nullopt : ParseJobState(FieldOr(it->second, "state")));
+  }
+  return out;
+}
+
+Result<TransitionResult> MemoryJobStore::ApplyLocked(const Transition& t_in) {
+  if (!t_in.pop_ready.empty()) {
+    // Pop heads until one passes the preconditions (a head that does not is dropped, like Redis).
+    ReadySet& queue = ready_[t_in.pop_ready];
+    while (!queue.empty()) {
+      const std::string id = queue.begin()->second;
+      UnreadyLocked(id);
+      Transition t = t_in;
+      t.pop_ready.clear();
+      t.job_id = id;
+      STAS_ASSIGN_OR_RETURN(TransitionResult r, ApplyLocked(t));
+      if (r.applied) return r;
+    }
+    return TransitionResult{};
+  }
+  const Transition& t = t_in;
   TransitionResult result;
+  result.job_id = t.job_id;
   auto it = jobs_.find(t.job_id);
   const bool exists = it != jobs_.end();
   if (exists) {
@@ -91,33 +123,33 @@ Result<TransitionResult> MemoryJobStore::Apply(const Transition& t) {
                      [&](JobState s) { return FieldOr(cur, "state") == JobStateName(s); }))
       return result;
     if (t.lease_is && FieldOr(cur, "lease") != *t.lease_is) return result;
-    if (t.ticket_is && FieldOr(cur, "ticket") != *t.ticket_is) return result;
     if (t.lease_key_expired && LeaseAliveLocked(t.job_id)) return result;
   }
   // Effects.
   Fields& f = jobs_[t.job_id];
-  if (t.ack_ticket) {
-    const std::string ticket = FieldOr(f, "ticket");
-    if (!ticket.empty()) AckLocked(ticket);
-    f.erase("ticket");
-  }
   for (const auto& [k, v] : t.set) f[k] = v;
   for (const auto& k : t.clear) f.erase(k);
   for (const auto& [k, v] : t.incr) f[k] = std::to_string(NumberOr(f, k) + v);
   f["updated_ms"] = std::to_string(t.now_ms);
   if (t.to) {
     f["state"] = JobStateName(*t.to);
-    if (*t.to != JobState::kQueued) delayed_.erase(t.job_id);
+    if (*t.to != JobState::kQueued) {
+      delayed_.erase(t.job_id);
+      UnreadyLocked(t.job_id);
+    }
   }
   if (t.lease_op == Transition::LeaseOp::kSet) {
     leases_[t.job_id] = {t.lease_token, clock_->NowMs() + t.lease_ttl_ms};
   } else if (t.lease_op == Transition::LeaseOp::kDelete) {
     leases_.erase(t.job_id);
   }
-  if (t.delay_until_ms) delayed_[t.job_id] = *t.delay_until_ms;
-  if (t.enqueue_ticket) {
+  if (t.delay_until_ms) {
+    delayed_[t.job_id] = *t.delay_until_ms;
+    UnreadyLocked(t.job_id);
+  }
+  if (t.enqueue) {
     delayed_.erase(t.job_id);
-    f["ticket"] = AddEntryLocked(t.job_id);
+    EnqueueLocked(t.job_id, f);
   }
   if (!t.dead_letter_reason.empty()) {
     DeadLetter d;
@@ -163,8 +195,7 @@ Result<bool> MemoryJobStore::Delete(const std::string& id) {
   STAS_RETURN_IF_ERROR(CheckAvailable());
   auto it = jobs_.find(id);
   if (it == jobs_.end()) return false;
-  const std::string ticket = FieldOr(it->second, "ticket");
-  if (!ticket.empty()) AckLocked(ticket);
+  UnreadyLocked(id);
   jobs_.erase(it);
   leases_.erase(id);
   delayed_.erase(id);
@@ -176,6 +207,8 @@ bool MemoryJobStore::MatchesLocked(const IndexRef& index, const Fields& fields) 
     case IndexRef::Kind::kAll: return true;
     case IndexRef::Kind::kState: return FieldOr(fields, "state") == JobStateName(index.state);
     case IndexRef::Kind::kDataset: return FieldOr(fields, "dataset") == index.dataset;
+    case IndexRef::Kind::kDatasetState:
+      return FieldOr(fields, "dataset") == index.dataset && FieldOr(fields, "state") == JobStateName(index.state);
   }
   return false;
 }
@@ -201,6 +234,39 @@ Result<std::vector<std::string>> MemoryJobStore::ListIds(const IndexRef& index, 
   return out;
 }
 
+Result<std::vector<std::string>> MemoryJobStore::ListIdsAfter(const IndexRef& index, const std::string& after_id,
+                                                             int64_t limit, bool oldest_first) {
+  std::lock_guard<std::mutex> lock(mu_);
+  STAS_RETURN_IF_ERROR(CheckAvailable());
+  std::optional<std::pair<int64_t, std::string>> cursor;
+  if (!after_id.empty()) {
+    auto job = jobs_.find(after_id);
+    if (job == jobs_.end()) return InvalidArgument("cursor '" + after_id + "' is not a job");
+    cursor = std::make_pair(NumberOr(job->second, "created_ms"), after_id);
+  }
+  auto entries = IndexLocked(index);  // newest first
+  if (oldest_first) std::reverse(entries.begin(), entries.end());
+  std::vector<std::string> out;
+  for (const auto& entry : entries) {
+    if (static_cast<int64_t>(out.size()) >= limit) break;
+    if (!cursor || (oldest_first ? *cursor < entry : entry < *cursor)) out.push_back(entry.second);
+  }
+  return out;
+}
+
+Result<std::map<JobState, int64_t>> MemoryJobStore::CountByState(const std::string& dataset) {
+  std::lock_guard<std::mutex> lock(mu_);
+  STAS_RETURN_IF_ERROR(CheckAvailable());
+  std::map<JobState, int64_t> out;
+  for (JobState s : kAllJobStates) out[s] = 0;
+  for (const auto& [id, fields] : jobs_) {
+    if (!dataset.empty() && FieldOr(fields, "dataset") != dataset) continue;
+    auto s = ParseJobState(FieldOr(fields, "state"));
+    if (s) ++out[*s];
+  }
+  return out;
+}
+
 Result<int64_t> MemoryJobStore::Count(const IndexRef& index) {
   std::lock_guard<std::mutex> lock(mu_);
   STAS_RETURN_IF_ERROR(CheckAvailable());
@@ -215,67 +281,24 @@ Result<std::vector<std::string>> MemoryJobStore::Datasets() {
   return out;
 }
 
-Result<std::vector<Ticket>> MemoryJobStore::ReadNewTickets(const std::string& consumer, int count) {
+Result<std::map<std::string, int64_t>> MemoryJobStore::ReadyDepths() {
   std::lock_guard<std::mutex> lock(mu_);
   STAS_RETURN_IF_ERROR(CheckAvailable());
-  std::vector<Ticket> out;
-  for (auto it = stream_.upper_bound(last_delivered_); it != stream_.end() && static_cast<int>(out.size()) < count;
-       ++it) {
-    last_delivered_ = it->first;
-    pending_[it->first] = {consumer, clock_->NowMs(), 1};
-    out.push_back({EntryString(it->first), it->second});
-  }
+  std::map<std::string, int64_t> out;
+  for (const auto& [name, queue] : ready_) out[name] = static_cast<int64_t>(queue.size());
   return out;
 }
 
-Result<std::vector<Ticket>> MemoryJobStore::ReadPendingTickets(const std::string& consumer, const std::string& after,
-                                                               int count) {
+Result<int64_t> MemoryJobStore::RepairReadyQueues() {
   std::lock_guard<std::mutex> lock(mu_);
   STAS_RETURN_IF_ERROR(CheckAvailable());
-  std::vector<Ticket> out;
-  for (auto it = pending_.upper_bound(ParseEntry(after)); it != pending_.end() && static_cast<int>(out.size()) < count;
-       ++it) {
-    if (it->second.consumer != consumer) continue;
-    auto entry = stream_.find(it->first);
-    if (entry == stream_.end()) continue;
-    // XREADGROUP with an explicit id re-delivers: the delivery count grows, the idle time resets.
-    it->second.delivered_ms = clock_->NowMs();
-    ++it->second.deliveries;
-    out.push_back({EntryString(it->first), entry->second});
+  int64_t repaired = 0;
+  for (const auto& [id, fields] : jobs_) {
+    if (FieldOr(fields, "state") != "queued" || delayed_.count(id) || readied_.count(id)) continue;
+    EnqueueLocked(id, fields);
+    ++repaired;
   }
-  return out;
-}
-
-Result<std::vector<Ticket>> MemoryJobStore::ClaimStaleTickets(const std::string& consumer, int64_t min_idle_ms,
-                                                              const std::string& cursor, int count,
-                                                              std::string* next_cursor) {
-  std::lock_guard<std::mutex> lock(mu_);
-  STAS_RETURN_IF_ERROR(CheckAvailable());
-  std::vector<Ticket> out;
-  const int64_t now = clock_->NowMs();
-  auto it = pending_.lower_bound(ParseEntry(cursor));
-  for (; it != pending_.end() && static_cast<int>(out.size()) < count; ++it) {
-    if (now - it->second.delivered_ms < min_idle_ms) continue;
-    auto entry = stream_.find(it->first);
-    if (entry == stream_.end()) continue;
-    it->second = {consumer, now, it->second.deliveries + 1};
-    out.push_back({EntryString(it->first), entry->second});
-  }
-  if (next_cursor) *next_cursor = it == pending_.end() ? "0-0" : EntryString(it->first);
-  return out;
-}
-
-Status MemoryJobStore::AckTickets(const std::vector<std::string>& entry_ids) {
-  std::lock_guard<std::mutex> lock(mu_);
-  STAS_RETURN_IF_ERROR(CheckAvailable());
-  for (const auto& id : entry_ids) AckLocked(id);
-  return Status::Ok();
-}
-
-Result<int64_t> MemoryJobStore::PendingTicketCount() {
-  std::lock_guard<std::mutex> lock(mu_);
-  STAS_RETURN_IF_ERROR(CheckAvailable());
-  return static_cast<int64_t>(pending_.size());
+  return repaired;
 }
 
 Result<std::vector<bool>> MemoryJobStore::LeasesAlive(const std::vector<std::string>& ids) {
@@ -328,9 +351,9 @@ Result<std::map<std::string, int64_t>> MemoryJobStore::Stats() {
   return stats_;
 }
 
-size_t MemoryJobStore::StreamLength() const {
+size_t MemoryJobStore::ReadyLength() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return stream_.size();
+  return readied_.size();
 }
 
 }  // namespace stas::coordinator

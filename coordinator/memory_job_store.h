@@ -7,6 +7,7 @@
 
 #include <map>
 #include <mutex>
+#include <set>
 #include <utility>
 
 #include "coordinator/clock.h"
@@ -23,20 +24,19 @@ class MemoryJobStore : public JobStore {
   Status Ping() override;
   Status Initialize() override;
   Result<TransitionResult> Apply(const Transition& t) override;
+  Result<std::vector<BriefResult>> ApplyBrief(const std::vector<Transition>& ts) override;
+  Result<std::vector<std::optional<JobState>>> GetStates(const std::vector<std::string>& ids) override;
   Result<std::optional<JobRecord>> Get(const std::string& id) override;
   Result<std::vector<JobRecord>> GetMany(const std::vector<std::string>& ids) override;
   Result<bool> Delete(const std::string& id) override;
   Result<std::vector<std::string>> ListIds(const IndexRef& index, int64_t offset, int64_t limit) override;
+  Result<std::vector<std::string>> ListIdsAfter(const IndexRef& index, const std::string& after_id,
+                                                int64_t limit, bool oldest_first = false) override;
   Result<int64_t> Count(const IndexRef& index) override;
+  Result<std::map<JobState, int64_t>> CountByState(const std::string& dataset) override;
   Result<std::vector<std::string>> Datasets() override;
-  Result<std::vector<Ticket>> ReadNewTickets(const std::string& consumer, int count) override;
-  Result<std::vector<Ticket>> ReadPendingTickets(const std::string& consumer, const std::string& after,
-                                                 int count) override;
-  Result<std::vector<Ticket>> ClaimStaleTickets(const std::string& consumer, int64_t min_idle_ms,
-                                                const std::string& cursor, int count,
-                                                std::string* next_cursor) override;
-  Status AckTickets(const std::vector<std::string>& entry_ids) override;
-  Result<int64_t> PendingTicketCount() override;
+  Result<std::map<std::string, int64_t>> ReadyDepths() override;
+  Result<int64_t> RepairReadyQueues() override;
   Result<std::vector<bool>> LeasesAlive(const std::vector<std::string>& ids) override;
   Result<std::vector<std::string>> DueDelayed(int64_t now_ms, int limit) override;
   Result<int64_t> DelayedCount() override;
@@ -44,22 +44,19 @@ class MemoryJobStore : public JobStore {
   Status IncrementStats(const std::map<std::string, int64_t>& deltas) override;
   Result<std::map<std::string, int64_t>> Stats() override;
 
-  // Test inspection: the number of entries in the ticket stream (acknowledged ones are deleted).
-  size_t StreamLength() const;
+  // Test inspection: jobs in all ready queues together.
+  size_t ReadyLength() const;
 
  private:
-  using EntryKey = std::pair<uint64_t, uint64_t>;
-  struct Pending {
-    std::string consumer;
-    int64_t delivered_ms = 0;
-    int64_t deliveries = 0;
-  };
   using Fields = std::map<std::string, std::string>;
+  // A ready queue: (score, id), lowest first.
+  using ReadySet = std::set<std::pair<double, std::string>>;
 
   Status CheckAvailable() const;
+  Result<TransitionResult> ApplyLocked(const Transition& t);
   bool LeaseAliveLocked(const std::string& id) const;
-  std::string AddEntryLocked(const std::string& job);
-  void AckLocked(const std::string& entry_id);
+  void EnqueueLocked(const std::string& id, const Fields& f);
+  void UnreadyLocked(const std::string& id);
   bool MatchesLocked(const IndexRef& index, const Fields& fields) const;
   std::vector<std::pair<int64_t, std::string>> IndexLocked(const IndexRef& index) const;
 
@@ -72,10 +69,9 @@ class MemoryJobStore : public JobStore {
   std::vector<DeadLetter> dead_;
   std::map<std::string, int64_t> stats_;
   std::map<std::string, int64_t> datasets_;
-  std::map<EntryKey, std::string> stream_;  // entry -> job id
-  EntryKey last_id_{0, 0};
-  EntryKey last_delivered_{0, 0};
-  std::map<EntryKey, Pending> pending_;
+  std::map<std::string, ReadySet> ready_;                          // queue name -> queue
+  std::map<std::string, std::pair<std::string, double>> readied_;  // id -> (queue, score)
+  uint64_t sequence_ = 0;
 };
 
 }  // namespace stas::coordinator

@@ -4,90 +4,154 @@
 
 #include "common/json.h"
 #include "common/log.h"
+#include "worker/render_spec.h"
 
 namespace stas::coordinator {
 
 namespace {
 
-// One Transition (see job_store.h), atomically. ARGV[1] = key prefix, ARGV[2] = the transition as JSON
-// (numbers travel as strings so 13-digit millisecond times never meet Lua's number formatting).
-// Returns {applied, before (flat HGETALL), after (flat HGETALL)}.
+// Hash field names as stored: one or two letters each, to keep a queued job small (a hash's field
+// names are stored per job). Empty strings and zero numbers are not stored at all.
+const std::map<std::string, std::string>& ShortNames() {
+  static const std::map<std::string, std::string> k = {
+      {"state", "s"},        {"spec", "j"},       {"model", "m"},        {"dataset", "d"},
+      {"priority", "p"},     {"attempts", "a"},   {"step", "t"},         {"steps", "n"},
+      {"stage", "g"},        {"worker", "w"},     {"lease", "l"},        {"error", "e"},
+      {"output", "o"},       {"manifest", "f"},   {"timings", "i"},      {"api", "x"},
+      {"created_ms", "c"},   {"started_ms", "b"}, {"finished_ms", "z"},  {"updated_ms", "u"},
+      {"heartbeat_ms", "h"}, {"retry_at_ms", "r"}};
+  return k;
+}
+const std::map<std::string, std::string>& LongNames() {
+  static const std::map<std::string, std::string> k = [] {
+    std::map<std::string, std::string> m;
+    for (const auto& [l, s] : ShortNames()) m[s] = l;
+    return m;
+  }();
+  return k;
+}
+bool IsNumericField(const std::string& name) {
+  return name == "priority" || name == "attempts" || name == "step" || name == "steps" ||
+         (name.size() > 3 && name.compare(name.size() - 3, 3, "_ms") == 0);
+}
+
+// Transitions (see job_store.h), each atomic. ARGV[1] = key prefix, ARGV[2] = a JSON array of
+// transitions with short field names (numbers travel as strings so 13-digit millisecond times never
+// meet Lua's number formatting), ARGV[3] = '1' for brief results.
+// Returns one result per transition: full {applied, before (flat HGETALL), after, id}, brief
+// {applied, state before ('' = absent)}.
 constexpr const char* kTransitionScript = R"lua(
 local p = ARGV[1]
-local t = cjson.decode(ARGV[2])
-local id = t.id
-local jk = p .. 'job:' .. id
-local lk = p .. 'lease:' .. id
-local sk = p .. 'jobs'
-local before = redis.call('HGETALL', jk)
-local cur = {}
-for i = 1, #before, 2 do cur[before[i]] = before[i + 1] end
-local exists = #before > 0
-local function result(applied)
-  if applied then return {1, before, redis.call('HGETALL', jk)} end
-  return {0, before, before}
+local ts = cjson.decode(ARGV[2])
+local brief = ARGV[3] == '1'
+local function qname(m)
+  local path = string.gsub(m, '/+$', '')
+  local base = string.match(path, '[^/]*$') or ''
+  if base == '' then return m end
+  return base
 end
-if t.require_absent then
-  if exists then return result(false) end
-else
-  if not exists then return result(false) end
-  if t.from then
-    local ok = false
-    for _, s in ipairs(t.from) do if cur['state'] == s then ok = true end end
-    if not ok then return result(false) end
+local function apply(t, id)
+  local jk = p .. 'job:' .. id
+  local lk = p .. 'lease:' .. id
+  local before = redis.call('HGETALL', jk)
+  local cur = {}
+  for i = 1, #before, 2 do cur[before[i]] = before[i + 1] end
+  local exists = #before > 0
+  local ok = true
+  if t.require_absent then
+    ok = not exists
+  elseif not exists then
+    ok = false
+  else
+    if t.from then
+      ok = false
+      for _, s in ipairs(t.from) do if cur['s'] == s then ok = true end end
+    end
+    if ok and t.lease_is ~= nil and (cur['l'] or '') ~= t.lease_is then ok = false end
+    if ok and t.lease_key_expired and redis.call('EXISTS', lk) == 1 then ok = false end
   end
-  if t.lease_is ~= nil and (cur['lease'] or '') ~= t.lease_is then return result(false) end
-  if t.ticket_is ~= nil and (cur['ticket'] or '') ~= t.ticket_is then return result(false) end
-  if t.lease_key_expired and redis.call('EXISTS', lk) == 1 then return result(false) end
-end
-if t.ack_ticket then
-  local ticket = cur['ticket']
-  if ticket and ticket ~= '' then
-    redis.call('XACK', sk, 'coordinators', ticket)
-    redis.call('XDEL', sk, ticket)
+  if not ok then return 0, before, before, cur['s'] end
+  if t.set then
+    local args = {}
+    for k, v in pairs(t.set) do args[#args + 1] = k; args[#args + 1] = v end
+    if #args > 0 then redis.call('HSET', jk, unpack(args)) end
   end
-  redis.call('HDEL', jk, 'ticket')
+  if t.del and #t.del > 0 then redis.call('HDEL', jk, unpack(t.del)) end
+  if t.incr then for k, v in pairs(t.incr) do redis.call('HINCRBY', jk, k, v) end end
+  redis.call('HSET', jk, 'u', t.now_ms)
+  local created = redis.call('HGET', jk, 'c') or '0'
+  if not exists then redis.call('ZADD', p .. 'all', created, id) end
+  local old_state = cur['s']
+  local new_state = old_state
+  local q = qname(redis.call('HGET', jk, 'm') or '')
+  local rk = p .. 'ready:' .. q
+  if t.to then
+    new_state = t.to
+    if old_state and old_state ~= t.to then redis.call('ZREM', p .. 'state:' .. old_state, id) end
+    redis.call('HSET', jk, 's', t.to)
+    if old_state ~= t.to then redis.call('ZADD', p .. 'state:' .. t.to, created, id) end
+    if t.to ~= 'queued' then
+      redis.call('ZREM', p .. 'delayed', id)
+      redis.call('ZREM', rk, id)
+    end
+  end
+  if t.lease_op == 'set' then
+    redis.call('SET', lk, t.lease_token, 'PX', t.lease_ttl_ms)
+  elseif t.lease_op == 'delete' then
+    redis.call('DEL', lk)
+  end
+  if t.delay_until_ms then
+    redis.call('ZADD', p .. 'delayed', t.delay_until_ms, id)
+    redis.call('ZREM', rk, id)
+  end
+  if t.enqueue then
+    redis.call('ZREM', p .. 'delayed', id)
+    local seq = redis.call('INCR', p .. 'seq') % 4294967296
+    local prio = tonumber(redis.call('HGET', jk, 'p') or '0') or 0
+    prio = math.max(-1000000, math.min(1000000, prio))
+    redis.call('ZADD', rk, string.format('%.0f', -prio * 4294967296 + seq), id)
+    redis.call('SADD', p .. 'queues', q)
+  end
+  if t.dead_letter_reason then
+    redis.call('XADD', p .. 'dead', 'MAXLEN', '~', '10000', '*', 'job', id, 'reason', t.dead_letter_reason,
+               'attempts', redis.call('HGET', jk, 'a') or '0', 'at', t.now_ms)
+  end
+  if t.stats then for k, v in pairs(t.stats) do redis.call('HINCRBY', p .. 'stats', k, v) end end
+  local old_ds = cur['d'] or ''
+  local new_ds = redis.call('HGET', jk, 'd') or ''
+  if old_ds ~= new_ds then
+    if old_ds ~= '' then redis.call('ZREM', p .. 'dataset:' .. old_ds, id) end
+    if new_ds ~= '' then
+      redis.call('ZADD', p .. 'dataset:' .. new_ds, created, id)
+      redis.call('ZADD', p .. 'datasets', 'NX', created, new_ds)
+    end
+  end
+  if old_ds ~= new_ds or old_state ~= new_state then
+    if old_ds ~= '' and old_state then redis.call('ZREM', p .. 'dstate:' .. old_state .. ':' .. old_ds, id) end
+    if new_ds ~= '' and new_state then redis.call('ZADD', p .. 'dstate:' .. new_state .. ':' .. new_ds, created, id) end
+  end
+  if brief then return 1, before, before, old_state end
+  return 1, before, redis.call('HGETALL', jk), old_state
 end
-if t.set then
-  local args = {}
-  for k, v in pairs(t.set) do args[#args + 1] = k; args[#args + 1] = v end
-  if #args > 0 then redis.call('HSET', jk, unpack(args)) end
+local out = {}
+for i, t in ipairs(ts) do
+  local applied, before, after, state, id = 0, {}, {}, nil, t.id
+  if t.pop then
+    id = ''
+    local key = p .. 'ready:' .. t.pop
+    for n = 1, 1000 do
+      local head = redis.call('ZPOPMIN', key)
+      if #head == 0 then break end
+      applied, before, after, state = apply(t, head[1])
+      if applied == 1 then id = head[1] break end
+      before, after = {}, {}
+    end
+  else
+    applied, before, after, state = apply(t, id)
+  end
+  if brief then out[i] = {applied, state or ''} else out[i] = {applied, before, after, id} end
 end
-if t.clear then for _, k in ipairs(t.clear) do redis.call('HDEL', jk, k) end end
-if t.incr then for k, v in pairs(t.incr) do redis.call('HINCRBY', jk, k, v) end end
-redis.call('HSET', jk, 'updated_ms', t.now_ms)
-local created = redis.call('HGET', jk, 'created_ms') or '0'
-if not exists then redis.call('ZADD', p .. 'all', created, id) end
-if t.to then
-  local old = cur['state']
-  if old and old ~= t.to then redis.call('ZREM', p .. 'state:' .. old, id) end
-  redis.call('HSET', jk, 'state', t.to)
-  redis.call('ZADD', p .. 'state:' .. t.to, created, id)
-  if t.to ~= 'queued' then redis.call('ZREM', p .. 'delayed', id) end
-end
-if t.lease_op == 'set' then
-  redis.call('SET', lk, t.lease_token, 'PX', t.lease_ttl_ms)
-elseif t.lease_op == 'delete' then
-  redis.call('DEL', lk)
-end
-if t.delay_until_ms then redis.call('ZADD', p .. 'delayed', t.delay_until_ms, id) end
-if t.enqueue_ticket then
-  redis.call('ZREM', p .. 'delayed', id)
-  local eid = redis.call('XADD', sk, '*', 'job', id, 'attempt', redis.call('HGET', jk, 'attempts') or '0')
-  redis.call('HSET', jk, 'ticket', eid)
-end
-if t.dead_letter_reason then
-  redis.call('XADD', p .. 'dead', 'MAXLEN', '~', '10000', '*', 'job', id, 'reason', t.dead_letter_reason,
-             'attempts', redis.call('HGET', jk, 'attempts') or '0', 'at', t.now_ms)
-end
-if t.stats then for k, v in pairs(t.stats) do redis.call('HINCRBY', p .. 'stats', k, v) end end
-if t.dataset then
-  local old = cur['dataset']
-  if old and old ~= '' and old ~= t.dataset then redis.call('ZREM', p .. 'dataset:' .. old, id) end
-  redis.call('ZADD', p .. 'dataset:' .. t.dataset, created, id)
-  redis.call('ZADD', p .. 'datasets', 'NX', created, t.dataset)
-end
-return result(true)
+return out
 )lua";
 
 // Removes a job and every trace of it. ARGV[1] = prefix, ARGV[2] = id. Returns 1 when it existed.
@@ -96,20 +160,83 @@ local p = ARGV[1]
 local id = ARGV[2]
 local jk = p .. 'job:' .. id
 if redis.call('EXISTS', jk) == 0 then return 0 end
-local state = redis.call('HGET', jk, 'state')
-local dataset = redis.call('HGET', jk, 'dataset')
-local ticket = redis.call('HGET', jk, 'ticket')
+local state = redis.call('HGET', jk, 's')
+local dataset = redis.call('HGET', jk, 'd')
+local m = redis.call('HGET', jk, 'm') or ''
+local path = string.gsub(m, '/+$', '')
+local q = string.match(path, '[^/]*$') or ''
+if q == '' then q = m end
 if state then redis.call('ZREM', p .. 'state:' .. state, id) end
-if dataset and dataset ~= '' then redis.call('ZREM', p .. 'dataset:' .. dataset, id) end
-if ticket and ticket ~= '' then
-  redis.call('XACK', p .. 'jobs', 'coordinators', ticket)
-  redis.call('XDEL', p .. 'jobs', ticket)
+if dataset and dataset ~= '' then
+  redis.call('ZREM', p .. 'dataset:' .. dataset, id)
+  if state then redis.call('ZREM', p .. 'dstate:' .. state .. ':' .. dataset, id) end
 end
+redis.call('ZREM', p .. 'ready:' .. q, id)
 redis.call('ZREM', p .. 'all', id)
 redis.call('ZREM', p .. 'delayed', id)
 redis.call('DEL', p .. 'lease:' .. id)
 redis.call('DEL', jk)
 return 1
+)lua";
+
+// Re-enqueues queued jobs found in no ready queue and not delayed. ARGV[1] = prefix. Returns the count.
+constexpr const char* kRepairScript = R"lua(
+local p = ARGV[1]
+local n = 0
+for _, id in ipairs(redis.call('ZRANGE', p .. 'state:queued', 0, -1)) do
+  if not redis.call('ZSCORE', p .. 'delayed', id) then
+    local jk = p .. 'job:' .. id
+    local m = redis.call('HGET', jk, 'm') or ''
+    local path = string.gsub(m, '/+$', '')
+    local q = string.match(path, '[^/]*$') or ''
+    if q == '' then q = m end
+    if not redis.call('ZSCORE', p .. 'ready:' .. q, id) then
+      local seq = redis.call('INCR', p .. 'seq') % 4294967296
+      local prio = tonumber(redis.call('HGET', jk, 'p') or '0') or 0
+      prio = math.max(-1000000, math.min(1000000, prio))
+      redis.call('ZADD', p .. 'ready:' .. q, string.format('%.0f', -prio * 4294967296 + seq), id)
+      redis.call('SADD', p .. 'queues', q)
+      n = n + 1
+    end
+  end
+end
+return n
+)lua";
+
+// A cursor page: ARGV[1] = index key, ARGV[2] = the cursor job's key, ARGV[3] = cursor id ('' = from
+// the start), ARGV[4] = limit, ARGV[5] = '1' for oldest first. The ids after the cursor; 0 when the
+// cursor is not a job. When the cursor left the index (its state changed), its created time finds the
+// place; equal times order by id, as the sorted set does.
+constexpr const char* kAfterScript = R"lua(
+local key, id, limit, asc = ARGV[1], ARGV[3], tonumber(ARGV[4]), ARGV[5] == '1'
+if id == '' then
+  if asc then return redis.call('ZRANGE', key, 0, limit - 1) end
+  return redis.call('ZREVRANGE', key, 0, limit - 1)
+end
+local rank
+if asc then rank = redis.call('ZRANK', key, id) else rank = redis.call('ZREVRANK', key, id) end
+if rank then
+  if asc then return redis.call('ZRANGE', key, rank + 1, rank + limit) end
+  return redis.call('ZREVRANGE', key, rank + 1, rank + limit)
+end
+local c = redis.call('HGET', ARGV[2], 'c')
+if not c then return 0 end
+local out = {}
+local ties
+if asc then ties = redis.call('ZRANGEBYSCORE', key, c, c) else ties = redis.call('ZREVRANGEBYSCORE', key, c, c) end
+for _, m in ipairs(ties) do
+  if #out < limit and ((asc and m > id) or (not asc and m < id)) then out[#out + 1] = m end
+end
+if #out < limit then
+  local rest
+  if asc then
+    rest = redis.call('ZRANGEBYSCORE', key, '(' .. c, '+inf', 'LIMIT', 0, limit - #out)
+  else
+    rest = redis.call('ZREVRANGEBYSCORE', key, '(' .. c, '-inf', 'LIMIT', 0, limit - #out)
+  end
+  for _, m in ipairs(rest) do out[#out + 1] = m end
+end
+return out
 )lua";
 
 std::map<std::string, std::string> FlatToMap(const RedisValue& v) {
@@ -118,60 +245,53 @@ std::map<std::string, std::string> FlatToMap(const RedisValue& v) {
   return out;
 }
 
+std::string ExpandSpec(const std::string& stored, const JobRecord& r);
+
 Result<std::optional<JobRecord>> RecordFromFlat(const std::string& id, const RedisValue& v) {
   if (!v.is_array()) return Internal("redis: expected a hash reply for job " + id);
   if (v.elements.empty()) return std::optional<JobRecord>();
-  STAS_ASSIGN_OR_RETURN(JobRecord r, JobRecord::FromFields(id, FlatToMap(v)));
+  std::map<std::string, std::string> fields;
+  for (const auto& [name, value] : FlatToMap(v)) {
+    auto it = LongNames().find(name);
+    if (it != LongNames().end()) fields[it->second] = value;
+  }
+  STAS_ASSIGN_OR_RETURN(JobRecord r, JobRecord::FromFields(id, fields));
+  if (!r.spec.empty()) r.spec = ExpandSpec(r.spec, r);
   return std::optional<JobRecord>(std::move(r));
 }
 
-// [[id, [field, value, ...]], ...] -> tickets; entries whose data was deleted (nil) are collected in
-// `deleted` (they are still pending and must be acknowledged).
-std::vector<Ticket> ParseTicketEntries(const RedisValue& entries, std::vector<std::string>* deleted) {
-  std::vector<Ticket> out;
-  for (const RedisValue& e : entries.elements) {
-    if (!e.is_array() || e.elements.size() < 2) continue;
-    const std::string id = e.elements[0].AsString();
-    const auto fields = FlatToMap(e.elements[1]);
-    auto job = fields.find("job");
-    if (e.elements[1].is_nil() || job == fields.end() || job->second.empty()) {
-      if (deleted) deleted->push_back(id);
-      continue;
-    }
-    out.push_back({id, job->second});
+// A stored spec leaves out what the record holds anyway (model, dataset, priority) and every field at
+// its default (nulls, empty strings, a disabled default steering block): about 100 bytes instead of
+// 500 for a plain prompt. ExpandSpec restores the RenderSpec::ToJson form the queue wrote.
+std::string CompactSpec(const std::string& spec) {
+  auto parsed = ParseJson(spec, "spec");
+  if (!parsed.ok() || !parsed->is_object()) return spec;
+  static const Json kDefaultStas = worker::RenderSpec().stas.ToJson();
+  Json out = Json::object();
+  for (auto it = parsed->begin(); it != parsed->end(); ++it) {
+    const std::string& k = it.key();
+    if (k == "model" || k == "dataset" || k == "priority" || it->is_null()) continue;
+    if (it->is_string() && it->get<std::string>().empty()) continue;
+    if (k == "stas" && *it == kDefaultStas) continue;
+    out[k] = *it;
   }
-  return out;
+  return out.dump();
 }
 
-std::string NextEntryId(const std::string& id) {
-  const size_t dash = id.find('-');
-  if (dash == std::string::npos) return id + "-1";
-  return id.substr(0, dash + 1) + std::to_string(std::strtoull(id.substr(dash + 1).c_str(), nullptr, 10) + 1);
+std::string ExpandSpec(const std::string& stored, const JobRecord& r) {
+  auto parsed = ParseJson(stored, "spec");
+  if (!parsed.ok() || !parsed->is_object() || parsed->contains("model")) return stored;  // not compacted
+  (*parsed)["model"] = r.model;
+  (*parsed)["dataset"] = r.dataset;
+  (*parsed)["priority"] = r.priority;
+  auto spec = worker::RenderSpec::FromJson(*parsed);
+  return spec.ok() ? spec->ToJson().dump() : stored;
 }
 
-}  // namespace
-
-RedisJobStore::RedisJobStore(std::shared_ptr<RedisClient> client) : client_(std::move(client)) {}
-
-std::string RedisJobStore::IndexKey(const IndexRef& index) const {
-  switch (index.kind) {
-    case IndexRef::Kind::kAll: return client_->Key("all");
-    case IndexRef::Kind::kState: return client_->Key(std::string("state:") + JobStateName(index.state));
-    case IndexRef::Kind::kDataset: return client_->Key("dataset:" + index.dataset);
-  }
-  return client_->Key("all");
-}
-
-Status RedisJobStore::Ping() { return client_->Ping(); }
-
-Status RedisJobStore::Initialize() {
-  auto r = client_->Command({"XGROUP", "CREATE", StreamKey(), kGroup, "0", "MKSTREAM"});
-  if (!r.ok() && !IsRedisError(r.status(), "BUSYGROUP")) return r.status();
-  return Status::Ok();
-}
-
-Result<TransitionResult> RedisJobStore::Apply(const Transition& t) {
+// The transition as the script reads it (short field names; empty and zero values deleted).
+Json TransitionJson(const Transition& t) {
   Json j = {{"id", t.job_id}, {"now_ms", std::to_string(t.now_ms)}};
+  if (!t.pop_ready.empty()) j["pop"] = t.pop_ready;
   if (t.require_absent) j["require_absent"] = true;
   if (!t.from.empty()) {
     Json from = Json::array();
@@ -179,14 +299,29 @@ Result<TransitionResult> RedisJobStore::Apply(const Transition& t) {
     j["from"] = from;
   }
   if (t.lease_is) j["lease_is"] = *t.lease_is;
-  if (t.ticket_is) j["ticket_is"] = *t.ticket_is;
   if (t.lease_key_expired) j["lease_key_expired"] = true;
-  if (t.ack_ticket) j["ack_ticket"] = true;
-  if (!t.set.empty()) j["set"] = t.set;
-  if (!t.clear.empty()) j["clear"] = t.clear;
+  Json set = Json::object();
+  Json del = Json::array();
+  for (const auto& [k, v] : t.set) {
+    auto it = ShortNames().find(k);
+    if (it == ShortNames().end() || k == "state") continue;  // state moves through `to`; ids are keys
+    if (v.empty() || (v == "0" && IsNumericField(k)))
+      del.push_back(it->second);
+    else
+      set[it->second] = k == "spec" ? CompactSpec(v) : v;
+  }
+  for (const auto& k : t.clear) {
+    auto it = ShortNames().find(k);
+    if (it != ShortNames().end()) del.push_back(it->second);
+  }
+  if (!set.empty()) j["set"] = set;
+  if (!del.empty()) j["del"] = del;
   if (!t.incr.empty()) {
     Json incr = Json::object();
-    for (const auto& [k, v] : t.incr) incr[k] = std::to_string(v);
+    for (const auto& [k, v] : t.incr) {
+      auto it = ShortNames().find(k);
+      if (it != ShortNames().end()) incr[it->second] = std::to_string(v);
+    }
     j["incr"] = incr;
   }
   if (t.to) j["to"] = JobStateName(*t.to);
@@ -198,23 +333,89 @@ Result<TransitionResult> RedisJobStore::Apply(const Transition& t) {
     j["lease_op"] = "delete";
   }
   if (t.delay_until_ms) j["delay_until_ms"] = std::to_string(*t.delay_until_ms);
-  if (t.enqueue_ticket) j["enqueue_ticket"] = true;
+  if (t.enqueue) j["enqueue"] = true;
   if (!t.dead_letter_reason.empty()) j["dead_letter_reason"] = t.dead_letter_reason;
   if (!t.stats.empty()) {
     Json stats = Json::object();
     for (const auto& [k, v] : t.stats) stats[k] = std::to_string(v);
     j["stats"] = stats;
   }
-  if (!t.dataset.empty()) j["dataset"] = t.dataset;
+  return j;
+}
 
-  STAS_ASSIGN_OR_RETURN(RedisValue reply,
-                        client_->Eval(kTransitionScript, {}, {client_->options().key_prefix, j.dump()}));
-  if (!reply.is_array() || reply.elements.size() != 3) return Internal("redis: unexpected transition script reply");
+}  // namespace
+
+RedisJobStore::RedisJobStore(std::shared_ptr<RedisClient> client) : client_(std::move(client)) {}
+
+std::string RedisJobStore::IndexKey(const IndexRef& index) const {
+  switch (index.kind) {
+    case IndexRef::Kind::kAll: return client_->Key("all");
+    case IndexRef::Kind::kState: return client_->Key(std::string("state:") + JobStateName(index.state));
+    case IndexRef::Kind::kDataset: return client_->Key("dataset:" + index.dataset);
+    case IndexRef::Kind::kDatasetState:
+      return client_->Key(std::string("dstate:") + JobStateName(index.state) + ":" + index.dataset);
+  }
+  return client_->Key("all");
+}
+
+Status RedisJobStore::Ping() { return client_->Ping(); }
+
+Status RedisJobStore::Initialize() { return client_->Ping(); }
+
+Result<std::vector<RedisValue>> RedisJobStore::RunTransitions(const std::vector<Transition>& ts, bool brief) {
+  Json batch = Json::array();
+  for (const auto& t : ts) batch.push_back(TransitionJson(t));
+  STAS_ASSIGN_OR_RETURN(RedisValue reply, client_->Eval(kTransitionScript, {},
+                                                        {client_->options().key_prefix, batch.dump(), brief ? "1" : "0"}));
+  if (!reply.is_array() || reply.elements.size() != ts.size())
+    return Internal("redis: unexpected transition script reply");
+  return std::move(reply.elements);
+}
+
+Result<TransitionResult> RedisJobStore::Apply(const Transition& t) {
+  STAS_ASSIGN_OR_RETURN(auto replies, RunTransitions({t}, false));
+  const RedisValue& reply = replies[0];
+  if (!reply.is_array() || reply.elements.size() != 4) return Internal("redis: unexpected transition script reply");
   TransitionResult out;
   STAS_ASSIGN_OR_RETURN(int64_t applied, reply.elements[0].AsInteger());
   out.applied = applied == 1;
-  STAS_ASSIGN_OR_RETURN(out.before, RecordFromFlat(t.job_id, reply.elements[1]));
-  STAS_ASSIGN_OR_RETURN(out.after, RecordFromFlat(t.job_id, reply.elements[2]));
+  out.job_id = reply.elements[3].AsString();
+  if (out.job_id.empty()) return out;  // pop_ready on an empty queue
+  STAS_ASSIGN_OR_RETURN(out.before, RecordFromFlat(out.job_id, reply.elements[1]));
+  STAS_ASSIGN_OR_RETURN(out.after, RecordFromFlat(out.job_id, reply.elements[2]));
+  return out;
+}
+
+Result<std::vector<BriefResult>> RedisJobStore::ApplyBrief(const std::vector<Transition>& ts) {
+  // Chunks of a few hundred: each script call is short, so other clients' commands (heartbeats,
+  // dispatch) interleave with a big batch instead of waiting for all of it.
+  constexpr size_t kChunk = 500;
+  std::vector<BriefResult> out;
+  out.reserve(ts.size());
+  for (size_t at = 0; at < ts.size(); at += kChunk) {
+    std::vector<Transition> chunk(ts.begin() + at, ts.begin() + std::min(ts.size(), at + kChunk));
+    STAS_ASSIGN_OR_RETURN(auto replies, RunTransitions(chunk, true));
+    for (const RedisValue& r : replies) {
+      if (!r.is_array() || r.elements.size() != 2) return Internal("redis: unexpected transition script reply");
+      STAS_ASSIGN_OR_RETURN(int64_t applied, r.elements[0].AsInteger());
+      const std::string state = r.elements[1].AsString();
+      out.push_back({applied == 1, state.empty() ? std::nullopt : ParseJobState(state)});
+    }
+  }
+  return out;
+}
+
+Result<std::vector<std::optional<JobState>>> RedisJobStore::GetStates(const std::vector<std::string>& ids) {
+  std::vector<std::vector<std::string>> commands;
+  commands.reserve(ids.size());
+  for (const auto& id : ids) commands.push_back({"HGET", JobKey(id), "s"});
+  STAS_ASSIGN_OR_RETURN(auto replies, client_->Pipeline(commands));
+  std::vector<std::optional<JobState>> out;
+  out.reserve(ids.size());
+  for (auto& r : replies) {
+    if (!r.ok()) return r.status();
+    out.push_back(r->is_nil() ? std::nullopt : ParseJobState(r->AsString()));
+  }
   return out;
 }
 
@@ -253,9 +454,36 @@ Result<std::vector<std::string>> RedisJobStore::ListIds(const IndexRef& index, i
   return out;
 }
 
+Result<std::vector<std::string>> RedisJobStore::ListIdsAfter(const IndexRef& index, const std::string& after_id,
+                                                            int64_t limit, bool oldest_first) {
+  std::vector<std::string> out;
+  if (limit <= 0) return out;
+  STAS_ASSIGN_OR_RETURN(RedisValue v, client_->Eval(kAfterScript, {},
+                                                    {IndexKey(index), JobKey(after_id), after_id, std::to_string(limit),
+                                                     oldest_first ? "1" : "0"}));
+  if (!v.is_array()) return InvalidArgument("cursor '" + after_id + "' is not a job");
+  for (const auto& e : v.elements) out.push_back(e.AsString());
+  return out;
+}
+
 Result<int64_t> RedisJobStore::Count(const IndexRef& index) {
   STAS_ASSIGN_OR_RETURN(RedisValue v, client_->Command({"ZCARD", IndexKey(index)}));
   return v.AsInteger();
+}
+
+Result<std::map<JobState, int64_t>> RedisJobStore::CountByState(const std::string& dataset) {
+  std::vector<std::vector<std::string>> commands;
+  for (JobState s : kAllJobStates)
+    commands.push_back({"ZCARD", IndexKey(dataset.empty() ? IndexRef::State(s) : IndexRef::DatasetState(dataset, s))});
+  STAS_ASSIGN_OR_RETURN(auto replies, client_->Pipeline(commands));
+  std::map<JobState, int64_t> out;
+  size_t i = 0;
+  for (JobState s : kAllJobStates) {
+    auto& r = replies[i++];
+    if (!r.ok()) return r.status();
+    STAS_ASSIGN_OR_RETURN(out[s], r->AsInteger());
+  }
+  return out;
 }
 
 Result<std::vector<std::string>> RedisJobStore::Datasets() {
@@ -265,104 +493,26 @@ Result<std::vector<std::string>> RedisJobStore::Datasets() {
   return out;
 }
 
-Result<std::vector<Ticket>> RedisJobStore::ReadGroup(const std::string& consumer, const std::string& id, int count) {
-  std::vector<std::string> argv = {"XREADGROUP", "GROUP", kGroup, consumer, "COUNT", std::to_string(std::max(1, count)),
-                                   "STREAMS", StreamKey(), id};
-  auto r = client_->Command(argv);
-  if (!r.ok() && IsRedisError(r.status(), "NOGROUP")) {
-    // The stream or group vanished (FLUSHALL, a fresh server): recreate and read again.
-    STAS_LOG_WARN("redis consumer group missing on {}; recreating it", StreamKey());
-    STAS_RETURN_IF_ERROR(Initialize());
-    r = client_->Command(argv);
+Result<std::map<std::string, int64_t>> RedisJobStore::ReadyDepths() {
+  STAS_ASSIGN_OR_RETURN(RedisValue names, client_->Command({"SMEMBERS", client_->Key("queues")}));
+  std::vector<std::string> queues;
+  std::vector<std::vector<std::string>> commands;
+  for (const auto& e : names.elements) {
+    queues.push_back(e.AsString());
+    commands.push_back({"ZCARD", client_->Key("ready:" + queues.back())});
   }
-  if (!r.ok()) return r.status();
-  std::vector<Ticket> out;
-  if (r->is_nil() || r->elements.empty()) return out;
-  // [[stream, [[id, fields], ...]]]
-  const RedisValue& stream = r->elements[0];
-  if (!stream.is_array() || stream.elements.size() < 2) return Internal("redis: unexpected XREADGROUP reply");
-  std::vector<std::string> deleted;
-  out = ParseTicketEntries(stream.elements[1], &deleted);
-  if (!deleted.empty()) STAS_RETURN_IF_ERROR(AckTickets(deleted));
+  STAS_ASSIGN_OR_RETURN(auto replies, client_->Pipeline(commands));
+  std::map<std::string, int64_t> out;
+  for (size_t i = 0; i < queues.size(); ++i) {
+    if (!replies[i].ok()) return replies[i].status();
+    STAS_ASSIGN_OR_RETURN(out[queues[i]], replies[i]->AsInteger());
+  }
   return out;
 }
 
-Result<std::vector<Ticket>> RedisJobStore::ReadNewTickets(const std::string& consumer, int count) {
-  return ReadGroup(consumer, ">", count);
-}
-
-Result<std::vector<Ticket>> RedisJobStore::ReadPendingTickets(const std::string& consumer, const std::string& after,
-                                                              int count) {
-  // XREADGROUP with an id returns this consumer's pending entries with ids greater than it.
-  return ReadGroup(consumer, after.empty() ? "0" : after, count);
-}
-
-Result<std::vector<Ticket>> RedisJobStore::ClaimStaleTickets(const std::string& consumer, int64_t min_idle_ms,
-                                                             const std::string& cursor, int count,
-                                                             std::string* next_cursor) {
-  if (force_xpending_claim_) return ClaimWithXPending(consumer, min_idle_ms, cursor, count, next_cursor);
-  auto r = client_->Command({"XAUTOCLAIM", StreamKey(), kGroup, consumer, std::to_string(std::max<int64_t>(0, min_idle_ms)),
-                             cursor.empty() ? "0-0" : cursor, "COUNT", std::to_string(std::max(1, count))});
-  if (!r.ok() && (IsRedisError(r.status(), "ERR unknown command") || IsRedisError(r.status(), "ERR Unknown"))) {
-    return ClaimWithXPending(consumer, min_idle_ms, cursor, count, next_cursor);
-  }
-  if (!r.ok() && IsRedisError(r.status(), "NOGROUP")) {
-    STAS_RETURN_IF_ERROR(Initialize());
-    if (next_cursor) *next_cursor = "0-0";
-    return std::vector<Ticket>();
-  }
-  if (!r.ok()) return r.status();
-  // [next_cursor, [[id, fields], ...], (Redis 7:) [deleted ids]]
-  if (!r->is_array() || r->elements.size() < 2) return Internal("redis: unexpected XAUTOCLAIM reply");
-  if (next_cursor) *next_cursor = r->elements[0].AsString();
-  std::vector<std::string> deleted;
-  std::vector<Ticket> out = ParseTicketEntries(r->elements[1], &deleted);
-  if (!deleted.empty()) STAS_RETURN_IF_ERROR(AckTickets(deleted));
-  return out;
-}
-
-Result<std::vector<Ticket>> RedisJobStore::ClaimWithXPending(const std::string& consumer, int64_t min_idle_ms,
-                                                             const std::string& cursor, int count,
-                                                             std::string* next_cursor) {
-  const std::string start = cursor.empty() || cursor == "0-0" ? "-" : cursor;
-  STAS_ASSIGN_OR_RETURN(RedisValue pending, client_->Command({"XPENDING", StreamKey(), kGroup, start, "+",
-                                                              std::to_string(std::max(1, count))}));
-  std::vector<std::string> ids;
-  std::string last;
-  for (const RedisValue& p : pending.elements) {
-    if (!p.is_array() || p.elements.size() < 4) continue;
-    last = p.elements[0].AsString();
-    auto idle = p.elements[2].AsInteger();
-    if (idle.ok() && *idle >= min_idle_ms) ids.push_back(last);
-  }
-  if (next_cursor)
-    *next_cursor = static_cast<int>(pending.elements.size()) < std::max(1, count) || last.empty() ? "0-0" : NextEntryId(last);
-  std::vector<Ticket> out;
-  if (ids.empty()) return out;
-  std::vector<std::string> argv = {"XCLAIM", StreamKey(), kGroup, consumer, std::to_string(std::max<int64_t>(0, min_idle_ms))};
-  argv.insert(argv.end(), ids.begin(), ids.end());
-  STAS_ASSIGN_OR_RETURN(RedisValue claimed, client_->Command(argv));
-  return ParseTicketEntries(claimed, nullptr);
-}
-
-Status RedisJobStore::AckTickets(const std::vector<std::string>& entry_ids) {
-  if (entry_ids.empty()) return Status::Ok();
-  std::vector<std::string> ack = {"XACK", StreamKey(), kGroup};
-  std::vector<std::string> del = {"XDEL", StreamKey()};
-  ack.insert(ack.end(), entry_ids.begin(), entry_ids.end());
-  del.insert(del.end(), entry_ids.begin(), entry_ids.end());
-  STAS_ASSIGN_OR_RETURN(auto replies, client_->Pipeline({ack, del}));
-  for (auto& r : replies)
-    if (!r.ok()) return r.status();
-  return Status::Ok();
-}
-
-Result<int64_t> RedisJobStore::PendingTicketCount() {
-  auto r = client_->Command({"XPENDING", StreamKey(), kGroup});
-  if (!r.ok() && IsRedisError(r.status(), "NOGROUP")) return int64_t{0};
-  if (!r.ok()) return r.status();
-  if (!r->is_array() || r->elements.empty()) return Internal("redis: unexpected XPENDING reply");
-  return r->elements[0].AsInteger();
+Result<int64_t> RedisJobStore::RepairReadyQueues() {
+  STAS_ASSIGN_OR_RETURN(RedisValue v, client_->Eval(kRepairScript, {}, {client_->options().key_prefix}));
+  return v.AsInteger();
 }
 
 Result<std::vector<bool>> RedisJobStore::LeasesAlive(const std::vector<std::string>& ids) {

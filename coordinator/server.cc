@@ -111,6 +111,9 @@ struct CoordinatorServer::Impl {
   Dispatcher::ConnectionId next_id = 1;
   bool stopping = false;
   std::atomic<int> stop_signal{0};
+  // Runs offloaded requests; declared last so it is joined before the loop's state goes away.
+  std::unique_ptr<net::thread_pool> pool =
+      options.offload_api ? std::make_unique<net::thread_pool>(1) : nullptr;
 
   Status Bind(tcp::acceptor& acceptor, const std::string& host, int port, const char* what) {
     STAS_ASSIGN_OR_RETURN(tcp::endpoint ep, ResolveEndpoint(ioc, host, port));
@@ -330,9 +333,27 @@ void HttpSession::OnRead(beast::error_code ec) {
   request.body = msg.body();
   const bool head = msg.method() == http::verb::head;
   if (head) request.method = "GET";
+  const bool keep_alive = msg.keep_alive();
+  HttpApi* offload = server_->options.offload_api;
+  if (offload && server_->pool && offload->ShouldOffload(request)) {
+    // A big batch runs on the worker thread (its own Redis connection); the loop keeps serving
+    // /healthz, heartbeats and dispatch meanwhile. The response and a dispatch come back to the loop.
+    auto self = shared_from_this();
+    auto served = server_->dispatcher->ServedModels();
+    net::post(*server_->pool, [self, offload, request = std::move(request), served = std::move(served), keep_alive,
+                               head]() {
+      HttpResponse response = offload->HandleOffLoop(request, served);
+      net::post(self->server_->ioc, [self, response = std::move(response), keep_alive, head]() {
+        STAS_LOG_DEBUG("HTTP (off the loop) -> {}", response.status);
+        self->Respond(response, keep_alive, head);
+        if (response.status < 300) self->server_->dispatcher->Poke();
+      });
+    });
+    return;
+  }
   HttpResponse response = server_->api->Handle(request);
   STAS_LOG_DEBUG("HTTP {} {} -> {}", request.method, request.target, response.status);
-  Respond(response, msg.keep_alive(), head);
+  Respond(response, keep_alive, head);
 }
 
 void HttpSession::Respond(const HttpResponse& response, bool keep_alive, bool head) {

@@ -6,6 +6,7 @@
 //   Bodies above the limit get 413, unparsable requests 400, idle connections close after 60 s.
 //   Videos are streamed from disk (file_body).
 // - A timer runs Dispatcher::Tick every tick_ms.
+// - Batch submissions run off the loop (ServerOptions::offload_api) on one worker thread.
 // - SIGINT/SIGTERM (when handle_signals) stop it gracefully: listeners close, worker connections
 //   close (groups reconnect to the next coordinator and keep their leases), then the loop ends.
 // No exception leaves an Asio handler: each handler catches and logs.
@@ -30,6 +31,9 @@ struct ServerOptions {
   size_t max_body_bytes = 8u << 20;
   int http_idle_timeout_s = 60;
   bool handle_signals = true;
+  // When set, requests it accepts (HttpApi::ShouldOffload: batch submissions) run on one worker thread
+  // through this instance, which must use its own Redis connection; the loop never waits for them.
+  HttpApi* offload_api = nullptr;
 };
 
 class CoordinatorServer {

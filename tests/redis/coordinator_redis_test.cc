@@ -3,7 +3,9 @@
 // not installed (a failure instead when STAS_REQUIRE_REDIS is set, as in CI).
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -67,14 +69,13 @@ class RedisQueueTest : public ::testing::Test {
     return it == stats->end() ? 0 : it->second;
   }
 
-  Assignment StartNext(const std::string& consumer = "c", const std::string& worker = "g") {
-    auto tickets = store_->ReadNewTickets(consumer, 1);
-    EXPECT_TRUE(tickets.ok()) << tickets.status().ToString();
-    EXPECT_EQ(tickets->size(), 1u);
-    auto a = queue_->Start(tickets->at(0), worker);
-    EXPECT_TRUE(a.ok() && a->has_value()) << (a.ok() ? "stale" : a.status().ToString());
+  Assignment StartNext(const std::string& worker = "g") {
+    auto a = queue_->StartNext("tiny", worker);
+    EXPECT_TRUE(a.ok() && a->has_value()) << (a.ok() ? "empty queue" : a.status().ToString());
     return **a;
   }
+
+  int64_t Ready(const std::string& queue = "tiny") { return Integer({"ZCARD", store_->ReadyKey(queue)}); }
 
   testing::RedisTestServer server_;
   std::shared_ptr<RedisClient> client_;
@@ -108,16 +109,16 @@ TEST_F(RedisQueueTest, CommandsAreBinarySafeAndUseThePrefix) {
   EXPECT_EQ(*client_->Eval(script, {client_->Key("n")}, {"10"})->AsInteger(), 22);
 }
 
-TEST_F(RedisQueueTest, SubmitClaimAndAcknowledge) {
+TEST_F(RedisQueueTest, SubmitStartAndComplete) {
   auto sub = queue_->Submit(Spec("a heron"));
   ASSERT_TRUE(sub.ok()) << sub.status().ToString();
-  EXPECT_EQ(Integer({"XLEN", store_->StreamKey()}), 1);
+  EXPECT_EQ(Ready(), 1);
   EXPECT_EQ(Integer({"ZCARD", client_->Key("state:queued")}), 1);
   Assignment a = StartNext();
   EXPECT_EQ(a.spec["prompt"], "a heron");
   EXPECT_EQ(Integer({"ZCARD", client_->Key("state:queued")}), 0);
   EXPECT_EQ(Integer({"ZCARD", client_->Key("state:running")}), 1);
-  EXPECT_EQ(*store_->PendingTicketCount(), 1) << "pending until the output is committed";
+  EXPECT_EQ(Ready(), 0);
   auto lease = client_->Command({"GET", store_->LeaseKey(a.job_id)});
   EXPECT_EQ(lease->str, a.lease);
   const int64_t ttl = Integer({"PTTL", store_->LeaseKey(a.job_id)});
@@ -127,8 +128,6 @@ TEST_F(RedisQueueTest, SubmitClaimAndAcknowledge) {
   EXPECT_EQ(*queue_->Heartbeat(a.job_id, "forged", 2, 4, "denoise"), HeartbeatOutcome::kLeaseLost);
   EXPECT_TRUE(*queue_->GrantCommit(a.job_id, a.lease));
   EXPECT_EQ(*queue_->Complete(a.job_id, a.lease, "single/h.mp4", "", Json()), CompleteOutcome::kCompleted);
-  EXPECT_EQ(*store_->PendingTicketCount(), 0);
-  EXPECT_EQ(Integer({"XLEN", store_->StreamKey()}), 0);
   EXPECT_EQ(Integer({"EXISTS", store_->LeaseKey(a.job_id)}), 0);
   EXPECT_EQ(Integer({"ZCARD", client_->Key("state:done")}), 1);
   auto rec = queue_->Get(a.job_id);
@@ -151,14 +150,14 @@ TEST_F(RedisQueueTest, AThousandDuplicateSubmissionsMakeOneJob) {
     ASSERT_EQ(r->id, first->id);
     ASSERT_EQ(r->outcome, SubmitOutcome::kExisting);
   }
-  EXPECT_EQ(Integer({"XLEN", store_->StreamKey()}), 1);
+  EXPECT_EQ(Ready(), 1);
   EXPECT_EQ(*store_->Count(IndexRef::All()), 1);
   EXPECT_EQ(*store_->Count(IndexRef::State(JobState::kQueued)), 1);
   EXPECT_EQ(Stat("submitted"), 1);
 }
 
 TEST_F(RedisQueueTest, ConcurrentSubmittersAndStartersNeverDoubleUp) {
-  // Two coordinators (separate connections) race on the same job and the same ticket.
+  // Two coordinators (separate connections) race on the same jobs and the same queue head.
   auto other_client = std::make_shared<RedisClient>(OptionsFor(server_));
   RedisJobStore other_store(other_client);
   JobQueue other(&other_store, DefaultClock(), options_);
@@ -173,62 +172,124 @@ TEST_F(RedisQueueTest, ConcurrentSubmittersAndStartersNeverDoubleUp) {
   t1.join();
   t2.join();
   EXPECT_EQ(created.load(), 200);
-  EXPECT_EQ(Integer({"XLEN", store_->StreamKey()}), 200);
-  auto tickets = store_->ReadNewTickets("c", 1);
-  ASSERT_EQ(tickets->size(), 1u);
-  auto a = queue_->Start(tickets->at(0), "g1");
-  auto b = other.Start(tickets->at(0), "g2");
-  ASSERT_TRUE(a.ok() && b.ok());
-  EXPECT_TRUE(a->has_value());
-  EXPECT_FALSE(b->has_value()) << "a ticket starts one attempt";
+  EXPECT_EQ(Ready(), 200);
+  std::set<std::string> started;
+  std::mutex mu;
+  std::atomic<int> duplicates{0};
+  auto start = [&](JobQueue* q, const std::string& worker) {
+    while (true) {
+      auto a = q->StartNext("tiny", worker);
+      ASSERT_TRUE(a.ok()) << a.status().ToString();
+      if (!a->has_value()) return;
+      std::lock_guard<std::mutex> lock(mu);
+      if (!started.insert((*a)->job_id).second) ++duplicates;
+    }
+  };
+  std::thread s1(start, queue_.get(), "g1"), s2(start, &other, "g2");
+  s1.join();
+  s2.join();
+  EXPECT_EQ(started.size(), 200u);
+  EXPECT_EQ(duplicates.load(), 0) << "a queue head starts one attempt";
 }
 
-TEST_F(RedisQueueTest, PendingTicketsAreRedeliveredWithXautoclaim) {
-  auto sub = queue_->Submit(Spec("orphan"));
-  auto taken = store_->ReadNewTickets("crashed-coordinator", 10);
-  ASSERT_EQ(taken->size(), 1u);
-  EXPECT_TRUE(store_->ReadNewTickets("new-coordinator", 10)->empty()) << "delivered once";
-  std::string cursor;
-  EXPECT_TRUE(store_->ClaimStaleTickets("new-coordinator", 60000, "0-0", 10, &cursor)->empty()) << "not idle yet";
-  std::this_thread::sleep_for(120ms);
-  auto claimed = store_->ClaimStaleTickets("new-coordinator", 100, "0-0", 10, &cursor);
-  ASSERT_TRUE(claimed.ok()) << claimed.status().ToString();
-  ASSERT_EQ(claimed->size(), 1u);
-  EXPECT_EQ(claimed->at(0).job_id, sub->id);
-  EXPECT_EQ(claimed->at(0).entry_id, taken->at(0).entry_id);
-  EXPECT_EQ(cursor, "0-0");
-  EXPECT_EQ(store_->ReadPendingTickets("new-coordinator", "0", 10)->size(), 1u);
-  EXPECT_TRUE(store_->ReadPendingTickets("crashed-coordinator", "0", 10)->empty());
-  auto a = queue_->Start(claimed->at(0), "g");
-  ASSERT_TRUE(a.ok() && a->has_value());
+TEST_F(RedisQueueTest, ReadyQueuesHoldPriorityOverABacklogAndCancelRemovesAtOnce) {
+  std::vector<std::string> backlog;
+  for (int i = 0; i < 200; ++i) backlog.push_back(queue_->Submit(Spec("low " + std::to_string(i)))->id);
+  worker::RenderSpec high = Spec("high");
+  high.priority = 100;
+  const std::string high_id = queue_->Submit(high)->id;
+  worker::RenderSpec unserved = Spec("unserved");
+  unserved.model = "/ckpt/Wan2.1-T2V-1.3B-Diffusers";
+  ASSERT_TRUE(queue_->Submit(unserved).ok());
+  auto depths = *store_->ReadyDepths();
+  EXPECT_EQ(depths["tiny"], 201);
+  EXPECT_EQ(depths["Wan2.1-T2V-1.3B-Diffusers"], 1);
+  EXPECT_EQ(StartNext().job_id, high_id) << "priority 100 goes first, behind 200 priority-0 jobs";
+  EXPECT_EQ(StartNext().job_id, backlog[0]) << "then the oldest";
+  for (size_t i = 1; i < backlog.size(); ++i) ASSERT_EQ(queue_->Cancel(backlog[i])->first, CancelOutcome::kCancelled);
+  EXPECT_EQ(Ready(), 0) << "cancelled jobs leave the queue at once";
+  const std::string fresh = queue_->Submit(Spec("fresh"))->id;
+  EXPECT_EQ(StartNext().job_id, fresh);
+  // Delete removes the queue entry too; a record without one is repaired at start-up.
+  const std::string gone = queue_->Submit(Spec("gone"))->id;
+  ASSERT_TRUE(*queue_->Delete(gone));
+  EXPECT_EQ(Ready(), 0);
+  const std::string orphan = queue_->Submit(Spec("orphan"))->id;
+  ASSERT_EQ(Integer({"ZREM", store_->ReadyKey("tiny"), orphan}), 1);
+  EXPECT_EQ(*store_->RepairReadyQueues(), 1);
+  EXPECT_EQ(*store_->RepairReadyQueues(), 0);
+  EXPECT_EQ(StartNext().job_id, orphan);
 }
 
-TEST_F(RedisQueueTest, ClaimingPagesThroughThePendingListWithBothCommands) {
-  for (bool xpending : {false, true}) {
-    SCOPED_TRACE(xpending ? "XPENDING + XCLAIM" : "XAUTOCLAIM");
-    store_->set_force_xpending_claim(xpending);
-    std::set<std::string> submitted;
-    for (int i = 0; i < 5; ++i)
-      submitted.insert(queue_->Submit(Spec(std::string(xpending ? "p" : "a") + std::to_string(i)))->id);
-    ASSERT_EQ(store_->ReadNewTickets("crashed", 10)->size(), 5u);
-    std::this_thread::sleep_for(120ms);
-    std::set<std::string> claimed;
-    std::string cursor = "0-0";
-    int pages = 0;
-    do {
-      std::string next;
-      auto page = store_->ClaimStaleTickets("heir", 100, cursor, 2, &next);
-      ASSERT_TRUE(page.ok()) << page.status().ToString();
-      EXPECT_LE(page->size(), 2u);
-      for (const auto& t : *page) claimed.insert(t.job_id);
-      cursor = next;
-    } while (cursor != "0-0" && ++pages < 20);
-    EXPECT_EQ(claimed, submitted);
-    EXPECT_TRUE(store_->ReadPendingTickets("crashed", "0", 10)->empty());
-    ASSERT_EQ(store_->ReadPendingTickets("heir", "0", 10)->size(), 5u);
-    for (const auto& id : submitted) ASSERT_EQ(queue_->Cancel(id)->first, CancelOutcome::kCancelled);
-    EXPECT_EQ(*store_->PendingTicketCount(), 0);
+TEST_F(RedisQueueTest, BatchesIndexesCursorsAndCounts) {
+  std::vector<SubmitItem> items;
+  for (int i = 0; i < 1200; ++i) {  // more than one script chunk
+    worker::RenderSpec s = Spec("batch " + std::to_string(i));
+    s.dataset = i % 2 ? "odd" : "even";
+    items.push_back({s, Json()});
   }
+  auto first = queue_->SubmitMany(items);
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  for (const auto& r : *first) ASSERT_EQ(r.outcome, SubmitOutcome::kCreated);
+  EXPECT_EQ(Ready(), 1200);
+  EXPECT_EQ(Stat("submitted"), 1200);
+  auto again = queue_->SubmitMany(items);
+  ASSERT_TRUE(again.ok());
+  for (const auto& r : *again) ASSERT_EQ(r.outcome, SubmitOutcome::kExisting);
+  EXPECT_EQ(*store_->Count(IndexRef::All()), 1200);
+  EXPECT_EQ(Stat("submitted"), 1200);
+  // Move a few through states and check the dataset x state index and the counts.
+  for (int i = 0; i < 3; ++i) StartNext();
+  const std::string cancelled = first->at(10).id;
+  ASSERT_EQ(queue_->Cancel(cancelled)->first, CancelOutcome::kCancelled);
+  auto even = *queue_->Counts("even");
+  EXPECT_EQ(even[JobState::kRunning], 2);
+  EXPECT_EQ(even[JobState::kCancelled], 1);
+  EXPECT_EQ(even[JobState::kQueued], 597);
+  EXPECT_EQ(Integer({"ZCARD", client_->Key("dstate:queued:even")}), 597);
+  EXPECT_EQ(queue_->Counts("")->at(JobState::kQueued), 1196);
+  // Cursor pages cover every queued even job exactly once.
+  std::set<std::string> seen;
+  ListQuery q{JobState::kQueued, "even", 0, "", 100};
+  for (int page = 0; page < 20; ++page) {
+    auto records = queue_->List(q);
+    ASSERT_TRUE(records.ok()) << records.status().ToString();
+    for (const auto& r : *records) {
+      EXPECT_EQ(r.state, JobState::kQueued);
+      EXPECT_EQ(r.dataset, "even");
+      EXPECT_TRUE(seen.insert(r.id).second) << "no id twice";
+    }
+    if (records->size() < 100) break;
+    q.after = records->back().id;
+  }
+  EXPECT_EQ(seen.size(), 597u);
+  // A cursor that left the index (cancelled) still finds its place.
+  auto from_cancelled = store_->ListIdsAfter(IndexRef::DatasetState("even", JobState::kQueued), cancelled, 5000);
+  ASSERT_TRUE(from_cancelled.ok()) << from_cancelled.status().ToString();
+  auto from_cancelled_asc =
+      store_->ListIdsAfter(IndexRef::DatasetState("even", JobState::kQueued), cancelled, 5000, true);
+  ASSERT_TRUE(from_cancelled_asc.ok());
+  EXPECT_EQ(from_cancelled->size() + from_cancelled_asc->size(), 597u);
+  EXPECT_EQ(store_->ListIdsAfter(IndexRef::All(), "0123456789abcdef0123456789abcdef", 5).status().code(),
+            StatusCode::kInvalidArgument);
+}
+
+TEST_F(RedisQueueTest, AQueuedJobTakesLittleRedisMemory) {
+  // Field names are short and empty fields absent, so a queued job stays well under 1.5 KB.
+  worker::RenderSpec s = Spec("a heron standing in a misty river at dawn, cinematic lighting");
+  s.dataset = "herons";
+  auto sub = queue_->Submit(s);
+  ASSERT_TRUE(sub.ok());
+  auto fields = client_->Command({"HGETALL", store_->JobKey(sub->id)});
+  ASSERT_TRUE(fields.ok());
+  std::set<std::string> names;
+  for (size_t i = 0; i < fields->elements.size(); i += 2) names.insert(fields->elements[i].AsString());
+  EXPECT_EQ(names, (std::set<std::string>{"s", "j", "m", "d", "c", "u"}));
+  EXPECT_LT(Integer({"MEMORY", "USAGE", store_->JobKey(sub->id)}), 900);
+  auto rec = queue_->Get(sub->id);
+  ASSERT_TRUE(rec.ok() && rec->has_value());
+  EXPECT_EQ((*rec)->dataset, "herons");
+  EXPECT_EQ((*rec)->attempts, 0);
 }
 
 TEST_F(RedisQueueTest, ExpiredLeasesAreReapedAndDeadLetteredAfterMaxAttempts) {
@@ -252,7 +313,7 @@ TEST_F(RedisQueueTest, ExpiredLeasesAreReapedAndDeadLetteredAfterMaxAttempts) {
   EXPECT_EQ(dead->at(0).attempts, 3);
   EXPECT_NE(dead->at(0).reason.find("lease expired"), std::string::npos);
   EXPECT_EQ(Stat("lease_expired"), 3);
-  EXPECT_EQ(*store_->PendingTicketCount(), 0);
+  EXPECT_EQ(Ready(), 0);
   EXPECT_EQ(Integer({"ZCARD", client_->Key("delayed")}), 0);
 }
 
@@ -265,7 +326,8 @@ TEST_F(RedisQueueTest, RetriesWaitInTheDelayedSet) {
   ASSERT_EQ(*queue_->Fail(a.job_id, a.lease, "transient", true), FailOutcome::kRetryScheduled);
   EXPECT_EQ(Integer({"ZCARD", client_->Key("delayed")}), 1);
   EXPECT_EQ(*queue_->PromoteDue(), 0);
-  EXPECT_TRUE(store_->ReadNewTickets("c", 10)->empty());
+  EXPECT_EQ(Ready(), 0);
+  EXPECT_FALSE(queue_->StartNext("tiny", "g")->has_value());
   std::this_thread::sleep_for(250ms);
   EXPECT_EQ(*queue_->PromoteDue(), 1);
   Assignment b = StartNext();
@@ -290,15 +352,16 @@ TEST_F(RedisQueueTest, CancelListAndDelete) {
   auto one = queue_->Submit(s);
   s.prompt = "two";
   auto two = queue_->Submit(s);
-  ASSERT_EQ(queue_->List({std::nullopt, "d1", 0, 10})->size(), 2u);
+  ASSERT_EQ(queue_->List({std::nullopt, "d1", 0, "", 10})->size(), 2u);
   ASSERT_EQ(queue_->Cancel(one->id)->first, CancelOutcome::kCancelled);
-  EXPECT_EQ(queue_->List({JobState::kCancelled, "d1", 0, 10})->size(), 1u);
-  EXPECT_EQ(queue_->List({JobState::kQueued, "", 0, 10})->size(), 1u);
-  EXPECT_EQ(Integer({"XLEN", store_->StreamKey()}), 1) << "the cancelled job's ticket is gone";
+  EXPECT_EQ(queue_->List({JobState::kCancelled, "d1", 0, "", 10})->size(), 1u);
+  EXPECT_EQ(queue_->List({JobState::kQueued, "", 0, "", 10})->size(), 1u);
+  EXPECT_EQ(Ready(), 1) << "the cancelled job left its queue";
   ASSERT_TRUE(*queue_->Delete(two->id));
   EXPECT_FALSE(*queue_->Delete(two->id));
-  EXPECT_EQ(queue_->List({std::nullopt, "d1", 0, 10})->size(), 1u);
-  EXPECT_EQ(Integer({"XLEN", store_->StreamKey()}), 0);
+  EXPECT_EQ(queue_->List({std::nullopt, "d1", 0, "", 10})->size(), 1u);
+  EXPECT_EQ(Ready(), 0);
+  EXPECT_EQ(Integer({"ZCARD", client_->Key("dstate:queued:d1")}), 0);
   EXPECT_EQ(*store_->Datasets(), std::vector<std::string>{"d1"});
 }
 
@@ -375,10 +438,10 @@ TEST(RedisClientTest, ReconnectsAfterTheServerRestartsAndAofKeepsTheQueue) {
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   ASSERT_TRUE(back->has_value()) << "the append-only file kept the job";
   EXPECT_EQ((*back)->state, JobState::kQueued);
-  auto tickets = store.ReadNewTickets("c", 10);
-  ASSERT_TRUE(tickets.ok()) << tickets.status().ToString();
-  ASSERT_EQ(tickets->size(), 1u) << "and its ticket and consumer group";
-  EXPECT_EQ(tickets->at(0).job_id, sub->id);
+  auto next = queue.StartNext("tiny", "g");
+  ASSERT_TRUE(next.ok()) << next.status().ToString();
+  ASSERT_TRUE(next->has_value()) << "and its ready queue";
+  EXPECT_EQ((*next)->job_id, sub->id);
 }
 
 }  // namespace

@@ -324,7 +324,7 @@ TEST_F(CoordinatorServiceTest, KillNineAndRestartLosesNothing) {
   ASSERT_EQ(job["job_id"], running);
   const std::string lease = job["lease"];
   const std::string queued = Http(c->http_port, "POST", "/jobs", R"({"prompt":"queued"})").json()["id"];
-  std::this_thread::sleep_for(300ms);  // let the coordinator buffer the second ticket
+  std::this_thread::sleep_for(300ms);  // let the coordinator tick with the second job queued
   c.reset();                           // SIGKILL
 
   auto again = Start();
@@ -341,7 +341,7 @@ TEST_F(CoordinatorServiceTest, KillNineAndRestartLosesNothing) {
   w2.Send({{"type", "ready"}});
   Json second = w2.Expect("job");
   ASSERT_TRUE(second.is_object()) << Logs();
-  EXPECT_EQ(second["job_id"], queued) << "the buffered ticket was recovered";
+  EXPECT_EQ(second["job_id"], queued) << "the queued job survived in its ready queue";
   back.Send({{"type", "commit"}, {"job_id", running}, {"lease", lease}});
   EXPECT_TRUE(back.Expect("commit_ack")["granted"].get<bool>());
   back.Send({{"type", "done"}, {"job_id", running}, {"lease", lease}, {"output", "single/running.mp4"}});

@@ -186,6 +186,7 @@ class ServiceStack {
   std::string server() const { return "http://127.0.0.1:" + std::to_string(http_port_); }
   std::string worker_address() const { return "127.0.0.1:" + std::to_string(worker_port_); }
   std::string log_dir() const { return dir_.File("logs"); }
+  int redis_port() const { return redis_port_; }
   const StackOptions& options() const { return options_; }
 
   // ---------------------------------------------------------------------------------------- Redis

@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <regex>
+#include <set>
 
 #include "coordinator/auth.h"
 #include "coordinator/http_api.h"
@@ -14,6 +15,13 @@
 
 namespace stas::coordinator {
 namespace {
+
+class NullChannel : public WorkerChannel {
+ public:
+  void Send(const Json&) override {}
+  void Close() override {}
+  std::string peer() const override { return "test:1"; }
+};
 
 class HttpApiTest : public ::testing::Test {
  protected:
@@ -49,19 +57,20 @@ class HttpApiTest : public ::testing::Test {
 
   // Runs a job to completion the way a worker group would, reporting `output` (not written).
   void Complete(const std::string& id, const std::string& output) {
-    // POST handlers poke the dispatcher, which buffers tickets as consumer "coordinator".
-    auto tickets = store_.ReadPendingTickets("coordinator", "0", 1000);
-    ASSERT_TRUE(tickets.ok());
-    pending_ = *tickets;
-    for (const auto& t : pending_) {
-      if (t.job_id != id) continue;
-      auto a = queue_.Start(t, "g");
-      ASSERT_TRUE(a.ok() && a->has_value());
-      ASSERT_TRUE(*queue_.GrantCommit(id, (*a)->lease));
-      ASSERT_EQ(*queue_.Complete(id, (*a)->lease, output, "", Json()), CompleteOutcome::kCompleted);
-      return;
-    }
-    FAIL() << "no ticket for " << id;
+    // Start this very job (not the head of its queue) with a lease of our own.
+    Transition t;
+    t.job_id = id;
+    t.now_ms = clock_.NowMs();
+    t.from = {JobState::kQueued};
+    t.to = JobState::kRunning;
+    t.set = {{"lease", "test-lease"}, {"worker", "g"}};
+    t.lease_op = Transition::LeaseOp::kSet;
+    t.lease_token = "test-lease";
+    t.lease_ttl_ms = 60000;
+    auto started = store_.Apply(t);
+    ASSERT_TRUE(started.ok() && started->applied) << "job " << id << " is not queued";
+    ASSERT_TRUE(*queue_.GrantCommit(id, "test-lease"));
+    ASSERT_EQ(*queue_.Complete(id, "test-lease", output, "", Json()), CompleteOutcome::kCompleted);
   }
   // The same, with `video_bytes` written as the MP4 under the storage folder.
   void Finish(const std::string& id, const std::string& output, const std::string& video_bytes) {
@@ -75,7 +84,6 @@ class HttpApiTest : public ::testing::Test {
   JobQueue queue_;
   std::unique_ptr<Dispatcher> dispatcher_;
   std::unique_ptr<HttpApi> api_;
-  std::vector<Ticket> pending_;
 };
 
 TEST_F(HttpApiTest, PostAJobThenGetIt) {
@@ -263,6 +271,94 @@ TEST_F(HttpApiTest, HealthMetricsStatsAndWorkers) {
   EXPECT_EQ(Body(down)["status"], "unavailable");
   EXPECT_NE(Call("GET", "/metrics").body.find("stas_redis_up 0"), std::string::npos);
   EXPECT_EQ(Call("GET", "/jobs").status, 503);
+}
+
+TEST_F(HttpApiTest, QueueDepthPerModelAndModelsWithoutAGroup) {
+  Submit("a");
+  Submit("b", R"(,"model":"Wan2.1-T2V-1.3B-Diffusers")");
+  auto s = Body(Call("GET", "/stats"));
+  EXPECT_EQ(s["queues"]["tiny"]["depth"], 1);
+  EXPECT_EQ(s["queues"]["Wan2.1-T2V-1.3B-Diffusers"]["depth"], 1);
+  EXPECT_FALSE(s["queues"]["tiny"]["served"].get<bool>());
+  EXPECT_EQ(s["models_without_group"].size(), 2u);
+  auto ch = std::make_shared<NullChannel>();
+  dispatcher_->OnConnect(1, ch);
+  dispatcher_->OnMessage(1, {{"type", "hello"}, {"worker", "w"}, {"model", "tiny"}});
+  s = Body(Call("GET", "/stats"));
+  EXPECT_TRUE(s["queues"]["tiny"]["served"].get<bool>());
+  EXPECT_EQ(s["models_without_group"], Json::array({"Wan2.1-T2V-1.3B-Diffusers"}));
+  auto m = Call("GET", "/metrics").body;
+  EXPECT_NE(m.find("stas_queue_depth{model=\"Wan2.1-T2V-1.3B-Diffusers\",served=\"0\"} 1"), std::string::npos) << m;
+  EXPECT_NE(m.find("stas_models_without_group 1"), std::string::npos) << m;
+}
+
+TEST_F(HttpApiTest, CountsLookupAndCursorPages) {
+  std::vector<std::string> ids;
+  std::string batch = R"({"dataset":"d","jobs":[)";
+  for (int i = 0; i < 25; ++i) batch += std::string(i ? "," : "") + R"({"prompt":"p)" + std::to_string(i) + R"("})";
+  batch += "]}";
+  auto posted = Call("POST", "/jobs", batch);
+  ASSERT_EQ(posted.status, 201) << posted.body;
+  const Json posted_body = Body(posted);
+  for (const auto& id : posted_body["ids"]) ids.push_back(id);
+  auto again = Body(Call("POST", "/jobs", batch));
+  EXPECT_EQ(again["created"], 0);
+  EXPECT_EQ(again["existing"], 25);
+  ASSERT_EQ(Call("DELETE", "/jobs/" + ids[0]).status, 200);
+  auto counts = Body(Call("GET", "/counts?dataset=d"));
+  EXPECT_EQ(counts["counts"]["queued"], 24);
+  EXPECT_EQ(counts["counts"]["cancelled"], 1);
+  EXPECT_EQ(counts["total"], 25);
+  EXPECT_EQ(counts["finished"], 1);
+  EXPECT_EQ(Body(Call("GET", "/counts"))["dataset"], nullptr);
+  EXPECT_EQ(Call("GET", "/counts?bogus=1").status, 400);
+  // Cursor pages of the dataset's queued jobs.
+  std::set<std::string> seen;
+  std::string target = "/jobs?dataset=d&state=queued&limit=10";
+  for (int page = 0; page < 5; ++page) {
+    const Json body = Body(Call("GET", target));
+    EXPECT_EQ(body["total"], 24);
+    for (const auto& j : body["jobs"]) EXPECT_TRUE(seen.insert(j["id"]).second);
+    if (body["next"].is_null()) break;
+    target = "/jobs?dataset=d&state=queued&limit=10&after=" + body["next"].get<std::string>();
+  }
+  EXPECT_EQ(seen.size(), 24u);
+  EXPECT_EQ(Call("GET", "/jobs?after=nothex").status, 400);
+  EXPECT_EQ(Call("GET", "/jobs?after=0123456789abcdef0123456789abcdef").status, 400);
+  EXPECT_EQ(Call("GET", "/jobs?after=" + ids[1] + "&offset=3").status, 400);
+  // One request for many jobs.
+  auto lookup = Call("POST", "/jobs/lookup",
+                     Json{{"ids", {ids[0], ids[5], "0123456789abcdef0123456789abcdef"}}}.dump());
+  ASSERT_EQ(lookup.status, 200) << lookup.body;
+  EXPECT_EQ(Body(lookup)["jobs"].size(), 2u);
+  EXPECT_EQ(Body(lookup)["jobs"][0]["state"], "cancelled");
+  EXPECT_EQ(Body(lookup)["missing"], Json::array({"0123456789abcdef0123456789abcdef"}));
+  EXPECT_EQ(Call("POST", "/jobs/lookup", R"({"ids":[5]})").status, 400);
+  EXPECT_EQ(Call("GET", "/jobs/lookup").status, 405);
+  // The OpenAI list pages by cursor both ways.
+  auto first = Body(Call("GET", "/v1/videos?limit=20"));
+  EXPECT_TRUE(first["has_more"].get<bool>());
+  auto rest = Body(Call("GET", "/v1/videos?limit=20&after=" + first["last_id"].get<std::string>()));
+  EXPECT_FALSE(rest["has_more"].get<bool>());
+  EXPECT_EQ(first["data"].size() + rest["data"].size(), 25u);
+  auto asc = Body(Call("GET", "/v1/videos?limit=100&order=asc"));
+  EXPECT_EQ(asc["data"].size(), 25u);
+  EXPECT_EQ(asc["data"][0]["id"], rest["data"].back()["id"]);
+}
+
+TEST_F(HttpApiTest, BigBatchesRunOffTheLoopWithTheServedModelsOfTheLoop) {
+  HttpRequest big{"POST", "/jobs", {}, std::string(20 << 10, ' ') + "{}"};
+  EXPECT_TRUE(api_->ShouldOffload(big));
+  EXPECT_FALSE(api_->ShouldOffload({"POST", "/jobs", {}, "{}"})) << "single jobs stay on the loop";
+  EXPECT_FALSE(api_->ShouldOffload({"GET", "/jobs", {}, std::string(20 << 10, ' ')}));
+  EXPECT_FALSE(api_->ShouldOffload({"POST", "/v1/videos", {}, std::string(20 << 10, ' ')}));
+  // The worker thread's instance has no dispatcher: the served models come with the request.
+  HttpApi bulk(&queue_, nullptr, &clock_, HttpApiOptions{});
+  const std::string batch = R"({"jobs":[{"prompt":"x","model":"my-own-model"}]})";
+  HttpRequest r{"POST", "/jobs", {}, batch};
+  EXPECT_EQ(bulk.HandleOffLoop(r, {}).status, 400) << "no group serves that model";
+  auto ok = bulk.HandleOffLoop(r, {"/models/my-own-model"});
+  EXPECT_EQ(ok.status, 201) << ok.body;
 }
 
 // ------------------------------------------------------------------------------------------- OpenAI

@@ -30,12 +30,9 @@ class QueueTest : public ::testing::Test {
     queue_ = std::make_unique<JobQueue>(&store_, &clock_, options_);
   }
 
-  // Reads the next ticket as consumer "c" and starts it for `worker`.
+  // Starts the next job of the "tiny" ready queue for `worker`.
   Assignment StartNext(const std::string& worker = "g1") {
-    auto tickets = store_.ReadNewTickets("c", 1);
-    EXPECT_TRUE(tickets.ok());
-    EXPECT_EQ(tickets->size(), 1u);
-    auto a = queue_->Start(tickets->at(0), worker);
+    auto a = queue_->StartNext("tiny", worker);
     EXPECT_TRUE(a.ok()) << a.status().ToString();
     EXPECT_TRUE(a->has_value());
     return **a;
@@ -60,7 +57,7 @@ class QueueTest : public ::testing::Test {
   std::unique_ptr<JobQueue> queue_;
 };
 
-TEST_F(QueueTest, SubmitCreatesAQueuedJobWithOneTicket) {
+TEST_F(QueueTest, SubmitCreatesAQueuedJobInItsModelsReadyQueue) {
   auto r = queue_->Submit(Spec("a cat"));
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->outcome, SubmitOutcome::kCreated);
@@ -68,9 +65,9 @@ TEST_F(QueueTest, SubmitCreatesAQueuedJobWithOneTicket) {
   const JobRecord rec = Record(r->id);
   EXPECT_EQ(rec.state, JobState::kQueued);
   EXPECT_EQ(rec.attempts, 0);
-  EXPECT_FALSE(rec.ticket.empty());
   EXPECT_EQ(rec.created_ms, clock_.NowMs());
-  EXPECT_EQ(store_.StreamLength(), 1u);
+  EXPECT_EQ(store_.ReadyLength(), 1u);
+  EXPECT_EQ(store_.ReadyDepths()->at("tiny"), 1);
   EXPECT_EQ(Stat("submitted"), 1);
 }
 
@@ -86,7 +83,7 @@ TEST_F(QueueTest, ResubmittingTheSameJobIsANoOpReturningTheSameId) {
     EXPECT_EQ(r->id, first->id);
     EXPECT_EQ(r->outcome, SubmitOutcome::kExisting);
   }
-  EXPECT_EQ(store_.StreamLength(), 1u);
+  EXPECT_EQ(store_.ReadyLength(), 1u);
   EXPECT_EQ(*store_.Count(IndexRef::All()), 1);
   EXPECT_EQ(Stat("submitted"), 1);
   auto other = queue_->Submit(Spec("a cat", 7));
@@ -100,7 +97,7 @@ TEST_F(QueueTest, ResubmittingAFailedJobRequeuesIt) {
   Assignment a = StartNext();
   ASSERT_EQ(*queue_->Fail(a.job_id, a.lease, "bad weights", false), FailOutcome::kFailed);
   EXPECT_EQ(Record(sub->id).state, JobState::kFailed);
-  EXPECT_EQ(store_.StreamLength(), 0u);
+  EXPECT_EQ(store_.ReadyLength(), 0u);
   auto again = queue_->Submit(Spec("x"));
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(again->outcome, SubmitOutcome::kResubmitted);
@@ -108,7 +105,7 @@ TEST_F(QueueTest, ResubmittingAFailedJobRequeuesIt) {
   EXPECT_EQ(rec.state, JobState::kQueued);
   EXPECT_EQ(rec.attempts, 0);
   EXPECT_TRUE(rec.error.empty());
-  EXPECT_EQ(store_.StreamLength(), 1u);
+  EXPECT_EQ(store_.ReadyLength(), 1u);
   // And a done job stays done.
   Assignment b = StartNext();
   ASSERT_TRUE(*queue_->GrantCommit(b.job_id, b.lease));
@@ -151,9 +148,7 @@ TEST_F(QueueTest, LeaseFencingLetsOnlyTheCurrentTokenCommitAndComplete) {
   EXPECT_EQ(rec.output, "single/x.mp4");
   EXPECT_EQ(rec.step, 8);
   EXPECT_GT(rec.finished_ms, 0);
-  // Acknowledged only now: nothing pending, nothing left in the stream.
-  EXPECT_EQ(*store_.PendingTicketCount(), 0);
-  EXPECT_EQ(store_.StreamLength(), 0u);
+  EXPECT_EQ(store_.ReadyLength(), 0u);
   EXPECT_EQ(Stat("completed"), 1);
 }
 
@@ -178,11 +173,12 @@ TEST_F(QueueTest, ExpiredLeasesAreRetriedWithExponentialBackoffThenDeadLettered)
       EXPECT_EQ(rec.state, JobState::kQueued);
       EXPECT_NE(rec.error.find("lease expired"), std::string::npos) << rec.error;
       EXPECT_EQ(rec.retry_at_ms, clock_.NowMs() + expected_backoff[attempt - 1]);
-      EXPECT_TRUE(rec.ticket.empty()) << "no ticket until the backoff has passed";
+      EXPECT_EQ(store_.ReadyLength(), 0u) << "not dispatchable until the backoff has passed";
+      EXPECT_FALSE(queue_->StartNext("tiny", "eager")->has_value());
       EXPECT_EQ(*queue_->PromoteDue(), 0);
       clock_.AdvanceMs(expected_backoff[attempt - 1]);
       EXPECT_EQ(*queue_->PromoteDue(), 1);
-      EXPECT_FALSE(Record(sub->id).ticket.empty());
+      EXPECT_EQ(store_.ReadyLength(), 1u);
     } else {
       EXPECT_EQ(rec.state, JobState::kDead);
     }
@@ -196,7 +192,7 @@ TEST_F(QueueTest, ExpiredLeasesAreRetriedWithExponentialBackoffThenDeadLettered)
   EXPECT_EQ(stats["lease_expired"], 3);
   EXPECT_EQ(stats["retried"], 2);
   EXPECT_EQ(stats["dead"], 1);
-  EXPECT_EQ(*store_.PendingTicketCount(), 0);
+  EXPECT_EQ(store_.ReadyLength(), 0u);
 }
 
 TEST_F(QueueTest, BackoffDoublesAndIsCapped) {
@@ -269,13 +265,12 @@ TEST_F(QueueTest, RetryableFailuresRetryAndNonRetryableOnesFail) {
 TEST_F(QueueTest, CancellationStopsQueuedAndRunningJobs) {
   auto queued = queue_->Submit(Spec("queued"));
   ASSERT_TRUE(queued.ok());
-  auto tickets = store_.ReadNewTickets("c", 1);
-  ASSERT_EQ(tickets->size(), 1u);
   auto c1 = queue_->Cancel(queued->id);
   ASSERT_TRUE(c1.ok());
   EXPECT_EQ(c1->first, CancelOutcome::kCancelled);
   EXPECT_EQ(c1->second.state, JobState::kCancelled);
-  EXPECT_FALSE(queue_->Start(tickets->at(0), "g")->has_value()) << "a cancelled job's ticket is stale";
+  EXPECT_EQ(store_.ReadyLength(), 0u) << "cancelling takes the job out of its ready queue at once";
+  EXPECT_FALSE(queue_->StartNext("tiny", "g")->has_value());
   EXPECT_EQ(queue_->Cancel(queued->id)->first, CancelOutcome::kAlreadyCancelled);
 
   auto running = queue_->Submit(Spec("running"));
@@ -284,7 +279,6 @@ TEST_F(QueueTest, CancellationStopsQueuedAndRunningJobs) {
   EXPECT_EQ(queue_->Cancel(running->id)->first, CancelOutcome::kCancelled);
   EXPECT_EQ(*queue_->Heartbeat(a.job_id, a.lease, 2, 8, "denoise"), HeartbeatOutcome::kCancelled);
   EXPECT_FALSE(*queue_->GrantCommit(a.job_id, a.lease));
-  EXPECT_EQ(*store_.PendingTicketCount(), 0);
 
   auto done = queue_->Submit(Spec("done"));
   Assignment d = StartNext();
@@ -308,17 +302,17 @@ TEST_F(QueueTest, ListsByStateAndDatasetNewestFirst) {
     clock_.AdvanceMs(10);
   }
   StartNext();  // the oldest job of set-a
-  auto queued_a = queue_->List({JobState::kQueued, "set-a", 0, 100});
+  auto queued_a = queue_->List({JobState::kQueued, "set-a", 0, "", 100});
   ASSERT_TRUE(queued_a.ok());
   ASSERT_EQ(queued_a->size(), 2u);
   EXPECT_EQ(queued_a->at(0).id, a_ids[2]);
   EXPECT_EQ(queued_a->at(1).id, a_ids[1]);
-  EXPECT_EQ(queue_->List({std::nullopt, "set-b", 0, 100})->size(), 2u);
-  auto running = queue_->List({JobState::kRunning, "", 0, 100});
+  EXPECT_EQ(queue_->List({std::nullopt, "set-b", 0, "", 100})->size(), 2u);
+  auto running = queue_->List({JobState::kRunning, "", 0, "", 100});
   ASSERT_EQ(running->size(), 1u);
   EXPECT_EQ(running->at(0).id, a_ids[0]);
-  EXPECT_EQ(queue_->List({std::nullopt, "", 0, 2})->size(), 2u);
-  EXPECT_EQ(queue_->List({std::nullopt, "", 4, 100})->size(), 1u);
+  EXPECT_EQ(queue_->List({std::nullopt, "", 0, "", 2})->size(), 2u);
+  EXPECT_EQ(queue_->List({std::nullopt, "", 4, "", 100})->size(), 1u);
   auto datasets = *store_.Datasets();
   EXPECT_EQ(std::set<std::string>(datasets.begin(), datasets.end()), (std::set<std::string>{"set-a", "set-b"}));
 }
@@ -330,28 +324,141 @@ TEST_F(QueueTest, AStoreOutageIsAnErrorAndChangesNothing) {
   EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
   store_.SetUnavailable(false);
   EXPECT_EQ(*store_.Count(IndexRef::All()), 0);
-  EXPECT_EQ(store_.StreamLength(), 0u);
+  EXPECT_EQ(store_.ReadyLength(), 0u);
 }
 
-TEST_F(QueueTest, StaleTicketsAreAcknowledgedAndIdleOnesCanBeClaimed) {
-  auto x = queue_->Submit(Spec("x"));
-  auto y = queue_->Submit(Spec("y"));
-  auto tickets = store_.ReadNewTickets("old-coordinator", 10);
-  ASSERT_EQ(tickets->size(), 2u);
-  ASSERT_EQ(queue_->Cancel(x->id)->first, CancelOutcome::kCancelled);
-  // Another coordinator takes over the idle tickets; the cancelled job's ticket is gone already.
-  clock_.AdvanceMs(60000);
-  std::string cursor;
-  auto claimed = store_.ClaimStaleTickets("new-coordinator", 30000, "0-0", 100, &cursor);
-  ASSERT_TRUE(claimed.ok());
-  ASSERT_EQ(claimed->size(), 1u);
-  EXPECT_EQ(claimed->at(0).job_id, y->id);
-  EXPECT_EQ(cursor, "0-0");
-  auto queued = queue_->Classify(*claimed);
-  ASSERT_EQ(queued->size(), 1u);
-  EXPECT_EQ(queued->at(0).ticket.job_id, y->id);
-  EXPECT_EQ(store_.ReadPendingTickets("new-coordinator", "0", 10)->size(), 1u);
-  EXPECT_EQ(store_.ReadPendingTickets("old-coordinator", "0", 10)->size(), 0u);
+TEST_F(QueueTest, ReadyQueuesAreKeptPerModelInPriorityThenSubmissionOrder) {
+  std::vector<std::string> low;
+  for (int i = 0; i < 5; ++i) low.push_back(queue_->Submit(Spec("low" + std::to_string(i)))->id);
+  worker::RenderSpec high = Spec("high");
+  high.priority = 100;
+  const std::string high_id = queue_->Submit(high)->id;
+  worker::RenderSpec other = Spec("other model");
+  other.model = "/ckpt/Wan2.1-T2V-1.3B-Diffusers/";
+  const std::string other_id = queue_->Submit(other)->id;
+  auto depths = *store_.ReadyDepths();
+  EXPECT_EQ(depths["tiny"], 6);
+  EXPECT_EQ(depths["Wan2.1-T2V-1.3B-Diffusers"], 1) << "queues are named by the model's last path component";
+  EXPECT_EQ(StartNext().job_id, high_id) << "the priority-100 job is next, behind any number of others";
+  for (const auto& id : low) EXPECT_EQ(StartNext().job_id, id) << "equal priorities leave oldest first";
+  EXPECT_FALSE(queue_->StartNext("tiny", "g")->has_value());
+  auto wan = queue_->StartNext("Wan2.1-T2V-1.3B-Diffusers", "g");
+  ASSERT_TRUE(wan.ok() && wan->has_value());
+  EXPECT_EQ((*wan)->job_id, other_id);
+  EXPECT_EQ(ReadyQueueName("/a/b/"), "b");
+  EXPECT_EQ(ReadyQueueName("/"), "/");
+  EXPECT_LT(ReadyScore(1, 99), ReadyScore(0, 1));
+  EXPECT_LT(ReadyScore(0, 1), ReadyScore(0, 2));
+}
+
+TEST_F(QueueTest, CancellingABacklogLeavesNothingInFrontOfNewJobs) {
+  std::vector<std::string> backlog;
+  for (int i = 0; i < 200; ++i) backlog.push_back(queue_->Submit(Spec("b" + std::to_string(i)))->id);
+  for (const auto& id : backlog) ASSERT_EQ(queue_->Cancel(id)->first, CancelOutcome::kCancelled);
+  for (int i = 0; i < 100; i += 2) ASSERT_TRUE(*queue_->Delete(backlog[i]));
+  EXPECT_EQ(store_.ReadyLength(), 0u);
+  const std::string fresh = queue_->Submit(Spec("fresh"))->id;
+  EXPECT_EQ(StartNext().job_id, fresh);
+}
+
+TEST_F(QueueTest, SubmitManyCreatesNewAnswersExistingAndRequeuesFinished) {
+  std::vector<SubmitItem> items;
+  for (int i = 0; i < 50; ++i) {
+    worker::RenderSpec s = Spec("batch" + std::to_string(i));
+    s.dataset = "ds";
+    items.push_back({s, Json()});
+  }
+  items.push_back(items[3]);  // a duplicate within the batch
+  auto first = queue_->SubmitMany(items);
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  ASSERT_EQ(first->size(), 51u);
+  int created = 0;
+  for (const auto& r : *first) created += r.outcome == SubmitOutcome::kCreated;
+  EXPECT_EQ(created, 50);
+  EXPECT_EQ(first->at(50).outcome, SubmitOutcome::kExisting);
+  EXPECT_EQ(first->at(50).id, first->at(3).id);
+  EXPECT_EQ(store_.ReadyLength(), 50u);
+  EXPECT_EQ(Stat("submitted"), 50);
+  // Fail one, then resubmit the whole batch: 49 are answered from their state, one is re-queued.
+  Assignment a = StartNext();
+  ASSERT_EQ(*queue_->Fail(a.job_id, a.lease, "broken", false), FailOutcome::kFailed);
+  auto again = queue_->SubmitMany(items);
+  ASSERT_TRUE(again.ok());
+  int existing = 0, resubmitted = 0;
+  for (const auto& r : *again) {
+    existing += r.outcome == SubmitOutcome::kExisting;
+    resubmitted += r.outcome == SubmitOutcome::kResubmitted;
+  }
+  EXPECT_EQ(resubmitted, 1);
+  EXPECT_EQ(existing, 50);
+  EXPECT_EQ(*store_.Count(IndexRef::All()), 50);
+  EXPECT_EQ(store_.ReadyLength(), 50u);
+  // A bad spec anywhere stores nothing.
+  std::vector<SubmitItem> bad = {{Spec("fine"), Json()}, {Spec(""), Json()}};
+  auto rejected = queue_->SubmitMany(bad);
+  ASSERT_FALSE(rejected.ok());
+  EXPECT_EQ(rejected.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(rejected.status().message().find("jobs[1]"), std::string::npos) << rejected.status().message();
+  EXPECT_EQ(*store_.Count(IndexRef::All()), 50);
+}
+
+TEST_F(QueueTest, DatasetStateIndexCursorPagesAndCounts) {
+  std::vector<std::string> ids;  // oldest first
+  for (int i = 0; i < 7; ++i) {
+    worker::RenderSpec s = Spec("p" + std::to_string(i));
+    s.dataset = "set";
+    ids.push_back(queue_->Submit(s)->id);
+    if (i % 2) clock_.AdvanceMs(5);  // some equal creation times, as in a batch
+  }
+  ASSERT_TRUE(queue_->Submit(Spec("no dataset")).ok());
+  Assignment a = StartNext();  // ids[0] runs
+  ASSERT_EQ(a.job_id, ids[0]);
+  ASSERT_EQ(queue_->Cancel(ids[1])->first, CancelOutcome::kCancelled);
+  auto counts = *queue_->Counts("set");
+  EXPECT_EQ(counts[JobState::kQueued], 5);
+  EXPECT_EQ(counts[JobState::kRunning], 1);
+  EXPECT_EQ(counts[JobState::kCancelled], 1);
+  EXPECT_EQ(queue_->Counts("")->at(JobState::kQueued), 6);
+  EXPECT_EQ(*store_.Count(IndexRef::DatasetState("set", JobState::kQueued)), 5);
+  // Cursor pages of two over the dataset's queued jobs cover each exactly once, newest first.
+  std::vector<std::string> seen;
+  ListQuery q{JobState::kQueued, "set", 0, "", 2};
+  for (int page = 0; page < 10; ++page) {
+    auto records = queue_->List(q);
+    ASSERT_TRUE(records.ok());
+    for (const auto& r : *records) seen.push_back(r.id);
+    if (records->size() < 2) break;
+    q.after = records->back().id;
+  }
+  ASSERT_EQ(seen.size(), 5u);
+  EXPECT_EQ(std::set<std::string>(seen.begin(), seen.end()),
+            (std::set<std::string>{ids[2], ids[3], ids[4], ids[5], ids[6]}));
+  EXPECT_EQ(seen.front(), ids[6]);
+  // A cursor that left the index still finds its place; an unknown one is an error.
+  auto after_running = store_.ListIdsAfter(IndexRef::DatasetState("set", JobState::kQueued), ids[0], 100, true);
+  ASSERT_TRUE(after_running.ok());
+  EXPECT_EQ(after_running->size(), 5u) << "ids[0] is running, yet its creation time places the cursor";
+  auto oldest_first = store_.ListIdsAfter(IndexRef::Dataset("set"), "", 2, true);
+  ASSERT_EQ(oldest_first->size(), 2u);
+  EXPECT_EQ(oldest_first->at(0), std::min(ids[0], ids[1])) << "equal creation times order by id";
+  EXPECT_EQ(queue_->List({JobState::kQueued, "set", 0, "0123456789abcdef0123456789abcdef", 2}).status().code(),
+            StatusCode::kInvalidArgument);
+}
+
+TEST_F(QueueTest, RepairPutsOrphanedQueuedJobsBackIntoTheirQueue) {
+  const std::string id = queue_->Submit(Spec("x"))->id;
+  // A record written without its queue entry (e.g. by an older layout).
+  Transition t;
+  t.job_id = "0123456789abcdef0123456789abcdef";
+  t.require_absent = true;
+  t.set = {{"model", "tiny"}, {"spec", Spec("y").ToJson().dump()}, {"created_ms", "1"}};
+  t.to = JobState::kQueued;
+  ASSERT_TRUE(store_.Apply(t)->applied);
+  EXPECT_EQ(store_.ReadyLength(), 1u);
+  EXPECT_EQ(*store_.RepairReadyQueues(), 1);
+  EXPECT_EQ(*store_.RepairReadyQueues(), 0) << "idempotent";
+  EXPECT_EQ(StartNext().job_id, id);
+  EXPECT_EQ(StartNext().job_id, t.job_id);
 }
 
 // ------------------------------------------------------------------------------------------ dispatcher
@@ -455,7 +562,7 @@ TEST_F(DispatcherTest, AJobRunsToCompletionThroughTheProtocol) {
   auto sub = queue_->Submit(Spec("a boat"));
   dispatcher_->OnMessage(1, {{"type", "ready"}});
   auto jobs = ch->Take("job");
-  ASSERT_EQ(jobs.size(), 1u) << "a ready group gets a buffered job at once";
+  ASSERT_EQ(jobs.size(), 1u) << "a ready group gets a queued job at once";
   const std::string lease = jobs[0]["lease"];
   dispatcher_->OnMessage(1, {{"type", "heartbeat"}, {"job_id", sub->id}, {"lease", lease}, {"step", 4}, {"steps", 8},
                              {"stage", "denoise"}});
@@ -486,7 +593,7 @@ TEST_F(DispatcherTest, JobsGoOnlyToGroupsServingTheirModelByPriority) {
   worker::RenderSpec high = Spec("high");
   high.priority = 5;
   auto high_job = queue_->Submit(high);
-  dispatcher_->Tick();  // buffer all three
+  dispatcher_->Tick();
   auto wan_group = Connect(1, "/models/Wan2.1-T2V-1.3B-Diffusers/");
   auto tiny_group = Connect(2, "tiny");
   dispatcher_->OnMessage(2, {{"type", "ready"}});
@@ -574,11 +681,11 @@ TEST_F(DispatcherTest, ResultsArriveSafelyDuringARedisOutage) {
   EXPECT_EQ(dispatcher_->snapshot().pending_results, 0);
 }
 
-TEST_F(DispatcherTest, ARestartedCoordinatorRecoversBufferedTicketsAndRunningGroups) {
+TEST_F(DispatcherTest, ARestartedCoordinatorKeepsQueuedJobsAndRunningGroups) {
   auto waiting = queue_->Submit(Spec("waiting"));
   auto running = queue_->Submit(Spec("running"));
   auto ch = Connect(1);
-  dispatcher_->Tick();  // both tickets buffered (pending for consumer "coordinator")
+  dispatcher_->Tick();
   dispatcher_->OnMessage(1, {{"type", "ready"}});
   auto job = ch->Take("job");
   ASSERT_EQ(job.size(), 1u);
@@ -596,9 +703,27 @@ TEST_F(DispatcherTest, ARestartedCoordinatorRecoversBufferedTicketsAndRunningGro
   auto other = Connect(8);
   dispatcher_->OnMessage(8, {{"type", "ready"}});
   auto recovered = other->Take("job");
-  ASSERT_EQ(recovered.size(), 1u) << "the other buffered ticket came back from the pending list";
+  ASSERT_EQ(recovered.size(), 1u) << "the other job is still in its ready queue";
   EXPECT_NE(recovered[0]["job_id"], job_id);
   EXPECT_TRUE(recovered[0]["job_id"] == waiting->id || recovered[0]["job_id"] == running->id);
+}
+
+TEST_F(DispatcherTest, AnUnservedBacklogDoesNotDelayAServedModel) {
+  for (int i = 0; i < 300; ++i) {
+    worker::RenderSpec s = Spec("unserved" + std::to_string(i));
+    s.model = "Wan2.1-T2V-1.3B-Diffusers";
+    ASSERT_TRUE(queue_->Submit(s).ok());
+  }
+  auto ch = Connect(1);
+  dispatcher_->OnMessage(1, {{"type", "ready"}});
+  dispatcher_->Tick();
+  EXPECT_TRUE(ch->Take("job").empty());
+  auto tiny = queue_->Submit(Spec("served"));
+  dispatcher_->Poke();  // what a submission does
+  auto jobs = ch->Take("job");
+  ASSERT_EQ(jobs.size(), 1u) << "the served job starts at once, behind 300 unserved ones";
+  EXPECT_EQ(jobs[0]["job_id"], tiny->id);
+  EXPECT_EQ(store_.ReadyDepths()->at("Wan2.1-T2V-1.3B-Diffusers"), 300);
 }
 
 TEST_F(DispatcherTest, UnknownMessagesGetAnErrorAndMalformedFramesClose) {
