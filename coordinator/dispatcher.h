@@ -1,4 +1,4 @@
-// Dispatcher: the coordinator's side of the worker protocol (worker/protocol.h), without sockets.
+// Dispatcher: the coordinator's side of the worker protocol (protocol/protocol.h), without sockets.
 //
 // The network layer (server.h) turns bytes into messages and calls OnConnect / OnMessage /
 // OnDisconnect; the dispatcher answers through the connection's WorkerChannel. Tick() does the periodic

@@ -12,7 +12,7 @@
 #include <optional>
 
 #include "common/log.h"
-#include "worker/protocol.h"
+#include "protocol/protocol.h"
 
 namespace stas::coordinator {
 
@@ -62,7 +62,7 @@ class WorkerConnection : public WorkerChannel, public std::enable_shared_from_th
   CoordinatorServer::Impl* server_;
   Dispatcher::ConnectionId id_;
   std::string peer_;
-  worker::protocol::FrameDecoder decoder_;
+  protocol::FrameDecoder decoder_;
   std::array<char, 65536> buffer_{};
   std::deque<std::string> outbox_;
   bool writing_ = false;
@@ -229,7 +229,7 @@ void WorkerConnection::DoRead() {
 
 void WorkerConnection::Send(const Json& message) {
   if (closed_ || closing_) return;
-  outbox_.push_back(worker::protocol::EncodeFrame(message));
+  outbox_.push_back(protocol::EncodeFrame(message));
   if (!writing_) DoWrite();
 }
 

@@ -1,6 +1,6 @@
 // CoordinatorServer: the network side of the coordinator on one Boost.Asio event loop.
 //
-// - Worker listener (--listen): length-prefixed JSON frames (worker/protocol.h) to and from the
+// - Worker listener (--listen): length-prefixed JSON frames (protocol/protocol.h) to and from the
 //   Dispatcher. TCP keep-alive is on so half-open connections of dead hosts are noticed.
 // - HTTP listener (--http): Boost.Beast HTTP/1.1 with keep-alive, handing each request to HttpApi.
 //   Bodies above the limit get 413, unparsable requests 400, idle connections close after 60 s.

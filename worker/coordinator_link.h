@@ -1,4 +1,4 @@
-// CoordinatorLink: a worker group leader's connection to the coordinator (worker/protocol.h).
+// CoordinatorLink: a worker group leader's connection to the coordinator (protocol/protocol.h).
 //
 // One background thread owns the socket. It connects (retrying with exponential backoff), says
 // hello, waits for welcome, and then keeps the conversation going while the group's main thread
@@ -25,7 +25,7 @@
 
 #include "common/json.h"
 #include "common/status.h"
-#include "worker/protocol.h"
+#include "protocol/protocol.h"
 
 namespace stas::worker {
 

@@ -16,13 +16,12 @@
 #include "support/redis_test_server.h"
 #include "support/run_command.h"
 #include "support/temp_dir.h"
-#include "worker/protocol.h"
+#include "protocol/protocol.h"
 
 namespace stas {
 namespace {
 
 using namespace std::chrono_literals;
-namespace protocol = worker::protocol;
 
 int ConnectLoopback(int port) {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);

@@ -29,7 +29,7 @@
 #include "common/json.h"
 #include "common/status.h"
 
-namespace stas::worker::protocol {
+namespace stas::protocol {
 
 constexpr uint32_t kMaxFrameBytes = 16u << 20;
 
@@ -55,4 +55,4 @@ Status WriteFrame(int fd, const Json& message);
 // Waits up to timeout_ms (-1 = forever) for one message. Timeout -> kTimeout; closed -> kUnavailable.
 Result<Json> ReadFrame(int fd, FrameDecoder& decoder, int timeout_ms);
 
-}  // namespace stas::worker::protocol
+}  // namespace stas::protocol

@@ -1,4 +1,4 @@
-#include "worker/protocol.h"
+#include "protocol/protocol.h"
 
 #include <poll.h>
 #include <sys/socket.h>
@@ -7,7 +7,7 @@
 #include <cerrno>
 #include <cstring>
 
-namespace stas::worker::protocol {
+namespace stas::protocol {
 
 std::string EncodeFrame(const Json& message) {
   const std::string payload = message.dump();
@@ -87,4 +87,4 @@ Result<Json> ReadFrame(int fd, FrameDecoder& decoder, int timeout_ms) {
   }
 }
 
-}  // namespace stas::worker::protocol
+}  // namespace stas::protocol
