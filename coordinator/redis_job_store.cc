@@ -4,6 +4,7 @@
 
 #include "common/json.h"
 #include "common/log.h"
+#include "common/text.h"
 
 namespace stas::coordinator {
 
@@ -208,7 +209,7 @@ Result<TransitionResult> RedisJobStore::Apply(const Transition& t) {
   if (!t.dataset.empty()) j["dataset"] = t.dataset;
 
   STAS_ASSIGN_OR_RETURN(RedisValue reply,
-                        client_->Eval(kTransitionScript, {}, {client_->options().key_prefix, j.dump()}));
+                        client_->Eval(kTransitionScript, {}, {client_->options().key_prefix, SafeDump(j)}));
   if (!reply.is_array() || reply.elements.size() != 3) return Internal("redis: unexpected transition script reply");
   TransitionResult out;
   STAS_ASSIGN_OR_RETURN(int64_t applied, reply.elements[0].AsInteger());
