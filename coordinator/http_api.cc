@@ -308,6 +308,7 @@ std::string HostName(std::string authority) {
     return close == std::string::npos ? authority : authority.substr(1, close - 1);
   }
   const size_t colon = authority.find(':');
+  if (colon != authority.rfind(':')) return authority;  // a bare IPv6 address ("::1")
   return colon == std::string::npos ? authority : authority.substr(0, colon);
 }
 
