@@ -152,11 +152,37 @@ int Submit(const SubmitFlags& flags) {
     if (!base.ok()) return Fail(cmd, base.status().message(), 2);
     Json base_json = base->ToJson();
     base_json.erase("prompt");
+    if (base_json.contains("stas")) base_json["stas"].erase("channels_file");  // inlined below
     auto records = ReadDataset(flags.dataset_file, base_json, flags.dataset_name);
     if (!records.ok()) return Fail(cmd, records.status().message(), 2);
     for (auto& r : *records) {
       lines.push_back(r.line);
       specs.push_back(std::move(r.spec));
+    }
+  }
+
+  // A job names no file of a worker's machine: calibrated channels given as a local file travel inline.
+  if (!flags.render.stas_channels.empty()) {
+    auto channels = ReadJsonFile(flags.render.stas_channels);
+    if (!channels.ok()) return Fail(cmd, "--stas-channels: " + channels.status().message(), 2);
+    for (auto& spec : specs) {
+      spec.stas.channels_file.clear();
+      spec.stas.channels = *channels;
+      Status st = spec.Validate();
+      if (!st.ok()) return Fail(cmd, "--stas-channels: " + st.message(), 2);
+    }
+  }
+  // Two records writing the same output would collide only after both rendered: refuse them now.
+  {
+    std::map<std::pair<std::string, std::string>, size_t> names;
+    for (size_t i = 0; i < specs.size(); ++i) {
+      if (specs[i].output_name.empty()) continue;
+      auto [it, fresh] = names.emplace(std::make_pair(specs[i].dataset, specs[i].output_name), i);
+      if (!fresh) {
+        auto where = [&](size_t k) { return lines.empty() ? "" : flags.dataset_file + ":" + std::to_string(lines[k]); };
+        return Fail(cmd, "output name '" + specs[i].output_name + "' is used twice (" + where(it->second) + " and " +
+                             where(i) + "); nothing was submitted", 2);
+      }
     }
   }
 
@@ -168,7 +194,12 @@ int Submit(const SubmitFlags& flags) {
   int created = 0;
   // The coordinator refuses bodies over 8 MiB by default: a batch also ends at 4 MiB.
   constexpr size_t kMaxBatchBytes = 4u << 20;
+  // Two passes over the batches: the first only validates on the coordinator (dry_run: its model and
+  // limit checks), the second queues. A bad record anywhere leaves nothing queued.
+  const bool multi_batch = specs.size() > batch;
+  for (int pass = multi_batch ? 0 : 1; pass < 2; ++pass)
   for (size_t begin = 0, end = 0; begin < specs.size(); begin = end) {
+    const bool dry_run = pass == 0;
     Json jobs = Json::array();
     size_t bytes = 0;
     for (end = begin; end < specs.size() && end - begin < batch; ++end) {
@@ -178,7 +209,9 @@ int Submit(const SubmitFlags& flags) {
       bytes += size;
       jobs.push_back(std::move(j));
     }
-    auto response = (*client)->Post("/jobs", Json{{"jobs", jobs}}.dump());
+    Json request = {{"jobs", jobs}};
+    if (dry_run) request["dry_run"] = true;
+    auto response = (*client)->Post("/jobs", request.dump());
     if (!response.ok()) {
       if (show_bar) std::cerr << "\n";
       return Fail(cmd, response.status().message() +
@@ -201,8 +234,10 @@ int Submit(const SubmitFlags& flags) {
         }
       }
       if (sent) message += " (" + std::to_string(sent) + " jobs were submitted before this batch)";
+      else message += " (nothing was submitted)";
       return Fail(cmd, message);
     }
+    if (dry_run) continue;
     auto body = JsonBody(*response, "POST /jobs");
     if (!body.ok() || !body->contains("ids") || !(*body)["ids"].is_array() || (*body)["ids"].size() != end - begin)
       return Fail(cmd, "unexpected answer to POST /jobs: " + Shorten(response->body, 300));

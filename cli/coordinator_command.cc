@@ -35,6 +35,11 @@ struct CoordinatorFlags {
   std::string token;
   std::string default_model = "tiny";
   size_t max_body_bytes = 8u << 20;
+  std::vector<std::string> allowed_hosts;
+  std::vector<std::string> limits;
+  int hello_timeout_ms = 5000;
+  int max_worker_connections = 256;
+  int max_worker_connections_per_peer = 32;
 };
 
 struct HostPort {
@@ -78,6 +83,10 @@ int RunCoordinator(const CoordinatorFlags& f) {
     const char* env = std::getenv("STAS_TOKEN");
     if (env) token = env;
   }
+  if (!token.empty() || !f.token.empty()) {
+    Status text = CheckTokenText(token, "--token (or STAS_TOKEN)");
+    if (!text.ok()) return Fail(text.message());
+  }
   if (token.empty() && (!IsLoopbackHost(listen->host) || !IsLoopbackHost(http->host)))
     return Fail("--listen/--http bind a non-loopback address; a bearer token is required (--token or STAS_TOKEN)");
   if (f.storage.empty()) return Fail("--storage DIR is required");
@@ -86,6 +95,14 @@ int RunCoordinator(const CoordinatorFlags& f) {
   if (ec || !std::filesystem::is_directory(f.storage))
     return Fail("cannot create the storage folder '" + f.storage + "': " + ec.message());
   const std::string storage = std::filesystem::weakly_canonical(std::filesystem::absolute(f.storage)).string();
+  // Worker groups always authenticate, on loopback too: with --token they send it, without one they
+  // send the secret this coordinator keeps in its storage folder (created on the first start).
+  std::string worker_secret = token;
+  if (worker_secret.empty()) {
+    auto secret = LoadOrCreateWorkerSecret(storage);
+    if (!secret.ok()) return Fail("worker secret: " + secret.status().message());
+    worker_secret = *secret;
+  }
 
   auto redis_options = ParseRedisUrl(f.redis);
   if (!redis_options.ok()) return Fail(redis_options.status().message());
@@ -116,7 +133,7 @@ int RunCoordinator(const CoordinatorFlags& f) {
   DispatcherOptions dispatcher_options;
   dispatcher_options.storage = storage;
   dispatcher_options.heartbeat_ms = f.heartbeat_ms;
-  dispatcher_options.token = token;
+  dispatcher_options.token = worker_secret;
   Dispatcher dispatcher(&queue, DefaultClock(), dispatcher_options);
 
   HttpApiOptions api_options;
@@ -124,6 +141,18 @@ int RunCoordinator(const CoordinatorFlags& f) {
   api_options.storage = storage;
   api_options.max_body_bytes = f.max_body_bytes;
   api_options.default_model = f.default_model;
+  // Host names the API answers: loopback names, the address it binds (unless a wildcard) and the
+  // operator's --allowed-hosts.
+  api_options.allowed_hosts = {"localhost", "127.0.0.1", "::1"};
+  if (http->host != "0.0.0.0" && http->host != "::") api_options.allowed_hosts.push_back(http->host);
+  for (const auto& h : f.allowed_hosts) api_options.allowed_hosts.push_back(h);
+  worker::CostLimits limits[4];
+  for (int family = 0; family < 4; ++family) limits[family] = worker::DefaultCostLimits(static_cast<worker::ModelFamily>(family));
+  for (const auto& text : f.limits) {
+    Status parsed = worker::ParseCostLimitOverride(text, limits);
+    if (!parsed.ok()) return Fail(parsed.message());
+  }
+  api_options.cost_limits.assign(limits, limits + 4);
   HttpApi api(&queue, &dispatcher, DefaultClock(), api_options);
   // Batch submissions run on a worker thread with a Redis connection of their own, so the event loop
   // (health checks, heartbeats, dispatch) never waits behind them.
@@ -139,6 +168,9 @@ int RunCoordinator(const CoordinatorFlags& f) {
   server_options.http_port = http->port;
   server_options.offload_api = &bulk_api;
   server_options.max_body_bytes = f.max_body_bytes;
+  server_options.hello_timeout_ms = f.hello_timeout_ms;
+  server_options.max_worker_connections = f.max_worker_connections;
+  server_options.max_worker_connections_per_peer = f.max_worker_connections_per_peer;
   CoordinatorServer server(&dispatcher, &api, server_options);
   Status started = server.Start();
   if (!started.ok()) return Fail(started.message(), 69);
@@ -150,7 +182,8 @@ int RunCoordinator(const CoordinatorFlags& f) {
             << " http=" << show(http->host, server.http_port()) << " redis=" << client->address()
             << " storage=" << storage << std::endl;
   STAS_LOG_INFO("lease {} ms, max attempts {}, auth {}", queue_options.lease_ms, queue_options.max_attempts,
-                token.empty() ? "off (loopback only)" : "bearer token");
+                token.empty() ? "HTTP off (loopback only), workers by the secret in " + WorkerSecretPath(storage)
+                              : "bearer token");
   const int signal = server.Run();
   STAS_LOG_INFO("coordinator stopped{}", signal ? " (signal " + std::to_string(signal) + ")" : "");
   return 0;
@@ -189,6 +222,23 @@ void RegisterCoordinator(CLI::App& app) {
   cmd->add_option("--max-body-bytes", flags.max_body_bytes, "Largest HTTP request body (413 above)")
       ->capture_default_str()
       ->check(CLI::Range(size_t{1024}, size_t{1} << 30));
+  cmd->add_option("--allowed-hosts", flags.allowed_hosts,
+                  "Host names the HTTP API answers besides loopback and the --http address (e.g. a DNS name "
+                  "behind which it is reached; '*' = any)")
+      ->delimiter(',');
+  cmd->add_option("--limit", flags.limits,
+                  "Cost limit per model family, FAMILY:frames=N,pixels=N,steps=N (repeatable; defaults: the "
+                  "family's trained sizes, docs/SECURITY.md)");
+  cmd->add_option("--hello-timeout-ms", flags.hello_timeout_ms, "A worker connection must say hello within this")
+      ->capture_default_str()
+      ->check(CLI::Range(100, 600000));
+  cmd->add_option("--max-worker-connections", flags.max_worker_connections, "Open worker connections at most")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000));
+  cmd->add_option("--max-worker-connections-per-peer", flags.max_worker_connections_per_peer,
+                  "Open worker connections per remote address at most")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000));
 }
 
 }  // namespace stas::cli

@@ -25,13 +25,12 @@
 #include "cli/commands.h"
 #include "cli/http_client.h"
 #include "coordinator/redis_client.h"
-#include "worker/protocol.h"
+#include "protocol/protocol.h"
 
 namespace stas::cli {
 namespace {
 
 using SteadyClock = std::chrono::steady_clock;
-namespace protocol = worker::protocol;
 
 double MsSince(SteadyClock::time_point t) {
   return std::chrono::duration<double, std::milli>(SteadyClock::now() - t).count();
@@ -42,6 +41,7 @@ struct LoadFlags {
   std::string worker = "127.0.0.1:7070";
   std::string redis = "redis://127.0.0.1:6379";
   std::string token;
+  std::string secret_file;  // the coordinator's worker secret, when it runs without a token
   bool small = false;
 };
 
@@ -247,7 +247,13 @@ class LoadTest {
     ::freeaddrinfo(found);
     if (!connected) return Fail("cannot connect to the worker port " + flags_.worker), false;
     Json hello = {{"type", "hello"}, {"worker", "loadtest"}, {"model", "tiny"}, {"group_size", 1}};
-    if (!flags_.token.empty()) hello["token"] = flags_.token;
+    if (!flags_.token.empty()) {
+      hello["token"] = flags_.token;
+    } else if (!flags_.secret_file.empty()) {
+      auto secret = protocol::ReadSecretFile(flags_.secret_file);
+      if (!secret.ok()) return false;
+      hello["token"] = *secret;
+    }
     if (!protocol::WriteFrame(fd_, hello).ok()) return false;
     auto welcome = protocol::ReadFrame(fd_, decoder_, 5000);
     if (!welcome.ok() || welcome->value("type", "") != "welcome") return Fail("no welcome from the coordinator"), false;
@@ -334,6 +340,8 @@ void RegisterLoadTest(CLI::App& app) {
   cmd->add_option("--worker", flags.worker, "Coordinator worker listener HOST:PORT")->capture_default_str();
   cmd->add_option("--redis", flags.redis, "The coordinator's Redis (for INFO memory)")->capture_default_str();
   cmd->add_option("--token", flags.token, "Bearer token of the coordinator");
+  cmd->add_option("--secret-file", flags.secret_file,
+                  "Worker secret of a coordinator without a token (STORAGE/.stas/worker-secret)");
   cmd->add_flag("--small", flags.small, "Small sizes (a few thousand jobs; for CI)");
 }
 

@@ -6,6 +6,7 @@
 
 #include "cli/commands.h"
 #include "worker/renderer.h"
+#include "protocol/protocol.h"
 #include "worker/renderer_executor.h"
 #include "worker/worker_process.h"
 
@@ -16,6 +17,7 @@ namespace {
 struct WorkerFlags {
   worker::WorkerOptions options;
   double group_timeout_s = 600;
+  std::string secret_file;
 };
 
 int RunWorker(WorkerFlags& flags) {
@@ -28,6 +30,26 @@ int RunWorker(WorkerFlags& flags) {
   worker::RendererOptions checked;
   if (Status st = worker::ParseMemoryFlags(options.text_encoder_device, options.vae_dtype, &checked); !st.ok()) {
     std::cerr << "stas worker: " << st.message() << "\n";
+    return 2;
+  }
+  // Without a token the group proves itself with the coordinator's worker secret: --secret-file, or
+  // the one in a storage folder it shares with the coordinator.
+  if (options.token.empty()) {
+    std::string file = flags.secret_file;
+    if (file.empty() && !options.storage.empty()) file = options.storage + "/.stas/worker-secret";
+    if (file.empty()) {
+      std::cerr << "stas worker: the coordinator requires a credential: --token (or STAS_TOKEN), --secret-file "
+                   "FILE, or --storage DIR of a storage folder shared with it (DIR/.stas/worker-secret)\n";
+      return 2;
+    }
+    auto secret = protocol::ReadSecretFile(file);
+    if (!secret.ok()) {
+      std::cerr << "stas worker: " << secret.status().message() << "\n";
+      return 2;
+    }
+    options.token = *secret;
+  } else if (options.token.find_first_not_of(" \t") == std::string::npos) {
+    std::cerr << "stas worker: --token (or STAS_TOKEN) must not be blank\n";
     return 2;
   }
   auto address = worker::ParseHostPort(options.coordinator);
@@ -60,6 +82,9 @@ void RegisterWorker(CLI::App& app) {
                   "the storage folder as this host sees it (default: the path the coordinator announces)");
   cmd->add_option("--name", o.name, "prefix of this launch's group names (default: the host name)");
   cmd->add_option("--token", o.token, "the coordinator's token (default: $STAS_TOKEN)");
+  cmd->add_option("--secret-file", flags->secret_file,
+                  "file holding the coordinator's worker secret (a coordinator without --token creates "
+                  "STORAGE/.stas/worker-secret; default: that file under --storage)");
   cmd->add_option("--checkpoint-every", o.checkpoint_every,
                   "denoising steps between latent checkpoints (0 = none)")
       ->check(CLI::Range(0, 1000))

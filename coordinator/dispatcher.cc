@@ -5,7 +5,10 @@
 #include <set>
 
 #include "common/log.h"
+#include "common/text.h"
 #include "coordinator/auth.h"
+#include "protocol/protocol.h"
+#include "storage/output_layout.h"
 
 namespace stas::coordinator {
 
@@ -17,11 +20,20 @@ std::string BaseName(std::string path) {
   return slash == std::string::npos ? path : path.substr(slash + 1);
 }
 
-// Field accessors that never throw: nullopt when missing or of another type.
-std::optional<std::string> StringField(const Json& m, const char* key) {
+// Field accessors that never throw: nullopt when missing or of another type. Strings are bounded
+// (a worker's text ends up in logs, the store and HTTP answers) and always valid UTF-8.
+std::optional<std::string> StringField(const Json& m, const char* key, size_t max_bytes = 4096) {
   auto it = m.find(key);
   if (it == m.end() || !it->is_string()) return std::nullopt;
-  return it->get<std::string>();
+  return TruncateUtf8(it->get_ref<const std::string&>(), max_bytes);
+}
+
+// A stage name as shown on /workers and the status page: short, printable ASCII.
+std::string CleanStage(const std::string& stage) {
+  std::string out;
+  for (char c : stage.substr(0, protocol::kMaxStageBytes))
+    out.push_back(static_cast<unsigned char>(c) >= 0x20 && static_cast<unsigned char>(c) < 0x7f ? c : '?');
+  return out;
 }
 std::optional<int64_t> IntField(const Json& m, const char* key) {
   auto it = m.find(key);
@@ -98,6 +110,11 @@ void Dispatcher::OnProtocolError(ConnectionId id, const std::string& error) {
   SendError(it->second, error, true);
 }
 
+bool Dispatcher::Authenticated(ConnectionId id) const {
+  auto it = sessions_.find(id);
+  return it != sessions_.end() && it->second.hello;
+}
+
 void Dispatcher::SendError(Session& s, const std::string& message, bool close) {
   s.channel->Send({{"type", "error"}, {"message", message}});
   if (close) s.channel->Close();
@@ -149,7 +166,7 @@ void Dispatcher::HandleHello(Session& s, const Json& m) {
     STAS_LOG_WARN("worker connection from {} refused: missing or wrong token", s.channel->peer());
     return SendError(s, "unauthorized: hello must carry the coordinator's token", true);
   }
-  auto model = StringField(m, "model");
+  auto model = StringField(m, "model", 1024);
   if (!model || model->empty()) return SendError(s, "hello: field 'model' must be a non-empty string", true);
   auto group_size = IntField(m, "group_size");
   if (m.contains("group_size") && (!group_size || *group_size < 1 || *group_size > 1 << 16))
@@ -157,10 +174,9 @@ void Dispatcher::HandleHello(Session& s, const Json& m) {
   s.hello = true;
   s.model = *model;
   s.group_size = static_cast<int>(group_size.value_or(1));
-  s.worker = StringField(m, "worker").value_or("");
+  s.worker = StringField(m, "worker", 200).value_or("");
   if (s.worker.empty()) s.worker = "group-" + std::to_string(s.id);
-  s.worker = s.worker.substr(0, 200);
-  s.host = StringField(m, "host").value_or("");
+  s.host = StringField(m, "host", 256).value_or("");
   s.pid = IntField(m, "pid").value_or(0);
   s.channel->Send({{"type", "welcome"},
                    {"worker", s.worker},
@@ -178,9 +194,12 @@ void Dispatcher::HandleHeartbeat(Session& s, const Json& m) {
     ++protocol_errors_;
     return SendError(s, "heartbeat: fields 'job_id' and 'lease' must be strings", false);
   }
-  const int step = static_cast<int>(std::clamp<int64_t>(IntField(m, "step").value_or(0), 0, 1 << 30));
-  const int steps = static_cast<int>(std::clamp<int64_t>(IntField(m, "steps").value_or(0), 0, 1 << 30));
-  const std::string stage = StringField(m, "stage").value_or("");
+  // Progress is bounded: steps by the spec's limit, step by steps, and never backwards on this
+  // session (a forged heartbeat cannot push the step counter by more than one job's steps).
+  const int steps = static_cast<int>(std::clamp<int64_t>(IntField(m, "steps").value_or(0), 0, protocol::kMaxJobSteps));
+  int step = static_cast<int>(std::clamp<int64_t>(IntField(m, "step").value_or(0), 0, steps));
+  if (s.job && s.job->job_id == *job_id && s.job->lease == *lease) step = std::max(step, std::min(s.job->step, steps));
+  const std::string stage = CleanStage(StringField(m, "stage", protocol::kMaxStageBytes).value_or(""));
   auto outcome = queue_->Heartbeat(*job_id, *lease, step, steps, stage);
   NoteStore(outcome.ok() ? Status::Ok() : outcome.status());
   bool cancel = false;
@@ -204,7 +223,10 @@ void Dispatcher::HandleHeartbeat(Session& s, const Json& m) {
                       : *outcome == HeartbeatOutcome::kUnknownJob ? "the job does not exist"
                                                                    : "its lease is no longer current";
     STAS_LOG_INFO("telling worker group '{}' to stop job {}: {}", s.worker, *job_id, why);
-    if (s.job && s.job->job_id == *job_id) s.job.reset();
+    // The group is still computing until it answers (failed or ready): /workers says "stopping",
+    // not idle, and it gets no new job before then.
+    if (!s.job || s.job->job_id != *job_id) s.job = RunningJob{*job_id, *lease, step, steps, stage, clock_->NowMs()};
+    s.job->stopping = true;
   }
   s.channel->Send({{"type", "heartbeat_ack"}, {"job_id", *job_id}, {"cancel", cancel}});
 }
@@ -226,14 +248,50 @@ bool Dispatcher::HandleResult(ConnectionId id, const Json& m) {
       granted = false;
     }
     if (!*granted) STAS_LOG_WARN("commit of job {} by '{}' denied: the lease is not current", job_id, who);
+    if (*granted) {
+      if (granted_commits_.size() >= 100000) granted_commits_.erase(granted_commits_.begin());  // bounded
+      granted_commits_[job_id] = lease;
+    }
     s->channel->Send({{"type", "commit_ack"}, {"job_id", job_id}, {"granted", *granted}});
     return true;
   }
   if (type == "done") {
-    std::string output = StringField(m, "output").value_or("");
-    std::string manifest;
-    if (m.contains("manifest")) manifest = m["manifest"].is_string() ? m["manifest"].get<std::string>() : m["manifest"].dump();
-    Json timings = m.contains("timings") && m["timings"].is_object() ? m["timings"] : Json();
+    // A done without this lease's granted commit is refused: only the group that holds the commit
+    // may say the video is in place.
+    auto grant = granted_commits_.find(job_id);
+    if (grant == granted_commits_.end() || grant->second != lease) {
+      ++protocol_errors_;
+      STAS_LOG_WARN("refusing done of job {} from '{}': no commit was granted for that lease", job_id, who);
+      if (s) SendError(*s, "done of job " + job_id + " refused: ask for commit first", false);
+      return true;
+    }
+    // The output path is the coordinator's, from the job's own spec; never one a worker names.
+    auto record = queue_->Get(job_id);
+    NoteStore(record.ok() ? Status::Ok() : record.status());
+    if (!record.ok()) {
+      if (record.status().code() == StatusCode::kUnavailable) return false;
+      STAS_LOG_ERROR("done of job {} by '{}': {}", job_id, who, record.status().ToString());
+      return true;
+    }
+    std::string output, manifest;
+    if (*record) {
+      const Json spec = Json::parse((*record)->spec, nullptr, false);
+      const auto text = [&](const char* key) {
+        return spec.is_object() && spec.contains(key) && spec[key].is_string() ? spec[key].get<std::string>() : "";
+      };
+      auto paths = storage::OutputLayout(".").PathsFor(job_id, text("dataset"), text("output_name"));
+      if (paths.ok()) {
+        output = paths->video.substr(2);  // without the "./"
+        manifest = paths->manifest.substr(2);
+      }
+    }
+    const std::string claimed = StringField(m, "output").value_or(output);
+    if (claimed != output)
+      STAS_LOG_WARN("job {}: worker '{}' reported output '{}'; recording '{}'", job_id, who, claimed, output);
+    Json timings = Json::object();
+    if (m.contains("timings") && m["timings"].is_object())
+      for (auto it = m["timings"].begin(); it != m["timings"].end() && timings.size() < 32; ++it)
+        if (it.value().is_number()) timings[TruncateUtf8(it.key(), 64)] = it.value();
     auto outcome = queue_->Complete(job_id, lease, output, manifest, timings);
     NoteStore(outcome.ok() ? Status::Ok() : outcome.status());
     if (!outcome.ok()) {
@@ -241,6 +299,7 @@ bool Dispatcher::HandleResult(ConnectionId id, const Json& m) {
       STAS_LOG_ERROR("done of job {} by '{}': {}", job_id, who, outcome.status().ToString());
       return true;
     }
+    if (*outcome != CompleteOutcome::kRejected) granted_commits_.erase(job_id);
     if (*outcome == CompleteOutcome::kCompleted) {
       STAS_LOG_INFO("job {} done by '{}': {}", job_id, who, output);
       if (s) ++s->jobs_done;
@@ -248,7 +307,7 @@ bool Dispatcher::HandleResult(ConnectionId id, const Json& m) {
       STAS_LOG_WARN("ignoring done of job {} from '{}': the lease is not current", job_id, who);
     }
   } else {  // failed
-    const std::string error = StringField(m, "error").value_or("");
+    const std::string error = StringField(m, "error", protocol::kMaxErrorBytes).value_or("");
     const bool retryable = m.contains("retryable") && m["retryable"].is_boolean() ? m["retryable"].get<bool>() : true;
     auto outcome = queue_->Fail(job_id, lease, error, retryable);
     NoteStore(outcome.ok() ? Status::Ok() : outcome.status());
@@ -260,6 +319,7 @@ bool Dispatcher::HandleResult(ConnectionId id, const Json& m) {
     static const char* kNames[] = {"retry scheduled", "failed", "dead-lettered", "ignored (lease not current)"};
     STAS_LOG_WARN("job {} failed on '{}' ({}): {}", job_id, who, kNames[static_cast<int>(*outcome)], error);
     if (s && *outcome != FailOutcome::kRejected) ++s->jobs_failed;
+    if (*outcome != FailOutcome::kRejected) granted_commits_.erase(job_id);
   }
   if (s && s->job && s->job->job_id == job_id) s->job.reset();
   return true;
@@ -370,7 +430,7 @@ Json Dispatcher::WorkersJson() const {
               {"peer", s.channel->peer()},
               {"connected_ms", s.connected_ms},
               {"last_seen_ms", s.last_seen_ms},
-              {"state", s.job ? "busy" : s.waiting ? "waiting" : "idle"},
+              {"state", s.job ? (s.job->stopping ? "stopping" : "busy") : s.waiting ? "waiting" : "idle"},
               {"jobs_done", s.jobs_done},
               {"jobs_failed", s.jobs_failed},
               {"job", nullptr}};

@@ -1,4 +1,4 @@
-// Dispatcher: the coordinator's side of the worker protocol (worker/protocol.h), without sockets.
+// Dispatcher: the coordinator's side of the worker protocol (protocol/protocol.h), without sockets.
 //
 // The network layer (server.h) turns bytes into messages and calls OnConnect / OnMessage /
 // OnDisconnect; the dispatcher answers through the connection's WorkerChannel. Tick() does the periodic
@@ -10,7 +10,12 @@
 //   heartbeat  -> heartbeat_ack {job_id, cancel}; cancel=true when the job was cancelled or the lease is
 //                 no longer this group's (it stalled past lease_ms and the job was re-queued)
 //   commit     -> commit_ack {job_id, granted}; granted only for the current lease (fencing)
-//   done/failed-> recorded for the current lease; repeats and stale leases are ignored
+//   done       -> recorded only for the current lease whose commit this coordinator granted (a worker
+//                 re-sends commit before done after a reconnect); the output path recorded is the
+//                 coordinator's own, from the job's spec; the worker's output fields are ignored
+//   failed     -> recorded for the current lease; the error is cut to 4 KiB on a character boundary
+//   Repeats and stale leases are ignored. Strings from workers are bounded and made valid UTF-8;
+//   heartbeat progress is clamped (0 <= step <= steps <= 1000, never backwards within a session).
 // When Redis is unreachable, commit/done/failed are kept and retried every tick (the group keeps
 // waiting for its commit_ack), and heartbeats are acknowledged without cancel.
 //
@@ -75,6 +80,8 @@ class Dispatcher {
   void OnDisconnect(ConnectionId id);
   // A connection sent bytes that are not a valid frame: tell it and close it.
   void OnProtocolError(ConnectionId id, const std::string& error);
+  // True once the connection's hello was accepted (the server lifts its pre-hello limits).
+  bool Authenticated(ConnectionId id) const;
 
   // Periodic work: repair the ready queues (first call), promote due retries, retry results kept
   // during a Redis outage, reap expired leases, dispatch.
@@ -109,6 +116,7 @@ class Dispatcher {
     int steps = 0;
     std::string stage;
     int64_t since_ms = 0;
+    bool stopping = false;  // told to stop (cancelled, lease lost); still computing until it answers
   };
   struct Session {
     ConnectionId id = 0;
@@ -147,6 +155,7 @@ class Dispatcher {
   int64_t start_ms_;
   std::map<ConnectionId, Session> sessions_;
   std::deque<PendingResult> pending_results_;
+  std::map<std::string, std::string> granted_commits_;  // job id -> lease whose commit was granted
   bool recovered_ = false;
   int64_t next_reap_ms_ = 0;
   int64_t dispatched_ = 0;

@@ -9,8 +9,11 @@
 #include <set>
 #include <sstream>
 
+#include "common/fs.h"
 #include "common/log.h"
+#include "common/text.h"
 #include "coordinator/auth.h"
+#include "steering/ma_channels.h"
 
 namespace stas::coordinator {
 
@@ -84,7 +87,7 @@ Json TimeOrNull(int64_t ms) { return ms > 0 ? Json(IsoTime(ms)) : Json(nullptr);
 HttpResponse JsonResponse(int status, const Json& body) {
   HttpResponse r;
   r.status = status;
-  r.body = body.dump();
+  r.body = SafeDump(body);
   return r;
 }
 
@@ -308,6 +311,83 @@ Result<Json> ParseMultipartForm(const std::string& content_type, const std::stri
   return out;
 }
 
+// ------------------------------------------------------------------------------------- request guards
+
+namespace {
+
+// The host part of a Host header or an Origin's authority, lower-cased, without port or brackets.
+std::string HostName(std::string authority) {
+  authority = ToLower(authority);
+  if (!authority.empty() && authority[0] == '[') {
+    const size_t close = authority.find(']');
+    return close == std::string::npos ? authority : authority.substr(1, close - 1);
+  }
+  const size_t colon = authority.find(':');
+  if (colon != authority.rfind(':')) return authority;  // a bare IPv6 address ("::1")
+  return colon == std::string::npos ? authority : authority.substr(0, colon);
+}
+
+bool HostAllowed(const std::string& host, const std::vector<std::string>& allowed) {
+  static const std::vector<std::string> kLoopback = {"localhost", "127.0.0.1", "::1"};
+  for (const auto& a : allowed.empty() ? kLoopback : allowed)
+    if (a == "*" || HostName(a) == host) return true;
+  return false;
+}
+
+bool StateChanging(const std::string& method) { return method != "GET" && method != "HEAD" && method != "OPTIONS"; }
+
+}  // namespace
+
+std::optional<std::string> CheckHost(const std::map<std::string, std::string>& headers,
+                                     const std::vector<std::string>& allowed_hosts) {
+  auto it = headers.find("host");
+  // Browsers always send Host; a client without one (HTTP/1.0 tools) is not a rebinding browser.
+  if (it == headers.end()) return std::nullopt;
+  const std::string host = HostName(it->second);
+  if (HostAllowed(host, allowed_hosts)) return std::nullopt;
+  return "Host '" + TruncateUtf8(it->second, 200) + "' is not served here (coordinator --allowed-hosts)";
+}
+
+std::optional<HttpResponse> HttpApi::Guard(const HttpRequest& req, bool openai) {
+  auto fail = [&](int status, const std::string& message, const std::string& field = "") {
+    return openai ? OpenAiError(status, message, field) : NativeError(status, message, field);
+  };
+  // Text crosses into JSON answers, the job store and logs: anything that is not UTF-8 stops here.
+  const size_t q = req.target.find('?');
+  for (const auto& part : SplitPath(req.target.substr(0, q)))
+    if (!IsValidUtf8(part)) return fail(400, "the request path is not valid UTF-8 (after percent-decoding)", "path");
+  if (q != std::string::npos)
+    for (const auto& [k, v] : ParseQuery(req.target.substr(q + 1)))
+      if (!IsValidUtf8(k) || !IsValidUtf8(v)) return fail(400, "the query string is not valid UTF-8", "query");
+  if (!IsValidUtf8(req.body)) return fail(400, "the request body is not valid UTF-8", "body");
+  for (const auto& [k, v] : req.headers)
+    if (!IsValidUtf8(v)) return fail(400, "header '" + k + "' is not valid UTF-8");
+  if (auto host = CheckHost(req.headers, options_.allowed_hosts)) return fail(421, *host);
+  if (StateChanging(req.method)) {
+    // A browser names the page that sent a request; only pages of an allowed host may change state.
+    auto origin = req.headers.find("origin");
+    if (origin != req.headers.end()) {
+      const std::string& o = origin->second;
+      const size_t scheme = o.find("://");
+      if (o == "null" || scheme == std::string::npos || !HostAllowed(HostName(o.substr(scheme + 3)), options_.allowed_hosts))
+        return fail(403, "requests from origin '" + TruncateUtf8(o, 200) + "' may not change state here");
+    }
+    // A body must say it is JSON (or a multipart form on POST /v1/videos): a cross-site text/plain
+    // form cannot pass for an API call.
+    if (!req.body.empty() || req.method == "POST") {
+      auto ct = req.headers.find("content-type");
+      const std::string type = ct == req.headers.end() ? "" : ToLower(ct->second.substr(0, ct->second.find(';')));
+      const bool json = type == "application/json";
+      const bool form = openai && type == "multipart/form-data";
+      if (!json && !form)
+        return fail(415, "the request body must be application/json" +
+                             std::string(openai ? " or multipart/form-data" : "") + ", got '" +
+                             TruncateUtf8(type.empty() ? "(none)" : type, 100) + "'");
+    }
+  }
+  return std::nullopt;
+}
+
 // ------------------------------------------------------------------------------------------- HttpApi
 
 HttpApi::HttpApi(JobQueue* queue, Dispatcher* dispatcher, const Clock* clock, HttpApiOptions options)
@@ -341,6 +421,7 @@ HttpResponse HttpApi::Route(const HttpRequest& req) {
   const auto query = q == std::string::npos ? std::map<std::string, std::string>() : ParseQuery(req.target.substr(q + 1));
   const auto parts = SplitPath(path);
   const bool openai = !parts.empty() && parts[0] == "v1";
+  if (auto refused = Guard(req, openai)) return *refused;
   auto method_not_allowed = [&](const char* allow) {
     HttpResponse r = openai ? OpenAiError(405, "method " + req.method + " is not allowed on " + path)
                             : NativeError(405, "method " + req.method + " is not allowed on " + path);
@@ -393,6 +474,13 @@ HttpResponse HttpApi::Route(const HttpRequest& req) {
       if (req.method != "GET" && req.method != "HEAD") return method_not_allowed("GET");
       return JobVideo(id, false);
     }
+  } else if (parts[0] == "calibrations" && parts.size() <= 2) {
+    if (parts.size() == 1) {
+      if (req.method == "POST") return PostCalibration(req);
+      return method_not_allowed("POST");
+    }
+    if (req.method == "GET") return GetCalibration(parts[1]);
+    return method_not_allowed("GET");
   } else if (parts.size() == 1 && parts[0] == "workers") {
     if (req.method != "GET") return method_not_allowed("GET");
     return Workers();
@@ -433,9 +521,68 @@ HttpResponse HttpApi::Route(const HttpRequest& req) {
 Status HttpApi::CheckModel(const worker::RenderSpec& spec, worker::ModelFamily* family) {
   const auto served = dispatcher_ ? dispatcher_->ServedModels() : served_models_;
   STAS_ASSIGN_OR_RETURN(worker::ModelFamily f, ResolveModelFamily(spec.model, served));
-  STAS_RETURN_IF_ERROR(spec.ValidateFor(f));
+  STAS_RETURN_IF_ERROR(CheckForFamily(spec, f));
   if (family) *family = f;
   return Status::Ok();
+}
+
+Status HttpApi::CheckForFamily(const worker::RenderSpec& spec, worker::ModelFamily f) const {
+  STAS_RETURN_IF_ERROR(spec.ValidateFor(f));
+  const size_t index = static_cast<size_t>(f);
+  const worker::CostLimits limits =
+      index < options_.cost_limits.size() ? options_.cost_limits[index] : worker::DefaultCostLimits(f);
+  return spec.CheckCostLimits(f, limits);
+}
+
+// ------------------------------------------------------------------------------------ calibrations
+
+std::string HttpApi::CalibrationPath(const std::string& id) const {
+  return options_.storage + "/.stas/calibrations/" + id + ".json";
+}
+
+Status HttpApi::ResolveCalibration(worker::RenderSpec& spec) const {
+  if (spec.stas.calibration.empty() || !spec.stas.channels.is_null()) return Status::Ok();
+  auto stored = ReadJsonFile(CalibrationPath(spec.stas.calibration));
+  if (!stored.ok())
+    return InvalidArgument("stas calibration " + spec.stas.calibration + " is not known here (POST /calibrations)");
+  spec.stas.channels = *stored;
+  return spec.Validate();
+}
+
+HttpResponse HttpApi::PostCalibration(const HttpRequest& req) {
+  if (req.body.size() > steering::kMaxInlineChannelsBytes)
+    return NativeError(413, "a calibration is at most " + std::to_string(steering::kMaxInlineChannelsBytes / 1024) +
+                                " KiB", "body");
+  auto body = ParseJson(req.body, "the calibration");
+  if (!body.ok()) return NativeError(400, body.status().message(), "body");
+  auto channels = steering::MaChannelSet::FromJson(*body);
+  if (!channels.ok()) return NativeError(400, "not a calibration (ma_channels.json): " + channels.status().message(), "body");
+  // Content-addressed: the id is a hash of the canonical form, so the same upload gets the same id.
+  const std::string canonical = SafeDump(channels->ToJson());
+  worker::RenderSpec identity;
+  identity.prompt = canonical;
+  const std::string id = identity.JobId();
+  const std::string path = CalibrationPath(id);
+  auto existing = ReadFile(path);
+  if (existing.ok()) {
+    if (*existing != canonical) return NativeError(409, "calibration id " + id + " holds other contents");
+    return JsonResponse(200, {{"id", id}, {"created", false}});
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(options_.storage + "/.stas/calibrations", ec);
+  Status written = ec ? IoError("cannot create the calibration folder: " + ec.message())
+                      : WriteFileAtomically(path, canonical);
+  if (!written.ok()) return NativeError(500, written.message());
+  STAS_LOG_INFO("stored calibration {} ({} bytes, model '{}')", id, canonical.size(), channels->model);
+  return JsonResponse(201, {{"id", id}, {"created", true}});
+}
+
+HttpResponse HttpApi::GetCalibration(const std::string& id) {
+  if (id.size() != 32 || id.find_first_not_of("0123456789abcdef") != std::string::npos)
+    return NativeError(400, "a calibration id is 32 hex characters", "id");
+  auto stored = ReadJsonFile(CalibrationPath(id));
+  if (!stored.ok()) return NativeError(404, "no calibration " + id);
+  return JsonResponse(200, *stored);
 }
 
 HttpResponse HttpApi::PostJobs(const HttpRequest& req) {
@@ -451,8 +598,10 @@ HttpResponse HttpApi::PostJobs(const HttpRequest& req) {
   std::string batch_dataset;
   if (batch) {
     for (auto it = body.begin(); it != body.end(); ++it)
-      if (it.key() != "jobs" && it.key() != "dataset")
-        return NativeError(400, "unknown field '" + it.key() + "' in a batch (allowed: jobs, dataset)", it.key());
+      if (it.key() != "jobs" && it.key() != "dataset" && it.key() != "dry_run")
+        return NativeError(400, "unknown field '" + it.key() + "' in a batch (allowed: jobs, dataset, dry_run)", it.key());
+    if (body.contains("dry_run") && !body["dry_run"].is_boolean())
+      return NativeError(400, "'dry_run' must be true or false", "dry_run");
     if (!body["jobs"].is_array() || body["jobs"].empty())
       return NativeError(400, "'jobs' must be a non-empty array of job objects", "jobs");
     if (body["jobs"].size() > options_.max_batch)
@@ -477,12 +626,12 @@ HttpResponse HttpApi::PostJobs(const HttpRequest& req) {
     if (batch && item.is_object() && !batch_dataset.empty() && (!item.contains("dataset") || item["dataset"].is_null()))
       item["dataset"] = batch_dataset;
     auto spec = worker::RenderSpec::FromJson(item);
-    Status st = spec.status();
-    if (spec.ok()) {
+    Status st = spec.ok() ? ResolveCalibration(*spec) : spec.status();
+    if (st.ok()) {
       auto family = families.find(spec->model);
       if (family == families.end())
         family = families.emplace(spec->model, ResolveModelFamily(spec->model, served)).first;
-      st = family->second.ok() ? spec->ValidateFor(*family->second) : family->second.status();
+      st = family->second.ok() ? CheckForFamily(*spec, *family->second) : family->second.status();
     }
     if (!st.ok()) {
       const std::string field = GuessField(st.message());
@@ -492,6 +641,18 @@ HttpResponse HttpApi::PostJobs(const HttpRequest& req) {
     }
     specs.push_back(std::move(*spec));
   }
+  // Two jobs of one batch writing the same file would collide only after both rendered.
+  std::map<std::pair<std::string, std::string>, size_t> names;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    if (specs[i].output_name.empty()) continue;
+    auto [it, fresh] = names.emplace(std::make_pair(specs[i].dataset, specs[i].output_name), i);
+    if (!fresh)
+      return NativeError(400, "jobs[" + std::to_string(i) + "]: output name '" + specs[i].output_name +
+                                  "' is already used by jobs[" + std::to_string(it->second) + "]",
+                         "jobs[" + std::to_string(i) + "].output_name");
+  }
+  if (batch && body.value("dry_run", false))
+    return JsonResponse(200, {{"dry_run", true}, {"valid", specs.size()}});
   std::vector<SubmitItem> submit;
   submit.reserve(specs.size());
   for (auto& spec : specs) submit.push_back({std::move(spec), Json()});
@@ -504,7 +665,7 @@ HttpResponse HttpApi::PostJobs(const HttpRequest& req) {
       Json ids = Json::array();
       for (size_t i = 0; i < stored; ++i) ids.push_back(submit[i].spec.JobId());
       b["submitted"] = ids;  // a partial batch: these are queued; submitting again is idempotent
-      resp.body = b.dump();
+      resp.body = SafeDump(b);
     }
     return resp;
   }
@@ -673,7 +834,7 @@ HttpResponse HttpApi::CancelJob(const std::string& id) {
     HttpResponse resp = NativeError(409, "job " + id + " is already " + JobStateName(record.state) + "; nothing to cancel");
     Json b = Json::parse(resp.body);
     b["state"] = JobStateName(record.state);
-    resp.body = b.dump();
+    resp.body = SafeDump(b);
     return resp;
   }
   Json body = JobJson(record, false);
@@ -996,6 +1157,9 @@ HttpResponse HttpApi::CreateVideo(const HttpRequest& req) {
   }
   auto parsed = worker::RenderSpec::FromJson(spec);
   if (!parsed.ok()) return OpenAiError(400, parsed.status().message(), GuessField(parsed.status().message()));
+  Status checked = ResolveCalibration(*parsed);
+  if (checked.ok()) checked = CheckModel(*parsed, nullptr);
+  if (!checked.ok()) return OpenAiError(400, checked.message(), GuessField(checked.message()));
   auto submitted = queue_->Submit(*parsed, api);
   if (!submitted.ok()) return OpenAiError(HttpStatusFor(submitted.status()), submitted.status().message());
   if (dispatcher_) dispatcher_->Poke();

@@ -52,7 +52,18 @@ struct HttpApiOptions {
   size_t max_body_bytes = 8u << 20;      // larger bodies get 413
   size_t max_batch = 10000;              // jobs per POST /jobs
   std::string default_model = "tiny";    // POST /v1/videos without "model"
+  // Host header values (name or address, no port) this API answers; empty = loopback names only
+  // (localhost, 127.0.0.1, ::1). "*" allows any (a proxy in front checks it). Browsers' Origin on
+  // state-changing requests must name one of them too (DNS rebinding, cross-site requests).
+  std::vector<std::string> allowed_hosts;
+  // Cost limits per model family, indexed by worker::ModelFamily; defaults: worker::DefaultCostLimits.
+  std::vector<worker::CostLimits> cost_limits;
 };
+
+// The request guards every request passes before routing (exposed for tests): Host allow-list,
+// Origin of state-changing requests, JSON content type of their bodies, UTF-8 everywhere. nullopt = ok.
+std::optional<std::string> CheckHost(const std::map<std::string, std::string>& headers,
+                                     const std::vector<std::string>& allowed_hosts);
 
 // The model family a submission's model belongs to: "tiny", an existing checkpoint folder, a model a
 // connected group serves (family guessed from the name, Wan2.1 if no hint), or a name with a family
@@ -103,9 +114,19 @@ class HttpApi {
   HttpResponse ListVideos(const std::map<std::string, std::string>& query);
   HttpResponse GetVideo(const std::string& id);
   HttpResponse DeleteVideo(const std::string& id);
+  HttpResponse PostCalibration(const HttpRequest& request);
+  HttpResponse GetCalibration(const std::string& id);
+  // Request guards (Host, Origin, content type, UTF-8): an error response, or nullopt to go on.
+  std::optional<HttpResponse> Guard(const HttpRequest& request, bool openai);
+  // Puts the channels of stas.calibration inline (from the calibration store); NotFound if unknown.
+  Status ResolveCalibration(worker::RenderSpec& spec) const;
+  std::string CalibrationPath(const std::string& id) const;
 
-  // Checks a parsed spec against its model; InvalidArgument names the field.
+  // Checks a parsed spec against its model and the family's cost limits; InvalidArgument names the
+  // field or the limit.
   Status CheckModel(const worker::RenderSpec& spec, worker::ModelFamily* family);
+  // The same checks for a family already resolved: the spec's rules and the family's cost limits.
+  Status CheckForFamily(const worker::RenderSpec& spec, worker::ModelFamily family) const;
   Json JobJson(const JobRecord& r, bool with_spec) const;
   Json VideoJson(const JobRecord& r) const;
   Result<std::string> VideoPath(const JobRecord& r) const;

@@ -4,7 +4,10 @@
 #include <cmath>
 #include <cstdio>
 
+#include "common/check.h"
 #include "common/log.h"
+#include "common/text.h"
+#include "coordinator/auth.h"
 
 namespace stas::coordinator {
 
@@ -33,7 +36,7 @@ Status ValidateQueueOptions(const QueueOptions& o) {
 }
 
 JobQueue::JobQueue(JobStore* store, const Clock* clock, QueueOptions options)
-    : store_(store), clock_(clock), options_(options), rng_(std::random_device{}()) {}
+    : store_(store), clock_(clock), options_(options) {}
 
 int64_t JobQueue::BackoffMs(int attempts) const {
   const double exponent = std::max(0, attempts - 1);
@@ -42,10 +45,11 @@ int64_t JobQueue::BackoffMs(int attempts) const {
 }
 
 std::string JobQueue::NewLeaseToken(int attempt) {
-  char buf[64];
-  std::snprintf(buf, sizeof(buf), "a%d-%016llx%016llx", attempt, static_cast<unsigned long long>(rng_()),
-                static_cast<unsigned long long>(rng_()));
-  return buf;
+  // From the kernel's CSPRNG: a lease is what lets a group commit, complete or fail a job, so it must
+  // not be guessable from leases seen before.
+  auto random = RandomHex(16);
+  STAS_CHECK(random.ok()) << random.status().ToString();
+  return "a" + std::to_string(attempt) + "-" + *random;
 }
 
 // ---------------------------------------------------------------------------------------------- users
@@ -269,7 +273,7 @@ Result<HeartbeatOutcome> JobQueue::Heartbeat(const std::string& job_id, const st
   t.lease_is = lease;
   t.set = {{"step", Str(std::max(0, step))},
            {"steps", Str(std::max(0, steps))},
-           {"stage", stage.substr(0, 64)},
+           {"stage", TruncateUtf8(stage, 64)},
            {"heartbeat_ms", Str(now)}};
   t.lease_op = Transition::LeaseOp::kSet;
   t.lease_token = lease;
@@ -313,7 +317,7 @@ Result<CompleteOutcome> JobQueue::Complete(const std::string& job_id, const std:
   t.lease_op = Transition::LeaseOp::kDelete;
   t.set = {{"output", output},
            {"manifest", manifest},
-           {"timings", timings.is_null() ? "" : timings.dump()},
+           {"timings", timings.is_null() ? "" : SafeDump(timings)},
            {"finished_ms", Str(now)},
            {"stage", "done"},
            {"error", ""}};
@@ -337,7 +341,7 @@ Result<FailOutcome> JobQueue::EndAttempt(const JobRecord& record, const std::str
   t.lease_is = record.lease;
   t.lease_key_expired = lease_expired;
   t.lease_op = Transition::LeaseOp::kDelete;
-  t.set = {{"error", error.substr(0, 4096)}, {"lease", ""}};
+  t.set = {{"error", TruncateUtf8(error, 4096)}, {"lease", ""}};
   FailOutcome outcome;
   if (!retryable) {
     t.to = JobState::kFailed;
@@ -347,7 +351,7 @@ Result<FailOutcome> JobQueue::EndAttempt(const JobRecord& record, const std::str
   } else if (record.attempts >= options_.max_attempts) {
     t.to = JobState::kDead;
     t.set["finished_ms"] = Str(now);
-    t.dead_letter_reason = error.substr(0, 4096);
+    t.dead_letter_reason = TruncateUtf8(error, 4096);
     t.stats = {{"dead", 1}};
     outcome = FailOutcome::kDead;
   } else {

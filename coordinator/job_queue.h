@@ -149,7 +149,6 @@ class JobQueue {
   JobStore* store_;
   const Clock* clock_;
   QueueOptions options_;
-  std::mt19937_64 rng_;
 };
 
 // Re-queues jobs whose group stopped renewing its lease.

@@ -4,6 +4,7 @@
 
 #include "common/json.h"
 #include "common/log.h"
+#include "common/text.h"
 #include "worker/render_spec.h"
 
 namespace stas::coordinator {
@@ -366,7 +367,7 @@ Result<std::vector<RedisValue>> RedisJobStore::RunTransitions(const std::vector<
   Json batch = Json::array();
   for (const auto& t : ts) batch.push_back(TransitionJson(t));
   STAS_ASSIGN_OR_RETURN(RedisValue reply, client_->Eval(kTransitionScript, {},
-                                                        {client_->options().key_prefix, batch.dump(), brief ? "1" : "0"}));
+                                                        {client_->options().key_prefix, SafeDump(batch), brief ? "1" : "0"}));
   if (!reply.is_array() || reply.elements.size() != ts.size())
     return Internal("redis: unexpected transition script reply");
   return std::move(reply.elements);

@@ -4,7 +4,9 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include <algorithm>
 #include <array>
+#include <chrono>
 #include <atomic>
 #include <csignal>
 #include <deque>
@@ -12,7 +14,7 @@
 #include <optional>
 
 #include "common/log.h"
-#include "worker/protocol.h"
+#include "protocol/protocol.h"
 
 namespace stas::coordinator {
 
@@ -41,6 +43,35 @@ Result<tcp::endpoint> ResolveEndpoint(net::io_context& ioc, const std::string& h
   return results.begin()->endpoint();
 }
 
+std::string PeerAddress(const tcp::socket& socket) {
+  boost::system::error_code ec;
+  auto ep = socket.remote_endpoint(ec);
+  return ec ? "?" : ep.address().to_string();
+}
+
+// A warning that repeats (an accept error storm, a flood of refused connections) is written at most
+// once a second, with the count of the ones left out.
+class RateLimitedWarning {
+ public:
+  void Warn(const std::string& message) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_ < std::chrono::seconds(1)) {
+      ++suppressed_;
+      return;
+    }
+    if (suppressed_ > 0)
+      STAS_LOG_WARN("{} ({} similar messages in the last second left out)", message, suppressed_);
+    else
+      STAS_LOG_WARN("{}", message);
+    suppressed_ = 0;
+    last_ = now;
+  }
+
+ private:
+  std::chrono::steady_clock::time_point last_{};
+  int64_t suppressed_ = 0;
+};
+
 }  // namespace
 
 // ------------------------------------------------------------------------------- worker connections
@@ -52,6 +83,7 @@ class WorkerConnection : public WorkerChannel, public std::enable_shared_from_th
   void Send(const Json& message) override;
   void Close() override;
   std::string peer() const override { return peer_; }
+  const std::string& peer_address() const { return peer_address_; }
   void Shutdown();
 
  private:
@@ -62,7 +94,10 @@ class WorkerConnection : public WorkerChannel, public std::enable_shared_from_th
   CoordinatorServer::Impl* server_;
   Dispatcher::ConnectionId id_;
   std::string peer_;
-  worker::protocol::FrameDecoder decoder_;
+  std::string peer_address_;
+  protocol::FrameDecoder decoder_{protocol::kMaxPreHelloFrameBytes};
+  net::steady_timer hello_timer_;
+  bool authenticated_ = false;
   std::array<char, 65536> buffer_{};
   std::deque<std::string> outbox_;
   bool writing_ = false;
@@ -96,7 +131,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
 struct CoordinatorServer::Impl {
   Impl(Dispatcher* d, HttpApi* a, ServerOptions o)
       : dispatcher(d), api(a), options(std::move(o)), worker_acceptor(ioc), http_acceptor(ioc), ticker(ioc),
-        signals(ioc), stop_timer(ioc) {}
+        signals(ioc), stop_timer(ioc), worker_accept_pause(ioc), http_accept_pause(ioc) {}
 
   Dispatcher* dispatcher;
   HttpApi* api;
@@ -107,7 +142,14 @@ struct CoordinatorServer::Impl {
   net::steady_timer ticker;
   net::signal_set signals;
   net::steady_timer stop_timer;
+  net::steady_timer worker_accept_pause;
+  net::steady_timer http_accept_pause;
+  int worker_accept_backoff_ms = 0;
+  int http_accept_backoff_ms = 0;
+  RateLimitedWarning accept_warning;
+  RateLimitedWarning refuse_warning;
   std::map<Dispatcher::ConnectionId, std::shared_ptr<WorkerConnection>> connections;
+  std::map<std::string, int> connections_per_peer;
   Dispatcher::ConnectionId next_id = 1;
   bool stopping = false;
   std::atomic<int> stop_signal{0};
@@ -128,22 +170,46 @@ struct CoordinatorServer::Impl {
     return Status::Ok();
   }
 
+  // After an accept error (EMFILE, ENFILE, ENOBUFS...) the listener waits before trying again, 10 ms
+  // doubling to 1 s, so a full descriptor table does not turn into a busy loop of failing accepts.
+  void PauseAccept(net::steady_timer& timer, int& backoff_ms, void (Impl::*resume)()) {
+    backoff_ms = std::clamp(backoff_ms * 2, 10, 1000);
+    timer.expires_after(std::chrono::milliseconds(backoff_ms));
+    timer.async_wait([this, resume](beast::error_code ec) {
+      if (!ec && !stopping) (this->*resume)();
+    });
+  }
+
   void AcceptWorker() {
     worker_acceptor.async_accept([this](beast::error_code ec, tcp::socket socket) {
       if (ec) {
-        if (ec != net::error::operation_aborted) STAS_LOG_WARN("worker accept failed: {}", ec.message());
-        if (!stopping && worker_acceptor.is_open()) AcceptWorker();
+        if (ec == net::error::operation_aborted || stopping || !worker_acceptor.is_open()) return;
+        accept_warning.Warn("worker accept failed: " + ec.message() + "; pausing that listener");
+        PauseAccept(worker_accept_pause, worker_accept_backoff_ms, &Impl::AcceptWorker);
         return;
       }
+      worker_accept_backoff_ms = 0;
       try {
-        boost::system::error_code opt_ec;
-        socket.set_option(net::socket_base::keep_alive(true), opt_ec);
-        socket.set_option(tcp::no_delay(true), opt_ec);
-        const auto id = next_id++;
-        auto connection = std::make_shared<WorkerConnection>(std::move(socket), this, id);
-        connections[id] = connection;
-        dispatcher->OnConnect(id, connection);
-        connection->Start();
+        const std::string address = PeerAddress(socket);
+        if (static_cast<int>(connections.size()) >= options.max_worker_connections ||
+            connections_per_peer[address] >= options.max_worker_connections_per_peer) {
+          refuse_warning.Warn("refusing a worker connection from " + address + ": " +
+                              std::to_string(connections.size()) + " open (" +
+                              std::to_string(connections_per_peer[address]) + " from that address)");
+          if (connections_per_peer[address] == 0) connections_per_peer.erase(address);
+          boost::system::error_code close_ec;
+          socket.close(close_ec);
+        } else {
+          boost::system::error_code opt_ec;
+          socket.set_option(net::socket_base::keep_alive(true), opt_ec);
+          socket.set_option(tcp::no_delay(true), opt_ec);
+          const auto id = next_id++;
+          auto connection = std::make_shared<WorkerConnection>(std::move(socket), this, id);
+          connections[id] = connection;
+          ++connections_per_peer[connection->peer_address()];
+          dispatcher->OnConnect(id, connection);
+          connection->Start();
+        }
       } catch (const std::exception& e) {
         STAS_LOG_ERROR("setting up a worker connection failed: {}", e.what());
       }
@@ -151,13 +217,23 @@ struct CoordinatorServer::Impl {
     });
   }
 
+  void ForgetConnection(Dispatcher::ConnectionId id) {
+    auto it = connections.find(id);
+    if (it == connections.end()) return;
+    auto peer = connections_per_peer.find(it->second->peer_address());
+    if (peer != connections_per_peer.end() && --peer->second <= 0) connections_per_peer.erase(peer);
+    connections.erase(it);
+  }
+
   void AcceptHttp() {
     http_acceptor.async_accept([this](beast::error_code ec, tcp::socket socket) {
       if (ec) {
-        if (ec != net::error::operation_aborted) STAS_LOG_WARN("http accept failed: {}", ec.message());
-        if (!stopping && http_acceptor.is_open()) AcceptHttp();
+        if (ec == net::error::operation_aborted || stopping || !http_acceptor.is_open()) return;
+        accept_warning.Warn("http accept failed: " + ec.message() + "; pausing that listener");
+        PauseAccept(http_accept_pause, http_accept_backoff_ms, &Impl::AcceptHttp);
         return;
       }
+      http_accept_backoff_ms = 0;
       try {
         std::make_shared<HttpSession>(std::move(socket), this)->Start();
       } catch (const std::exception& e) {
@@ -188,6 +264,8 @@ struct CoordinatorServer::Impl {
     worker_acceptor.close(ec);
     http_acceptor.close(ec);
     ticker.cancel();
+    worker_accept_pause.cancel();
+    http_accept_pause.cancel();
     signals.cancel(ec);
     auto conns = connections;  // Shutdown() edits the map
     for (auto& [id, c] : conns) c->Shutdown();
@@ -200,9 +278,31 @@ struct CoordinatorServer::Impl {
 // ----------------------------------------------------------------------------- WorkerConnection impl
 
 WorkerConnection::WorkerConnection(tcp::socket socket, CoordinatorServer::Impl* server, Dispatcher::ConnectionId id)
-    : socket_(std::move(socket)), server_(server), id_(id), peer_(EndpointString(socket_)) {}
+    : socket_(std::move(socket)),
+      server_(server),
+      id_(id),
+      peer_(EndpointString(socket_)),
+      peer_address_(PeerAddress(socket_)),
+      hello_timer_(server->ioc) {}
 
-void WorkerConnection::Start() { DoRead(); }
+void WorkerConnection::Start() {
+  // A connection that has not said a valid hello in time is closed: it holds a descriptor and a
+  // buffer, and an unauthenticated peer gets nothing else.
+  auto self = shared_from_this();
+  hello_timer_.expires_after(std::chrono::milliseconds(std::max(1, server_->options.hello_timeout_ms)));
+  hello_timer_.async_wait([self](beast::error_code ec) {
+    try {
+      if (ec || self->closed_ || self->authenticated_) return;
+      self->server_->dispatcher->OnProtocolError(
+          self->id_, "no valid hello within " + std::to_string(self->server_->options.hello_timeout_ms) + " ms");
+      self->Close();
+    } catch (const std::exception& e) {
+      STAS_LOG_ERROR("worker connection {}: {}", self->peer_, e.what());
+      self->Shutdown();
+    }
+  });
+  DoRead();
+}
 
 void WorkerConnection::DoRead() {
   auto self = shared_from_this();
@@ -221,6 +321,11 @@ void WorkerConnection::DoRead() {
         }
         if (!next->has_value()) break;
         self->server_->dispatcher->OnMessage(self->id_, **next);
+        if (!self->authenticated_ && self->server_->dispatcher->Authenticated(self->id_)) {
+          self->authenticated_ = true;
+          self->hello_timer_.cancel();
+          self->decoder_.set_max_frame_bytes(protocol::kMaxFrameBytes);
+        }
       }
       if (!self->closed_ && !self->closing_) self->DoRead();
     } catch (const std::exception& e) {
@@ -232,7 +337,7 @@ void WorkerConnection::DoRead() {
 
 void WorkerConnection::Send(const Json& message) {
   if (closed_ || closing_) return;
-  outbox_.push_back(worker::protocol::EncodeFrame(message));
+  outbox_.push_back(protocol::EncodeFrame(message));
   if (!writing_) DoWrite();
 }
 
@@ -268,6 +373,7 @@ void WorkerConnection::Shutdown() {
   if (closed_) return;
   closed_ = true;
   boost::system::error_code ec;
+  hello_timer_.cancel();
   socket_.shutdown(tcp::socket::shutdown_both, ec);
   socket_.close(ec);
   // Tell the dispatcher later, never from inside one of its own calls.
@@ -278,7 +384,7 @@ void WorkerConnection::Shutdown() {
     } catch (const std::exception& e) {
       STAS_LOG_ERROR("disconnect of {}: {}", self->peer_, e.what());
     }
-    self->server_->connections.erase(self->id_);
+    self->server_->ForgetConnection(self->id_);
   });
 }
 

@@ -1,7 +1,11 @@
 // CoordinatorServer: the network side of the coordinator on one Boost.Asio event loop.
 //
-// - Worker listener (--listen): length-prefixed JSON frames (worker/protocol.h) to and from the
+// - Worker listener (--listen): length-prefixed JSON frames (protocol/protocol.h) to and from the
 //   Dispatcher. TCP keep-alive is on so half-open connections of dead hosts are noticed.
+//   Before a connection's hello is accepted it is held to a deadline (hello_timeout_ms) and a small
+//   frame limit (protocol::kMaxPreHelloFrameBytes); connections are capped in total and per peer
+//   address (the excess is closed at once). Accept errors (e.g. out of file descriptors) pause that
+//   listener with a growing backoff instead of spinning, and are logged at most once a second.
 // - HTTP listener (--http): Boost.Beast HTTP/1.1 with keep-alive, handing each request to HttpApi.
 //   Bodies above the limit get 413, unparsable requests 400, idle connections close after 60 s.
 //   Videos are streamed from disk (file_body).
@@ -34,6 +38,9 @@ struct ServerOptions {
   // When set, requests it accepts (HttpApi::ShouldOffload: batch submissions) run on one worker thread
   // through this instance, which must use its own Redis connection; the loop never waits for them.
   HttpApi* offload_api = nullptr;
+  int hello_timeout_ms = 5000;          // a worker connection must say a valid hello within this
+  int max_worker_connections = 256;     // open worker connections, all peers together
+  int max_worker_connections_per_peer = 32;  // per remote IP address
 };
 
 class CoordinatorServer {

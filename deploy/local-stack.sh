@@ -111,8 +111,9 @@ wait_until 30 "stas coordinator" curl -sf "$SERVER/healthz"
 
 MPI_FLAGS=(--oversubscribe --bind-to none -x OMP_NUM_THREADS=1)
 if [ "$(id -u)" = 0 ]; then MPI_FLAGS+=(--allow-run-as-root); fi
+# Workers authenticate with the secret the coordinator created in its storage folder on first start.
 mpirun "${MPI_FLAGS[@]}" -np "$NP" "$STAS" worker --coordinator "127.0.0.1:$WORKER_PORT" --model "$MODEL" \
-  --sp "$SP" > "$WORK_DIR/logs/workers.log" 2>&1 &
+  --sp "$SP" --secret-file "$WORK_DIR/storage/.stas/worker-secret" > "$WORK_DIR/logs/workers.log" 2>&1 &
 PIDS+=($!)
 echo "local-stack: redis :$REDIS_PORT, coordinator :$WORKER_PORT (workers) and $SERVER, $NP worker ranks"
 

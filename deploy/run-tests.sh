@@ -12,4 +12,4 @@ BUILD_DIR="${STAS_BUILD_DIR:-build}"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 export STAS_REQUIRE_REDIS=1 STAS_REQUIRE_FFMPEG=1
 cd "$BUILD_DIR"
-ctest --output-on-failure -j 2 -L "unit|parity|mpi|redis|service" "$@"
+ctest --output-on-failure -j 2 -L "unit|parity|mpi|redis|service|security" "$@"

@@ -177,21 +177,30 @@ Result<std::unique_ptr<StasHook>> MakeStasHook(const StasOptions& options, const
         return InvalidArgument("stas block " + std::to_string(b) + " does not exist: the model has " +
                                std::to_string(model.num_blocks) + " blocks");
   std::optional<MaChannelSet> channels;
+  std::string source;
   if (!options.channels_file.empty()) {
+    source = "stas channels file " + options.channels_file;
     auto loaded = MaChannelSet::Load(options.channels_file);
     if (!loaded.ok()) return loaded.status().WithContext("stas channels file");
     channels = std::move(loaded).value();
+  } else if (!options.channels.is_null()) {
+    source = options.calibration.empty() ? "stas channels" : "stas calibration " + options.calibration;
+    auto parsed = MaChannelSet::FromJson(options.channels);
+    if (!parsed.ok()) return parsed.status().WithContext("stas channels");
+    channels = std::move(parsed).value();
+  } else if (!options.calibration.empty()) {
+    return InvalidArgument("stas calibration " + options.calibration +
+                           " came without its channels (the coordinator puts them in the job)");
+  }
+  if (channels) {
     if (model.hidden_dim > 0 && channels->hidden_dim != model.hidden_dim)
-      return InvalidArgument("stas channels file " + options.channels_file + " was calibrated for hidden size " +
-                             std::to_string(channels->hidden_dim) + ", the model has " +
-                             std::to_string(model.hidden_dim));
+      return InvalidArgument(source + " was calibrated for hidden size " + std::to_string(channels->hidden_dim) +
+                             ", the model has " + std::to_string(model.hidden_dim));
     if (model.num_blocks > 0 && channels->num_blocks != model.num_blocks)
-      return InvalidArgument("stas channels file " + options.channels_file + " was calibrated for " +
-                             std::to_string(channels->num_blocks) + " blocks, the model has " +
-                             std::to_string(model.num_blocks));
+      return InvalidArgument(source + " was calibrated for " + std::to_string(channels->num_blocks) +
+                             " blocks, the model has " + std::to_string(model.num_blocks));
     if (!model.model_id.empty() && !channels->model.empty() && channels->model != model.model_id)
-      STAS_LOG_WARN("stas channels file {} was calibrated on model '{}', rendering '{}'", options.channels_file,
-                    channels->model, model.model_id);
+      STAS_LOG_WARN("{} was calibrated on model '{}', rendering '{}'", source, channels->model, model.model_id);
   }
   return std::make_unique<StasHook>(options, std::move(channels));
 }

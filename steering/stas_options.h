@@ -14,6 +14,9 @@ namespace stas::steering {
 enum class BoundaryMode { kRows, kFrames };      // head/tail tokens of each latent frame, or whole frames
 enum class SteerBranches { kBoth, kCondOnly };   // which CFG branches are steered
 
+// Largest inline calibration (its compact JSON), in a job or POST /calibrations.
+constexpr size_t kMaxInlineChannelsBytes = 256 * 1024;
+
 struct StasOptions {
   bool enabled = false;
   double alpha = 1.0;          // target = alpha * R (R = global max |h| over MA channels)
@@ -25,15 +28,22 @@ struct StasOptions {
   BoundaryMode boundary_mode = BoundaryMode::kRows;
   int chunk_frames = -1;       // frames mode: latent frames per temporal chunk after frame 0; -1 = one chunk
   SteerBranches branches = SteerBranches::kBoth;
-  std::string channels_file;   // calibrated MA channels JSON from `stas analyze`; empty = detect online
+  // Calibrated MA channels (ma_channels.json from `stas analyze`), from one of:
+  std::string channels_file;   //   a file on this machine: `stas render --stas-channels` only, never in a job
+  Json channels;               //   inline (null = none): the file's contents, at most kMaxInlineChannelsBytes
+  std::string calibration;     //   a calibration id (POST /calibrations); the coordinator puts its channels
+                               //   inline before queuing, a worker never reads it
+                               // none of them = detect online
   double tau = 100.0;          // online detection: peak |h| >= tau x median |h|
   int max_channels = 8;        // online detection: at most k channels
 
   // Number of steered steps for a run of `num_steps`.
   int SteeredSteps(int num_steps) const;
   Status Validate() const;
+  // channels_file is included only when set (local renders' manifests); FromJson refuses it.
   Json ToJson() const;
-  // Strict: unknown keys and wrong types are InvalidArgument.
+  // Strict: unknown keys, wrong types and out-of-range integers are InvalidArgument. A job names no
+  // file: "channels_file" is refused with a message pointing at calibrations.
   static Result<StasOptions> FromJson(const Json& j);
 };
 

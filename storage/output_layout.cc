@@ -1,5 +1,6 @@
 #include "storage/output_layout.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -10,7 +11,9 @@
 #include <regex>
 
 #include "common/fs.h"
+#include "common/json.h"
 #include "common/log.h"
+#include "common/text.h"
 #include "storage/mp4_writer.h"
 
 namespace stas::storage {
@@ -27,7 +30,12 @@ Status ValidateOutputComponent(const std::string& name, const std::string& what)
     if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f)
       return InvalidArgument(what + " must not contain control characters");
   }
+  if (!IsValidUtf8(name)) return InvalidArgument(what + " must be valid UTF-8");
   return Status::Ok();
+}
+
+bool LooksLikeJobId(const std::string& name) {
+  return name.size() == 32 && name.find_first_not_of("0123456789abcdef") == std::string::npos;
 }
 
 OutputLayout::OutputLayout(std::string storage_root) : root_(std::move(storage_root)) {}
@@ -48,9 +56,20 @@ Result<OutputPaths> OutputLayout::PathsFor(const std::string& job_id, const std:
 }
 
 Status OutputLayout::EnsureFolder(const OutputPaths& paths) {
+  const fs::path folder(paths.folder);
+  const std::string root = folder.parent_path().string();
+  const std::string name = folder.filename().string();
   std::error_code ec;
-  fs::create_directories(paths.folder, ec);
-  if (ec) return IoError("cannot create " + paths.folder + ": " + ec.message());
+  fs::create_directories(root, ec);  // the root itself is the operator's choice (it may be a link)
+  if (ec) return IoError("cannot create " + root + ": " + ec.message());
+  FileDescriptor root_fd(::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (root_fd.get() < 0) return IoError("cannot open " + root + ": " + std::strerror(errno));
+  if (::mkdirat(root_fd.get(), name.c_str(), 0755) != 0 && errno != EEXIST)
+    return IoError("cannot create " + paths.folder + ": " + std::strerror(errno));
+  FileDescriptor folder_fd(::openat(root_fd.get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (folder_fd.get() < 0)
+    return InvalidArgument("output folder " + paths.folder + " is not a plain folder (" + std::strerror(errno) +
+                           "): symbolic links are not followed");
   return Status::Ok();
 }
 

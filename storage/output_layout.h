@@ -24,7 +24,11 @@ struct OutputPaths {
 
 // Checks a dataset or output name: non-empty, at most 200 bytes, no path separators, no control
 // characters, not "." or "..", not starting with '.' (hidden names are reserved for temporary files).
+// The one name check of the project: the coordinator (job specs), the worker and the layout use it.
+// Names must also be valid UTF-8.
 Status ValidateOutputComponent(const std::string& name, const std::string& what);
+// True for names of the job-id form (32 lower-case hex characters): an output name must not be one.
+bool LooksLikeJobId(const std::string& name);
 
 class OutputLayout {
  public:
@@ -35,7 +39,9 @@ class OutputLayout {
   // InvalidArgument for names that would escape the folder.
   Result<OutputPaths> PathsFor(const std::string& job_id, const std::string& dataset,
                                const std::string& output_name) const;
-  // Creates the job's folder (and the root) when missing.
+  // Creates the job's folder (and the root) when missing. The dataset folder is made and opened
+  // relative to the root without following symbolic links: a link planted there is refused instead of
+  // leading the worker's writes out of the storage folder.
   static Status EnsureFolder(const OutputPaths& paths);
 
  private:

@@ -17,6 +17,7 @@
 #include "common/check.h"
 #include "common/fs.h"
 #include "common/log.h"
+#include "common/text.h"
 
 namespace stas::worker {
 
@@ -96,6 +97,9 @@ int64_t MillisSince(Clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t).count();
 }
 
+// A session shorter than this counts as failed for the reconnect backoff.
+constexpr int64_t kStableSessionMs = 2000;
+
 }  // namespace
 
 CoordinatorLink::CoordinatorLink(LinkOptions options)
@@ -164,11 +168,17 @@ void CoordinatorLink::RunLoop() {
       }
       st = Handshake(fd->get(), decoder);
     }
+    bool session_failed = false;
     if (st.ok()) {
       if (failures > 0) STAS_LOG_INFO("reconnected to the coordinator after {} failed attempts", failures);
       failures = 0;
-      backoff_ms = std::max(1, options_.backoff_initial_ms);
-      ServeConnection(fd->get(), decoder);
+      const auto session_start = Clock::now();
+      const bool clean = ServeConnection(fd->get(), decoder);
+      // A session that ended in a protocol error, or was closed by the coordinator soon after it
+      // began, is a failure too: reconnecting at once would repeat whatever ended it, as fast as the
+      // network allows. The backoff resets only after a session that lasted.
+      session_failed = !clean || MillisSince(session_start) < kStableSessionMs;
+      if (!session_failed) backoff_ms = std::max(1, options_.backoff_initial_ms);
     } else {
       ++failures;
       if (failures == 1 || failures % 20 == 0)
@@ -180,7 +190,7 @@ void CoordinatorLink::RunLoop() {
     if (connected_) STAS_LOG_WARN("lost the connection to the coordinator; reconnecting");
     connected_ = false;
     if (stopping_) return;
-    if (!st.ok()) {
+    if (!st.ok() || session_failed) {
       cv_.wait_for(lock, std::chrono::milliseconds(backoff_ms), [&] { return stopping_; });
       backoff_ms = std::min(std::max(1, options_.backoff_max_ms), backoff_ms * 2);
     }
@@ -228,8 +238,9 @@ Status CoordinatorLink::Handshake(int fd, protocol::FrameDecoder& decoder) {
   }
 }
 
-void CoordinatorLink::ServeConnection(int fd, protocol::FrameDecoder& decoder) {
+bool CoordinatorLink::ServeConnection(int fd, protocol::FrameDecoder& decoder) {
   auto last_heartbeat = Clock::now() - std::chrono::hours(1);
+  coordinator_error_ = false;
   while (true) {
     std::vector<Json> out;
     int poll_ms = 1000;
@@ -245,6 +256,11 @@ void CoordinatorLink::ServeConnection(int fd, protocol::FrameDecoder& decoder) {
         }
       } else {
         if (result_ && !result_sent_) {
+          // done is accepted only after this lease's granted commit; a coordinator that restarted
+          // since our commit was granted has forgotten it, so ask again first (the grant is
+          // idempotent for the lease that holds the job).
+          if ((*result_)["type"] == "done")
+            out.push_back({{"type", "commit"}, {"job_id", (*result_)["job_id"]}, {"lease", (*result_)["lease"]}});
           out.push_back(*result_);
           result_sent_ = true;
           result_written_ = false;
@@ -276,7 +292,7 @@ void CoordinatorLink::ServeConnection(int fd, protocol::FrameDecoder& decoder) {
       Status st = protocol::WriteFrame(fd, m);
       if (!st.ok()) {
         STAS_LOG_WARN("sending '{}' to the coordinator failed: {}", m["type"].get<std::string>(), st.message());
-        return;
+        return false;
       }
       STAS_LOG_DEBUG("-> {}", m.dump());
     }
@@ -285,13 +301,13 @@ void CoordinatorLink::ServeConnection(int fd, protocol::FrameDecoder& decoder) {
       if (result_ && result_sent_) result_written_ = true;
       cv_.notify_all();  // FlushResult waits for writes
     }
-    if (leaving) return;
+    if (leaving) return true;
 
     pollfd fds[2] = {{fd, POLLIN, 0}, {wake_read_fd_, POLLIN, 0}};
     const int r = ::poll(fds, 2, std::max(1, poll_ms));
     if (r < 0 && errno != EINTR) {
       STAS_LOG_WARN("poll failed: {}", std::strerror(errno));
-      return;
+      return false;
     }
     if (r <= 0) continue;
     if (fds[1].revents & POLLIN) {
@@ -302,23 +318,23 @@ void CoordinatorLink::ServeConnection(int fd, protocol::FrameDecoder& decoder) {
     if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
       char buf[65536];
       const ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
-      if (n == 0) return;
+      if (n == 0) return !coordinator_error_;
       if (n < 0) {
         if (errno == EINTR || errno == EAGAIN) continue;
-        return;
+        return false;
       }
       decoder.Append(buf, static_cast<size_t>(n));
       while (true) {
         auto next = decoder.Next();
         if (!next.ok()) {
           STAS_LOG_WARN("bad frame from the coordinator: {}", next.status().message());
-          return;
+          return false;
         }
         if (!next->has_value()) break;
         Status st = HandleMessage(fd, **next);
         if (!st.ok()) {
           STAS_LOG_WARN("{}", st.message());
-          return;
+          return false;
         }
       }
     }
@@ -376,6 +392,7 @@ Status CoordinatorLink::HandleMessage(int fd, const Json& message) {
     return Status::Ok();
   }
   if (type == "error") {
+    coordinator_error_ = true;  // the session then counts as failed for the reconnect backoff
     STAS_LOG_WARN("coordinator says: {}", JsonValueOr<std::string>(message, "message", "(no message)"));
     return Status::Ok();
   }
@@ -466,7 +483,7 @@ void CoordinatorLink::ReportDone(Json fields) {
 }
 
 void CoordinatorLink::ReportFailed(const std::string& error, bool retryable) {
-  SetResult({{"type", "failed"}, {"error", error}, {"retryable", retryable}});
+  SetResult({{"type", "failed"}, {"error", TruncateUtf8(error, protocol::kMaxErrorBytes)}, {"retryable", retryable}});
 }
 
 void CoordinatorLink::Abandon() {

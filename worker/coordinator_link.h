@@ -1,4 +1,4 @@
-// CoordinatorLink: a worker group leader's connection to the coordinator (worker/protocol.h).
+// CoordinatorLink: a worker group leader's connection to the coordinator (protocol/protocol.h).
 //
 // One background thread owns the socket. It connects (retrying with exponential backoff), says
 // hello, waits for welcome, and then keeps the conversation going while the group's main thread
@@ -25,7 +25,7 @@
 
 #include "common/json.h"
 #include "common/status.h"
-#include "worker/protocol.h"
+#include "protocol/protocol.h"
 
 namespace stas::worker {
 
@@ -130,7 +130,9 @@ class CoordinatorLink {
   // Hello -> welcome on a fresh connection.
   Status Handshake(int fd, protocol::FrameDecoder& decoder);
   // One connected session: returns when the connection is lost or Stop() was called.
-  void ServeConnection(int fd, protocol::FrameDecoder& decoder);
+  // Returns false when the session ended in an error (bad frame, an error message from the
+  // coordinator, a failed send): the reconnect then backs off.
+  bool ServeConnection(int fd, protocol::FrameDecoder& decoder);
   // Handles one frame from the coordinator (IO thread); may answer on `fd`.
   Status HandleMessage(int fd, const Json& message);
   void Wake();
@@ -143,6 +145,7 @@ class CoordinatorLink {
   bool stopping_ = false;
   bool connected_ = false;
   int64_t handshakes_ = 0;
+  bool coordinator_error_ = false;  // the current session got an error message (link thread only)
   std::optional<Welcome> welcome_;
   int heartbeat_ms_;
   // Per-connection "already sent" flags are reset on every handshake.

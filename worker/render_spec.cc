@@ -1,11 +1,13 @@
 #include "worker/render_spec.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <limits>
 #include <set>
 
 #include "common/checkpoint.h"
+#include "storage/output_layout.h"
 
 namespace stas::worker {
 
@@ -23,14 +25,11 @@ namespace {
 
 int SpatialMultiple(ModelFamily family) { return family == ModelFamily::kWan22 ? 32 : 16; }
 
+// The same rules as the storage layout that will use the name (storage::ValidateOutputComponent):
+// what passes submission also passes on the worker.
 Status CheckOutputName(const std::string& name, const char* field) {
-  if (name.size() > 200) return InvalidArgument(std::string(field) + " is longer than 200 characters");
-  if (name == "." || name == "..") return InvalidArgument(std::string(field) + " must not be '.' or '..'");
-  for (char c : name) {
-    if (c == '/' || c == '\\') return InvalidArgument(std::string(field) + " must not contain path separators");
-    if (static_cast<unsigned char>(c) < 0x20) return InvalidArgument(std::string(field) + " must not contain control characters");
-  }
-  return Status::Ok();
+  if (name.empty()) return Status::Ok();  // unset: "single" / the job id
+  return storage::ValidateOutputComponent(name, field);
 }
 
 uint64_t Fnv1a(const std::string& s, uint64_t basis) {
@@ -63,6 +62,10 @@ Status RenderSpec::Validate() const {
     return InvalidArgument("guidance must be in [0, 100]");
   if (shift && (!std::isfinite(*shift) || *shift <= 0 || *shift > 100)) return InvalidArgument("shift must be in (0, 100]");
   STAS_RETURN_IF_ERROR(CheckOutputName(output_name, "output name"));
+  // A job without an output name is stored under its id; a name shaped like an id could take over
+  // another job's path.
+  if (storage::LooksLikeJobId(output_name))
+    return InvalidArgument("output name must not look like a job id (32 hex characters)");
   STAS_RETURN_IF_ERROR(CheckOutputName(dataset, "dataset name"));
   return stas.Validate();
 }
@@ -78,6 +81,63 @@ Status RenderSpec::ValidateFor(ModelFamily family) const {
   // ((frames - 1) / 4 + 1) gives back the frames asked for.
   if (family == ModelFamily::kCogVideoX && frames && (*frames - 1) % 8 != 0)
     return InvalidArgument("frames must be 8k+1 for cogvideox (e.g. 49), got " + std::to_string(*frames));
+  return Status::Ok();
+}
+
+CostLimits DefaultCostLimits(ModelFamily family) {
+  switch (family) {
+    case ModelFamily::kTiny: return {33, 128 * 128, 50};
+    case ModelFamily::kWan21: return {81, 1280 * 720, kMaxSteps};    // 14B: 720p, 81 frames
+    case ModelFamily::kWan22: return {121, 1280 * 704, kMaxSteps};   // TI2V-5B: 1280x704, 121 frames
+    case ModelFamily::kCogVideoX: return {81, 1360 * 768, kMaxSteps};  // 1.5: 1360x768, 81 frames
+  }
+  return {};
+}
+
+Status ParseCostLimitOverride(const std::string& text, CostLimits limits[4]) {
+  const size_t colon = text.find(':');
+  if (colon == std::string::npos) return InvalidArgument("--limit: expected FAMILY:KEY=N[,KEY=N...], got '" + text + "'");
+  const std::string name = text.substr(0, colon);
+  int index = -1;
+  for (int f = 0; f < 4; ++f)
+    if (name == ModelFamilyName(static_cast<ModelFamily>(f))) index = f;
+  if (index < 0) return InvalidArgument("--limit: unknown model family '" + name + "' (tiny, wan2.1, wan2.2, cogvideox)");
+  std::string rest = text.substr(colon + 1);
+  while (!rest.empty()) {
+    const size_t comma = rest.find(',');
+    const std::string item = rest.substr(0, comma);
+    rest = comma == std::string::npos ? "" : rest.substr(comma + 1);
+    const size_t eq = item.find('=');
+    const std::string key = item.substr(0, eq);
+    const std::string value = eq == std::string::npos ? "" : item.substr(eq + 1);
+    if (value.empty() || value.size() > 12 || value.find_first_not_of("0123456789") != std::string::npos)
+      return InvalidArgument("--limit: '" + item + "' must be KEY=N with a positive integer N");
+    const int64_t n = std::stoll(value);
+    if (n < 1) return InvalidArgument("--limit: '" + item + "' must be at least 1");
+    if (key == "frames") limits[index].max_frames = static_cast<int>(std::min<int64_t>(n, 1001));
+    else if (key == "pixels") limits[index].max_pixels = n;
+    else if (key == "steps") limits[index].max_steps = static_cast<int>(std::min<int64_t>(n, kMaxSteps));
+    else return InvalidArgument("--limit: unknown key '" + key + "' (frames, pixels, steps)");
+  }
+  return Status::Ok();
+}
+
+Status RenderSpec::CheckCostLimits(ModelFamily family, const CostLimits& limits) const {
+  RenderSpec r = *this;
+  r.ResolveDefaults(family);
+  const std::string where = std::string(" for ") + ModelFamilyName(family) + " on this coordinator (--limit " +
+                            ModelFamilyName(family) + ":";
+  if (*r.frames > limits.max_frames)
+    return InvalidArgument("frames " + std::to_string(*r.frames) + " exceed the limit of " +
+                           std::to_string(limits.max_frames) + where + "frames=N)");
+  const int64_t pixels = int64_t{*r.height} * *r.width;
+  if (pixels > limits.max_pixels)
+    return InvalidArgument("height x width " + std::to_string(*r.height) + "x" + std::to_string(*r.width) + " = " +
+                           std::to_string(pixels) + " pixels exceed the limit of " +
+                           std::to_string(limits.max_pixels) + where + "pixels=N)");
+  if (*r.steps > limits.max_steps)
+    return InvalidArgument("steps " + std::to_string(*r.steps) + " exceed the limit of " +
+                           std::to_string(limits.max_steps) + where + "steps=N)");
   return Status::Ok();
 }
 

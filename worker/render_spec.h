@@ -24,6 +24,19 @@ constexpr size_t kMaxPromptBytes = 8 * 1024;
 constexpr int kMinSteps = 1;
 constexpr int kMaxSteps = 1000;
 
+// What one job may cost on a family (frames, pixels per frame, steps), checked by the coordinator
+// before anything is queued. Defaults: the largest sizes the family was trained for; small ones for the
+// built-in tiny model (it runs on CPUs). `stas coordinator --limit FAMILY:KEY=N,...` overrides them.
+// (The one per-family table; it moves behind the model interface with the rest of the family facts.)
+struct CostLimits {
+  int max_frames = 1001;
+  int64_t max_pixels = int64_t{4096} * 4096;  // height x width
+  int max_steps = kMaxSteps;
+};
+CostLimits DefaultCostLimits(ModelFamily family);
+// Parses "FAMILY:frames=N,pixels=N,steps=N" (any subset of keys) onto `limits`, indexed by family.
+Status ParseCostLimitOverride(const std::string& text, CostLimits limits[4]);
+
 struct RenderSpec {
   std::string prompt;
   std::string negative_prompt;
@@ -42,6 +55,9 @@ struct RenderSpec {
   // Checks sizes against the family's spatial multiple (16 for Wan2.1/tiny/CogVideoX, 32 for Wan2.2) and,
   // for CogVideoX, frames 8k+1 (its VAE needs an odd number of latent frames).
   Status ValidateFor(ModelFamily family) const;
+  // InvalidArgument naming the limit (and the flag that sets it) when the spec, with the family's
+  // defaults filled in, asks for more than `limits` allows.
+  Status CheckCostLimits(ModelFamily family, const CostLimits& limits) const;
   // Fills unset optionals with the family's defaults.
   void ResolveDefaults(ModelFamily family);
 

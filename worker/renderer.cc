@@ -155,6 +155,21 @@ int64_t CogVideoXPaddedLatentFrames(int64_t latent_frames, int64_t temporal_patc
   return (latent_frames + temporal_patch - 1) / temporal_patch * temporal_patch;
 }
 
+// Cancellation between transformer blocks: a step of a large video can take minutes, so the cancel
+// poll (collective, the same answer on every rank) also runs after every block; a cancel unwinds the
+// forward pass by this exception, caught around the denoising stage.
+struct CancelledInsideStep {};
+class CancelBetweenBlocks : public models::ResidualHook {
+ public:
+  explicit CancelBetweenBlocks(const std::function<bool()>& should_cancel) : should_cancel_(should_cancel) {}
+  void AfterBlock(at::Tensor&, const models::BlockContext&) override {
+    if (should_cancel_ && should_cancel_()) throw CancelledInsideStep{};
+  }
+
+ private:
+  const std::function<bool()>& should_cancel_;
+};
+
 }  // namespace
 
 // ------------------------------------------------------------------------------------------------ Impl
@@ -595,11 +610,19 @@ Result<RenderedVideo> Renderer::Impl::Render(const RenderSpec& input, const Rend
   steering::HookChain hooks;
   hooks.Add(hook.get());
   hooks.Add(control.observer);
+  CancelBetweenBlocks cancel_check(control.should_cancel);
+  if (control.should_cancel) hooks.Add(&cancel_check);
   in.hook = hooks.empty() ? nullptr : &hooks;
   in.control = &control;
   in.job_id = job_id;
   in.on_step = [&](int done) { report(RenderStage::kDenoise, done, stage_start); };
-  STAS_ASSIGN_OR_RETURN(at::Tensor final_latents, wan ? DenoiseWan(spec, in, m) : DenoiseCogVideoX(spec, in, m));
+  Result<at::Tensor> denoised = Aborted("not run");
+  try {
+    denoised = wan ? DenoiseWan(spec, in, m) : DenoiseCogVideoX(spec, in, m);
+  } catch (const CancelledInsideStep&) {
+    return Aborted("sampling cancelled inside a step (between transformer blocks)");
+  }
+  STAS_ASSIGN_OR_RETURN(at::Tensor final_latents, std::move(denoised));
   SynchronizeDevice(device);
   m.timings_s["denoise"] = Seconds(stage_start);
   if (hook) m.stas["steered_calls"] = hook->steered_calls();

@@ -17,13 +17,12 @@
 #include "support/redis_test_server.h"
 #include "support/run_command.h"
 #include "support/temp_dir.h"
-#include "worker/protocol.h"
+#include "protocol/protocol.h"
 
 namespace stas {
 namespace {
 
 using namespace std::chrono_literals;
-namespace protocol = worker::protocol;
 
 int ConnectLoopback(int port) {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -211,6 +210,12 @@ class CoordinatorServiceTest : public ::testing::Test {
     EXPECT_TRUE(c->WaitListening()) << Logs();
     return c;
   }
+  // The worker secret a coordinator without --token created in its storage folder.
+  std::string Secret() {
+    auto secret = protocol::ReadSecretFile(storage_.path() + "/.stas/worker-secret");
+    EXPECT_TRUE(secret.ok()) << secret.status().ToString();
+    return secret.ok() ? *secret : "";
+  }
   std::string Logs() {
     auto text = testing::RunCommand("cat " + logs_.File("coordinator.log"));
     return text.output;
@@ -252,7 +257,7 @@ TEST_F(CoordinatorServiceTest, AJobGoesFromSubmissionToVideo) {
 
   FakeWorker w(c->worker_port);
   ASSERT_TRUE(w.connected());
-  Json welcome = w.Hello("group-a");
+  Json welcome = w.Hello("group-a", Secret());
   ASSERT_TRUE(welcome.is_object()) << Logs();
   EXPECT_EQ(welcome["lease_ms"], 3000);
   EXPECT_EQ(std::filesystem::weakly_canonical(welcome["storage"].get<std::string>()),
@@ -318,7 +323,7 @@ TEST_F(CoordinatorServiceTest, KillNineAndRestartLosesNothing) {
   auto c = Start();
   const std::string running = Http(c->http_port, "POST", "/jobs", R"({"prompt":"running"})").json()["id"];
   FakeWorker w1(c->worker_port);
-  ASSERT_TRUE(w1.Hello("group-1").is_object());
+  ASSERT_TRUE(w1.Hello("group-1", Secret()).is_object());
   w1.Send({{"type", "ready"}});
   Json job = w1.Expect("job");
   ASSERT_EQ(job["job_id"], running);
@@ -331,13 +336,13 @@ TEST_F(CoordinatorServiceTest, KillNineAndRestartLosesNothing) {
   EXPECT_EQ(Http(again->http_port, "GET", "/jobs/" + running).json()["state"], "running");
   EXPECT_EQ(Http(again->http_port, "GET", "/jobs/" + queued).json()["state"], "queued");
   FakeWorker back(again->worker_port);  // group-1 reconnects and reports its job with its lease
-  ASSERT_TRUE(back.Hello("group-1").is_object());
+  ASSERT_TRUE(back.Hello("group-1", Secret()).is_object());
   back.Send({{"type", "heartbeat"}, {"job_id", running}, {"lease", lease}, {"step", 1}, {"steps", 8}});
   Json ack = back.Expect("heartbeat_ack");
   ASSERT_TRUE(ack.is_object());
   EXPECT_FALSE(ack["cancel"].get<bool>()) << "the lease survived the restart";
   FakeWorker w2(again->worker_port);
-  ASSERT_TRUE(w2.Hello("group-2").is_object());
+  ASSERT_TRUE(w2.Hello("group-2", Secret()).is_object());
   w2.Send({{"type", "ready"}});
   Json second = w2.Expect("job");
   ASSERT_TRUE(second.is_object()) << Logs();
@@ -370,7 +375,7 @@ TEST_F(CoordinatorServiceTest, ATokenIsRequiredOffLoopbackAndEnforced) {
 TEST_F(CoordinatorServiceTest, SigtermStopsGracefully) {
   auto c = Start();
   FakeWorker w(c->worker_port);
-  ASSERT_TRUE(w.Hello("g").is_object());
+  ASSERT_TRUE(w.Hello("g", Secret()).is_object());
   c->Signal(SIGTERM);
   EXPECT_EQ(c->Wait(), 0) << Logs();
 }

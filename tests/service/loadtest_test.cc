@@ -16,7 +16,8 @@ TEST(LoadTest, SmallRunHoldsEveryCheck) {
   ASSERT_TRUE(stack.StartRedis()) << stack.Logs();
   ASSERT_TRUE(stack.StartCoordinator()) << stack.Logs();
   auto run = stack.Stas("loadtest --small --server " + stack.server() + " --worker " + stack.worker_address() +
-                        " --redis redis://127.0.0.1:" + std::to_string(stack.redis_port()));
+                        " --redis redis://127.0.0.1:" + std::to_string(stack.redis_port()) +
+                        " --secret-file " + stack.storage() + "/.stas/worker-secret");
   EXPECT_EQ(run.exit_code, 0) << run.output << stack.Logs();
   for (const char* line : {"check: served job started within 2 s behind the unserved backlog: yes",
                            "check: served job started within 2 s after the cancellations: yes",

@@ -240,7 +240,8 @@ class ServiceStack {
     std::vector<std::string> argv = {MPIEXEC, "--oversubscribe", "--bind-to", "none", "-x", "OMP_NUM_THREADS=1"};
     if (::geteuid() == 0) argv.push_back("--allow-run-as-root");
     for (const auto& a : std::vector<std::string>{"-np", std::to_string(np), STAS_BINARY, "worker", "--coordinator",
-                                                  worker_address(), "--model", model, "--name", name})
+                                                  worker_address(), "--model", model, "--name", name,
+                                                  "--secret-file", storage() + "/.stas/worker-secret"})
       argv.push_back(a);
     for (const auto& a : extra) argv.push_back(a);
     workers_.push_back(std::make_unique<Child>(argv, dir_.File("logs/workers-" + name + ".log")));

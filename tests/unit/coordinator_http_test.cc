@@ -45,6 +45,8 @@ class HttpApiTest : public ::testing::Test {
     r.target = target;
     r.body = body;
     r.headers = std::move(headers);
+    // As every API client does: state-changing requests carry a JSON body (docs/SECURITY.md).
+    if (method == "POST" && !r.headers.count("content-type")) r.headers["content-type"] = "application/json";
     return api_->Handle(r);
   }
   Json Body(const HttpResponse& r) { return Json::parse(r.body); }

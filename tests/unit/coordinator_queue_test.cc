@@ -579,7 +579,7 @@ TEST_F(DispatcherTest, AJobRunsToCompletionThroughTheProtocol) {
                              {"manifest", "/srv/videos/single/a.json"}, {"timings", {{"total_s", 2.0}}}});
   const JobRecord rec = Record(sub->id);
   EXPECT_EQ(rec.state, JobState::kDone);
-  EXPECT_EQ(rec.output, "/srv/videos/single/a.mp4");
+  EXPECT_EQ(rec.output, "single/" + sub->id + ".mp4") << "the coordinator records its own path, not the worker's";
   EXPECT_EQ(dispatcher_->WorkersJson()[0]["jobs_done"], 1);
   EXPECT_EQ(dispatcher_->WorkersJson()[0]["state"], "idle");
 }

@@ -23,7 +23,7 @@
 #include "storage/output_layout.h"
 #include "support/temp_dir.h"
 #include "worker/coordinator_link.h"
-#include "worker/protocol.h"
+#include "protocol/protocol.h"
 #include "worker/worker_process.h"
 
 namespace stas::worker {

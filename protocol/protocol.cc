@@ -1,4 +1,4 @@
-#include "worker/protocol.h"
+#include "protocol/protocol.h"
 
 #include <poll.h>
 #include <sys/socket.h>
@@ -6,11 +6,12 @@
 
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 
-namespace stas::worker::protocol {
+namespace stas::protocol {
 
 std::string EncodeFrame(const Json& message) {
-  const std::string payload = message.dump();
+  const std::string payload = message.dump(-1, ' ', false, Json::error_handler_t::replace);
   std::string frame(4, '\0');
   const uint32_t n = static_cast<uint32_t>(payload.size());
   frame[0] = static_cast<char>((n >> 24) & 0xff);
@@ -32,7 +33,9 @@ Result<std::optional<Json>> FrameDecoder::Next() {
   if (buffered() < 4) return std::optional<Json>();
   const auto* p = reinterpret_cast<const unsigned char*>(buffer_.data() + offset_);
   const uint32_t n = (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
-  if (n > kMaxFrameBytes) return InvalidArgument("protocol frame of " + std::to_string(n) + " bytes exceeds the 16 MiB limit");
+  if (n > max_frame_bytes_)
+    return InvalidArgument("protocol frame of " + std::to_string(n) + " bytes exceeds the limit of " +
+                           std::to_string(max_frame_bytes_) + " bytes");
   if (buffered() < 4 + static_cast<size_t>(n)) return std::optional<Json>();
   const char* payload = buffer_.data() + offset_ + 4;
   offset_ += 4 + n;
@@ -49,6 +52,19 @@ Result<std::optional<Json>> FrameDecoder::Next() {
     offset_ = 0;
   }
   return std::optional<Json>(std::move(message));
+}
+
+Result<std::string> ReadSecretFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return NotFound("cannot read the secret file " + path + ": " + std::strerror(errno));
+  std::string line;
+  std::getline(in, line);
+  while (!line.empty() && (line.back() == '\r' || line.back() == ' ' || line.back() == '\t')) line.pop_back();
+  if (line.empty()) return InvalidArgument("the secret file " + path + " is empty");
+  if (line.size() > 256) return InvalidArgument("the secret file " + path + " holds more than 256 bytes");
+  for (unsigned char c : line)
+    if (c < 0x21 || c >= 0x7f) return InvalidArgument("the secret file " + path + " holds non-printable characters");
+  return line;
 }
 
 Status WriteFrame(int fd, const Json& message) {
@@ -87,4 +103,4 @@ Result<Json> ReadFrame(int fd, FrameDecoder& decoder, int timeout_ms) {
   }
 }
 
-}  // namespace stas::worker::protocol
+}  // namespace stas::protocol

@@ -4,14 +4,20 @@
 // "type" field). Frames above kMaxFrameBytes are a protocol error (the connection is dropped).
 //
 // Worker group leader -> coordinator:
-//   hello      {worker, group_size, model, host, pid, token?}    first frame after connect; token is
-//                                                                 required when the coordinator has one
-//                                                                 (else it answers error and closes)
+//   hello      {worker, group_size, model, host, pid, token}     first frame after connect, within the
+//                                                                 coordinator's hello deadline; token is
+//                                                                 its --token or its worker secret (else
+//                                                                 it answers error and closes)
 //   ready      {}                                                 asks for a job (coordinator may hold it)
 //   heartbeat  {job_id, lease, step, steps, stage}                renews the job's lease; also progress
 //   commit     {job_id, lease}                                    asks permission to publish the output
-//   done       {job_id, lease, output, manifest, timings}         output committed under the storage folder
-//   failed     {job_id, lease, error, retryable}
+//   done       {job_id, lease, timings}                           output committed; accepted only after
+//                                                                 this lease's commit was granted. The
+//                                                                 output path is the coordinator's own
+//                                                                 (from the job's spec); output/manifest
+//                                                                 fields a worker sends are ignored
+//   failed     {job_id, lease, error, retryable}                  error is cut to 4 KiB (on a UTF-8
+//                                                                 character boundary)
 // Coordinator -> worker:
 //   welcome    {worker, heartbeat_ms, lease_ms, storage}
 //   job        {job_id, lease, attempt, spec, resume}             spec = RenderSpec JSON
@@ -29,16 +35,29 @@
 #include "common/json.h"
 #include "common/status.h"
 
-namespace stas::worker::protocol {
+namespace stas::protocol {
 
 constexpr uint32_t kMaxFrameBytes = 16u << 20;
+// Before a connection has said a valid hello, frames are small: a hello is well under 1 KiB.
+constexpr uint32_t kMaxPreHelloFrameBytes = 16u << 10;
+// Longest error text / stage name carried in a message.
+constexpr size_t kMaxErrorBytes = 4096;
+constexpr size_t kMaxStageBytes = 64;
+// Largest step count a heartbeat may report (the job spec's limit).
+constexpr int kMaxJobSteps = 1000;
 
-// Encodes one frame (header + payload).
+// Encodes one frame (header + payload). Never throws: invalid UTF-8 in a string is replaced (U+FFFD).
 std::string EncodeFrame(const Json& message);
+
+// Reads a worker secret / token file: its first line, trimmed. InvalidArgument when it is empty,
+// longer than 256 bytes or not printable ASCII; NotFound / Unavailable when it cannot be read.
+Result<std::string> ReadSecretFile(const std::string& path);
 
 // Incremental decoder: feed bytes as they arrive, pop complete messages.
 class FrameDecoder {
  public:
+  explicit FrameDecoder(uint32_t max_frame_bytes = kMaxFrameBytes) : max_frame_bytes_(max_frame_bytes) {}
+  void set_max_frame_bytes(uint32_t n) { max_frame_bytes_ = n; }
   void Append(const char* data, size_t size);
   // Next complete message, nullopt when more bytes are needed; InvalidArgument on an oversized frame
   // or a payload that is not a JSON object with a string "type" (the stream is then unusable).
@@ -46,6 +65,7 @@ class FrameDecoder {
   size_t buffered() const { return buffer_.size() - offset_; }
 
  private:
+  uint32_t max_frame_bytes_;
   std::string buffer_;
   size_t offset_ = 0;
 };
@@ -55,4 +75,4 @@ Status WriteFrame(int fd, const Json& message);
 // Waits up to timeout_ms (-1 = forever) for one message. Timeout -> kTimeout; closed -> kUnavailable.
 Result<Json> ReadFrame(int fd, FrameDecoder& decoder, int timeout_ms);
 
-}  // namespace stas::worker::protocol
+}  // namespace stas::protocol
