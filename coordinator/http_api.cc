@@ -10,6 +10,7 @@
 
 #include "common/log.h"
 #include "coordinator/auth.h"
+#include "models/registry.h"
 
 namespace stas::coordinator {
 
@@ -195,7 +196,7 @@ Shape ShapeOf(const JobRecord& r) {
   auto spec = worker::RenderSpec::FromJson(*j);
   if (!spec.ok()) return s;
   auto family = ResolveModelFamily(spec->model, {});
-  spec->ResolveDefaults(family.ok() ? *family : worker::ModelFamily::kWan21);
+  spec->ResolveDefaults(family.ok() ? *family : models::FallbackDescription());
   s.width = spec->width.value_or(0);
   s.height = spec->height.value_or(0);
   s.frames = spec->frames.value_or(0);
@@ -213,29 +214,19 @@ std::string FormatSeconds(double s) {
 
 // ------------------------------------------------------------------------------------ public helpers
 
-Result<worker::ModelFamily> ResolveModelFamily(const std::string& model, const std::vector<std::string>& served) {
-  if (model == "tiny") return worker::ModelFamily::kTiny;
+Result<models::ModelDescription> ResolveModelFamily(const std::string& model, const std::vector<std::string>& served) {
+  if (models::IsBuiltInModel(model)) return models::InspectModel(model);
   std::error_code ec;
   if (fs::is_directory(model, ec)) {
-    auto family = worker::DetectModelFamily(model);
-    if (!family.ok()) return InvalidArgument("model: " + family.status().message());
-    return family;
+    auto description = models::InspectModel(model);
+    if (!description.ok()) return InvalidArgument("model: " + description.status().message());
+    return description;
   }
-  const std::string lower = ToLower(model);
-  std::optional<worker::ModelFamily> hinted;
-  if (lower.find("wan2.2") != std::string::npos || lower.find("wan22") != std::string::npos ||
-      lower.find("ti2v") != std::string::npos)
-    hinted = worker::ModelFamily::kWan22;
-  else if (lower.find("cogvideo") != std::string::npos)
-    hinted = worker::ModelFamily::kCogVideoX;
-  else if (lower.find("wan") != std::string::npos)
-    hinted = worker::ModelFamily::kWan21;
-  if (hinted) return *hinted;
+  if (auto hinted = models::GuessFamilyFromName(model)) return *hinted;
   for (const auto& m : served)
-    if (ModelMatches(model, m)) return worker::ModelFamily::kWan21;
-  return InvalidArgument("model: unknown model '" + model +
-                         "': use 'tiny', a Wan2.1 / Wan2.2 / CogVideoX checkpoint folder, or a model a connected "
-                         "worker group serves");
+    if (ModelMatches(model, m)) return models::FallbackDescription();
+  return InvalidArgument("model: unknown model '" + model + "': use " + models::SupportedModelsText() +
+                         ", or a model a connected worker group serves");
 }
 
 int FramesForSeconds(double seconds, int fps) {
@@ -398,11 +389,11 @@ HttpResponse HttpApi::Route(const HttpRequest& req) {
 
 // ------------------------------------------------------------------------------------ native: jobs
 
-Status HttpApi::CheckModel(const worker::RenderSpec& spec, worker::ModelFamily* family) {
+Status HttpApi::CheckModel(const worker::RenderSpec& spec, models::ModelDescription* description) {
   const auto served = dispatcher_ ? dispatcher_->ServedModels() : std::vector<std::string>();
-  STAS_ASSIGN_OR_RETURN(worker::ModelFamily f, ResolveModelFamily(spec.model, served));
-  STAS_RETURN_IF_ERROR(spec.ValidateFor(f));
-  if (family) *family = f;
+  STAS_ASSIGN_OR_RETURN(models::ModelDescription d, ResolveModelFamily(spec.model, served));
+  STAS_RETURN_IF_ERROR(spec.ValidateFor(d));
+  if (description) *description = std::move(d);
   return Status::Ok();
 }
 
@@ -832,7 +823,7 @@ HttpResponse HttpApi::CreateVideo(const HttpRequest& req) {
   // Parse once without frames to learn the model family and its fps.
   auto partial = worker::RenderSpec::FromJson(spec);
   if (!partial.ok()) return OpenAiError(400, partial.status().message(), GuessField(partial.status().message()));
-  worker::ModelFamily family = worker::ModelFamily::kWan21;
+  models::ModelDescription family = models::FallbackDescription();
   Status model_ok = CheckModel(*partial, &family);
   if (!model_ok.ok()) return OpenAiError(400, model_ok.message(), GuessField(model_ok.message()));
   if (body.contains("seconds") && !body["seconds"].is_null()) {

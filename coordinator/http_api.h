@@ -26,6 +26,7 @@
 #include "coordinator/clock.h"
 #include "coordinator/dispatcher.h"
 #include "coordinator/job_queue.h"
+#include "models/model_description.h"
 #include "worker/render_spec.h"
 
 namespace stas::coordinator {
@@ -53,10 +54,11 @@ struct HttpApiOptions {
   std::string default_model = "tiny";    // POST /v1/videos without "model"
 };
 
-// The model family a submission's model belongs to: "tiny", an existing checkpoint folder, a model a
-// connected group serves (family guessed from the name, Wan2.1 if no hint), or a name with a family
-// hint ("wan2.2"/"ti2v", "cogvideo", "wan"). InvalidArgument("model: ...") otherwise.
-Result<worker::ModelFamily> ResolveModelFamily(const std::string& model, const std::vector<std::string>& served);
+// The rules of a submission's model (models/registry.h): "tiny", an existing checkpoint folder (its
+// configs), a name that suggests a family (models::GuessFamilyFromName), or a model a connected group
+// serves (models::FallbackDescription when its name suggests none). InvalidArgument("model: ...")
+// otherwise.
+Result<models::ModelDescription> ResolveModelFamily(const std::string& model, const std::vector<std::string>& served);
 
 // OpenAI "seconds" at `fps` -> the nearest frame count of the form 4k+1 (at least 1).
 int FramesForSeconds(double seconds, int fps);
@@ -92,7 +94,7 @@ class HttpApi {
   HttpResponse DeleteVideo(const std::string& id);
 
   // Checks a parsed spec against its model; InvalidArgument names the field.
-  Status CheckModel(const worker::RenderSpec& spec, worker::ModelFamily* family);
+  Status CheckModel(const worker::RenderSpec& spec, models::ModelDescription* description);
   Json JobJson(const JobRecord& r, bool with_spec) const;
   Json VideoJson(const JobRecord& r) const;
   Result<std::string> VideoPath(const JobRecord& r) const;

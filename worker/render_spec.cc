@@ -5,23 +5,9 @@
 #include <limits>
 #include <set>
 
-#include "common/checkpoint.h"
-
 namespace stas::worker {
 
-const char* ModelFamilyName(ModelFamily family) {
-  switch (family) {
-    case ModelFamily::kTiny: return "tiny";
-    case ModelFamily::kWan21: return "wan2.1";
-    case ModelFamily::kWan22: return "wan2.2";
-    case ModelFamily::kCogVideoX: return "cogvideox";
-  }
-  return "unknown";
-}
-
 namespace {
-
-int SpatialMultiple(ModelFamily family) { return family == ModelFamily::kWan22 ? 32 : 16; }
 
 Status CheckOutputName(const std::string& name, const char* field) {
   if (name.size() > 200) return InvalidArgument(std::string(field) + " is longer than 200 characters");
@@ -67,39 +53,29 @@ Status RenderSpec::Validate() const {
   return stas.Validate();
 }
 
-Status RenderSpec::ValidateFor(ModelFamily family) const {
-  const int m = SpatialMultiple(family);
+Status RenderSpec::ValidateFor(const models::ModelDescription& model) const {
+  const int m = model.size_multiple;
   for (auto [value, name] : {std::pair{height, "height"}, std::pair{width, "width"}}) {
     if (value && *value % m != 0)
       return InvalidArgument(std::string(name) + " must be a multiple of " + std::to_string(m) + " for " +
-                             ModelFamilyName(family) + ", got " + std::to_string(*value));
+                             model.family + ", got " + std::to_string(*value));
   }
-  // The CogVideoX VAE decodes the latent frames after the first in pairs: only an odd latent count
-  // ((frames - 1) / 4 + 1) gives back the frames asked for.
-  if (family == ModelFamily::kCogVideoX && frames && (*frames - 1) % 8 != 0)
-    return InvalidArgument("frames must be 8k+1 for cogvideox (e.g. 49), got " + std::to_string(*frames));
+  const int f = model.frame_multiple;
+  if (frames && (*frames - 1) % f != 0)
+    return InvalidArgument("frames must be " + std::to_string(f) + "k+1 for " + model.family + " (e.g. " +
+                           std::to_string(model.defaults.frames) + "), got " + std::to_string(*frames));
   return Status::Ok();
 }
 
-void RenderSpec::ResolveDefaults(ModelFamily family) {
-  struct Defaults { int h, w, f, fps; double guidance; };
-  Defaults d{};
-  switch (family) {
-    case ModelFamily::kTiny: d = {64, 96, 17, 16, 5.0}; break;
-    case ModelFamily::kWan21: d = {480, 832, 81, 16, 5.0}; break;
-    case ModelFamily::kWan22: d = {704, 1280, 121, 24, 5.0}; break;
-    case ModelFamily::kCogVideoX: d = {480, 720, 49, 8, 6.0}; break;
-  }
-  if (!height) height = d.h;
-  if (!width) width = d.w;
-  if (!frames) frames = d.f;
+void RenderSpec::ResolveDefaults(const models::ModelDescription& model) {
+  const models::VideoDefaults& d = model.defaults;
+  if (!height) height = d.height;
+  if (!width) width = d.width;
+  if (!frames) frames = d.frames;
   if (!fps) fps = d.fps;
-  if (!steps) steps = family == ModelFamily::kTiny ? 8 : 50;
+  if (!steps) steps = d.steps;
   if (!guidance) guidance = d.guidance;
-  if (!shift) {
-    if (family == ModelFamily::kWan22) shift = 5.0;
-    else shift = (*height * *width >= 720 * 1280) ? 5.0 : 3.0;
-  }
+  if (!shift) shift = model.DefaultShift(*height, *width);
 }
 
 Json RenderSpec::ToJson() const {
@@ -196,21 +172,6 @@ std::string RenderSpec::JobId() const {
                 static_cast<unsigned long long>(Fnv1a(canonical, 14695981039346656037ull)),
                 static_cast<unsigned long long>(Fnv1a(canonical, 0x9e3779b97f4a7c15ull)));
   return buf;
-}
-
-Result<ModelFamily> DetectModelFamily(const std::string& model) {
-  if (model == "tiny") return ModelFamily::kTiny;
-  STAS_ASSIGN_OR_RETURN(CheckpointFolder ckpt, CheckpointFolder::Open(model));
-  const std::string cls = ckpt.PipelineClass();
-  if (cls.rfind("CogVideoX", 0) == 0) return ModelFamily::kCogVideoX;
-  if (cls.rfind("Wan", 0) == 0) {
-    const bool expand = JsonValueOr(ckpt.model_index(), "expand_timesteps", false);
-    auto vae = ckpt.ComponentConfig("vae");
-    const bool residual_vae = vae.ok() && JsonValueOr(*vae, "is_residual", false);
-    return (expand || residual_vae) ? ModelFamily::kWan22 : ModelFamily::kWan21;
-  }
-  return InvalidArgument("unknown model in " + model + ": model_index.json _class_name '" + cls +
-                         "' is not a Wan or CogVideoX pipeline");
 }
 
 }  // namespace stas::worker

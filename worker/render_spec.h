@@ -1,9 +1,8 @@
 // RenderSpec: one video to render. The same fields drive `stas render`, `stas submit`, the HTTP API
 // (POST /jobs) and the worker, so validation lives here once.
 //
-// Unset optionals take the model family's defaults (ResolveDefaults): Wan2.1 832x480x81 @16 fps,
-// shift 3.0 (5.0 at 720p and above), guidance 5.0; Wan2.2 1280x704x121 @24 fps, shift 5.0;
-// CogVideoX 720x480x49 @8 fps, guidance 6.0; the built-in tiny model a small fast video.
+// Unset optionals take the model's defaults (ResolveDefaults with the models::ModelDescription that
+// models::InspectModel gives for spec.model; docs/MODELS.md lists them per family).
 #pragma once
 
 #include <cstdint>
@@ -12,12 +11,10 @@
 
 #include "common/json.h"
 #include "common/status.h"
+#include "models/model_description.h"
 #include "steering/stas_options.h"
 
 namespace stas::worker {
-
-enum class ModelFamily { kTiny, kWan21, kWan22, kCogVideoX };
-const char* ModelFamilyName(ModelFamily family);
 
 // Limits from DESIGN.md section 8.
 constexpr size_t kMaxPromptBytes = 8 * 1024;
@@ -39,11 +36,11 @@ struct RenderSpec {
   // Checks everything that does not need the model: prompt size, frame count 4k+1, sizes multiple of
   // 16, steps in range, output name, STAS options. Model-specific checks: ValidateFor.
   Status Validate() const;
-  // Checks sizes against the family's spatial multiple (16 for Wan2.1/tiny/CogVideoX, 32 for Wan2.2) and,
-  // for CogVideoX, frames 8k+1 (its VAE needs an odd number of latent frames).
-  Status ValidateFor(ModelFamily family) const;
-  // Fills unset optionals with the family's defaults.
-  void ResolveDefaults(ModelFamily family);
+  // Checks the sizes that are set against the model's multiples (model.size_multiple for height and
+  // width, frames model.frame_multiple * k + 1), naming model.family.
+  Status ValidateFor(const models::ModelDescription& model) const;
+  // Fills unset optionals with the model's defaults (the flow shift by the resolved size).
+  void ResolveDefaults(const models::ModelDescription& model);
 
   Json ToJson() const;
   // Strict: unknown fields, wrong types and invalid values are InvalidArgument naming the field.
@@ -53,9 +50,5 @@ struct RenderSpec {
   // re-submitting the same job yields the same id. 32 hex characters.
   std::string JobId() const;
 };
-
-// Infers the family from a model argument: "tiny", or a checkpoint folder's model_index.json /
-// transformer config. NotFound / InvalidArgument with a clear message otherwise.
-Result<ModelFamily> DetectModelFamily(const std::string& model);
 
 }  // namespace stas::worker
