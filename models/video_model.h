@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -53,12 +54,19 @@ struct LatentGeometry {
   int64_t LatentFrames(int64_t frames) const { return (frames - 1) / temporal_compression + 1; }
 };
 
-// Where a model is placed. The text encoder and transformer weights take `dtype`; VAEs decode in
-// float32 and latents are float32 everywhere.
+// Where a model is placed. The transformer takes `device` and `dtype`; the text encoder the same
+// unless told otherwise (EncodePrompts then returns embeddings on its device); the VAE decodes on
+// `device` in `vae_dtype`. Latents are float32 everywhere.
 struct ModelLoadOptions {
   at::Device device = at::kCPU;
   at::ScalarType dtype = at::kFloat;
+  std::optional<at::Device> text_encoder_device;     // default: device
+  std::optional<at::ScalarType> text_encoder_dtype;  // default: dtype
+  at::ScalarType vae_dtype = at::kFloat;
   uint64_t tiny_seed = 0;  // the built-in tiny model's weights (its identity)
+
+  at::Device text_device() const { return text_encoder_device.value_or(device); }
+  at::ScalarType text_dtype() const { return text_encoder_dtype.value_or(dtype); }
 };
 
 // Prompt embeddings for one video: `negative` only with classifier-free guidance.

@@ -153,7 +153,7 @@ Result<std::unique_ptr<VideoModel>> LoadCogVideoXVideoModel(const CheckpointFold
   STAS_RETURN_IF_ERROR(RequireComponents(ckpt, {"text_encoder", "tokenizer", "transformer", "vae", "scheduler"}));
   const auto t0 = std::chrono::steady_clock::now();
   STAS_ASSIGN_OR_RETURN(auto text_encoder,
-                        text::PromptEncoder::FromCheckpoint(ckpt, options.device, options.dtype,
+                        text::PromptEncoder::FromCheckpoint(ckpt, options.text_device(), options.text_dtype(),
                                                             text::PromptEncoderOptions::CogVideoX()));
   STAS_LOG_INFO("render: text encoder loaded in {:.1f} s", SecondsSince(t0));
   const auto t1 = std::chrono::steady_clock::now();
@@ -172,8 +172,9 @@ Result<std::unique_ptr<VideoModel>> LoadCogVideoXVideoModel(const CheckpointFold
   STAS_ASSIGN_OR_RETURN(Json vjson, ckpt.ComponentConfig("vae"));
   STAS_ASSIGN_OR_RETURN(auto vae_config, CogVideoXVaeConfig::FromJson(vjson));
   STAS_ASSIGN_OR_RETURN(WeightStore vweights, ckpt.ComponentWeights("vae"));
-  STAS_ASSIGN_OR_RETURN(auto decoder, CogVideoXVaeDecoder::Load(
-                                          vae_config, vweights, at::TensorOptions().device(options.device).dtype(at::kFloat)));
+  STAS_ASSIGN_OR_RETURN(auto decoder,
+                        CogVideoXVaeDecoder::Load(vae_config, vweights,
+                                                  at::TensorOptions().device(options.device).dtype(options.vae_dtype)));
   if (text_encoder.embedding_dim() != tconfig.text_embed_dim)
     return InvalidArgument(ckpt.dir() + ": the text encoder's width " + std::to_string(text_encoder.embedding_dim()) +
                            " does not match the transformer's text_embed_dim " + std::to_string(tconfig.text_embed_dim));

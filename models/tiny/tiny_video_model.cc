@@ -20,7 +20,8 @@ ModelDescription TinyDescription() {
 }
 
 Result<std::unique_ptr<VideoModel>> LoadTinyVideoModel(const ModelLoadOptions& options) {
-  STAS_ASSIGN_OR_RETURN(auto text_encoder, text::PromptEncoder::Tiny(options.tiny_seed, options.device, options.dtype));
+  STAS_ASSIGN_OR_RETURN(auto text_encoder,
+                        text::PromptEncoder::Tiny(options.tiny_seed, options.text_device(), options.text_dtype()));
   STAS_ASSIGN_OR_RETURN(auto tconfig, wan::WanTransformerConfig::FromJson(wan::TinyWanTransformerConfigJson()));
   STAS_ASSIGN_OR_RETURN(auto dit, wan::WanTransformer::Load(tconfig, wan::TinyWanTransformerWeights(options.tiny_seed),
                                                             options.device, options.dtype));
@@ -32,10 +33,10 @@ Result<std::unique_ptr<VideoModel>> LoadTinyVideoModel(const ModelLoadOptions& o
   const Json vae_json = wan::TinyWanVaeConfigJson();
   STAS_ASSIGN_OR_RETURN(auto vae_config, wan::WanVaeConfig::FromJson(vae_json));
   STAS_ASSIGN_OR_RETURN(auto compression, wan::VaeCompression::FromVaeConfig(vae_json));
-  // The VAE decodes in float32 everywhere, as for the released models.
+  // The VAE decodes in options.vae_dtype (float32 unless asked).
   STAS_ASSIGN_OR_RETURN(auto decoder,
                         wan::WanVaeDecoder::Load(vae_config, wan::TinyWanVaeWeights(options.tiny_seed),
-                                                 at::TensorOptions().device(options.device).dtype(at::kFloat)));
+                                                 at::TensorOptions().device(options.device).dtype(options.vae_dtype)));
   return wan::MakeWanVideoModel(TinyDescription(),
                                 wan::WanComponents{std::move(text_encoder), std::move(dit), std::move(scheduler),
                                                    std::move(vae_config), std::move(decoder), compression, false});

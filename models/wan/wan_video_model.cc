@@ -171,8 +171,9 @@ Result<std::unique_ptr<VideoModel>> LoadWanVideoModel(const CheckpointFolder& ck
   STAS_ASSIGN_OR_RETURN(ModelDescription description, DescribeWanCheckpoint(ckpt));
   STAS_RETURN_IF_ERROR(RequireComponents(ckpt, {"text_encoder", "tokenizer", "transformer", "vae", "scheduler"}));
   const auto t0 = std::chrono::steady_clock::now();
-  STAS_ASSIGN_OR_RETURN(auto text_encoder, text::PromptEncoder::FromCheckpoint(ckpt, options.device, options.dtype,
-                                                                               text::PromptEncoderOptions::Wan()));
+  STAS_ASSIGN_OR_RETURN(auto text_encoder,
+                        text::PromptEncoder::FromCheckpoint(ckpt, options.text_device(), options.text_dtype(),
+                                                            text::PromptEncoderOptions::Wan()));
   STAS_LOG_INFO("render: text encoder loaded in {:.1f} s", SecondsSince(t0));
   if (ckpt.HasComponent("transformer_2"))
     return NotImplemented(ckpt.dir() + ": two-transformer (MoE) Wan checkpoints are not supported");
@@ -189,9 +190,10 @@ Result<std::unique_ptr<VideoModel>> LoadWanVideoModel(const CheckpointFolder& ck
   STAS_ASSIGN_OR_RETURN(auto vae_config, WanVaeConfig::FromJson(vjson));
   STAS_ASSIGN_OR_RETURN(auto compression, VaeCompression::FromVaeConfig(vjson));
   STAS_ASSIGN_OR_RETURN(WeightStore vweights, ckpt.ComponentWeights("vae"));
-  // The VAE decodes in float32 everywhere: it is a small share of the time and bf16 costs colour accuracy.
-  STAS_ASSIGN_OR_RETURN(auto decoder, WanVaeDecoder::Load(vae_config, vweights,
-                                                          at::TensorOptions().device(options.device).dtype(at::kFloat)));
+  // The VAE decodes in options.vae_dtype (float32 unless asked: bf16 costs colour accuracy).
+  STAS_ASSIGN_OR_RETURN(auto decoder,
+                        WanVaeDecoder::Load(vae_config, vweights,
+                                            at::TensorOptions().device(options.device).dtype(options.vae_dtype)));
   if (text_encoder.embedding_dim() != tconfig.text_dim)
     return InvalidArgument(ckpt.dir() + ": the text encoder's width " + std::to_string(text_encoder.embedding_dim()) +
                            " does not match the transformer's text_dim " + std::to_string(tconfig.text_dim));
