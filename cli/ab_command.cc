@@ -40,6 +40,7 @@
 #include "eval/eval_settings.h"
 #include "eval/mp4_reader.h"
 #include "eval/video_metrics.h"
+#include "models/registry.h"
 #include "worker/render_spec.h"
 #include "worker/renderer.h"
 
@@ -103,8 +104,8 @@ class LocalBackend final : public RenderBackend {
   LocalBackend(std::string model, std::string device) : model_(std::move(model)), device_(std::move(device)) {}
 
   Status Check(const std::vector<RenderJob>& jobs) override {
-    STAS_ASSIGN_OR_RETURN(worker::ModelFamily family, worker::DetectModelFamily(model_));
-    for (const RenderJob& j : jobs) STAS_RETURN_IF_ERROR(j.spec.ValidateFor(family).WithContext(j.label));
+    STAS_ASSIGN_OR_RETURN(models::ModelDescription model, models::InspectModel(model_));
+    for (const RenderJob& j : jobs) STAS_RETURN_IF_ERROR(j.spec.ValidateFor(model).WithContext(j.label));
     return Status::Ok();
   }
 

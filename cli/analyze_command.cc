@@ -16,6 +16,7 @@
 #include "cli/render_flags.h"
 #include "common/fs.h"
 #include "common/log.h"
+#include "models/registry.h"
 #include "steering/ma_analysis.h"
 #include "worker/render_spec.h"
 #include "worker/renderer.h"
@@ -61,7 +62,7 @@ Result<at::Device> ParseDevice(const std::string& text) {
 
 // The specs to analyse: the flags' own prompt, or one per record of --prompts (records may override the
 // seed and prompts; the video size and step count must be the same for all).
-Result<std::vector<worker::RenderSpec>> CollectSpecs(const AnalyzeFlags& flags, worker::ModelFamily family) {
+Result<std::vector<worker::RenderSpec>> CollectSpecs(const AnalyzeFlags& flags, const models::ModelDescription& model) {
   std::vector<worker::RenderSpec> specs;
   if (flags.prompts_file.empty()) {
     if (flags.render.prompt.empty()) return InvalidArgument("give --prompt TEXT or --prompts FILE");
@@ -77,8 +78,8 @@ Result<std::vector<worker::RenderSpec>> CollectSpecs(const AnalyzeFlags& flags, 
     for (auto& r : records) specs.push_back(std::move(r.spec));
   }
   for (auto& s : specs) {
-    STAS_RETURN_IF_ERROR(s.ValidateFor(family));
-    s.ResolveDefaults(family);
+    STAS_RETURN_IF_ERROR(s.ValidateFor(model));
+    s.ResolveDefaults(model);
   }
   for (const auto& s : specs)
     if (*s.height != *specs[0].height || *s.width != *specs[0].width || *s.frames != *specs[0].frames ||
@@ -114,9 +115,9 @@ Result<steering::MaAnalysisOptions> AnalysisOptions(const AnalyzeFlags& flags, c
 
 int RunAnalyze(const AnalyzeFlags& flags) {
   if (Status st = CheckOutFolder(flags.out); !st.ok()) return Fail(st);
-  auto family = worker::DetectModelFamily(flags.render.model);
-  if (!family.ok()) return Fail(family.status());
-  auto specs = CollectSpecs(flags, *family);
+  auto model = models::InspectModel(flags.render.model);
+  if (!model.ok()) return Fail(model.status());
+  auto specs = CollectSpecs(flags, *model);
   if (!specs.ok()) return Fail(specs.status());
   const worker::RenderSpec& first = specs->front();
   auto options = AnalysisOptions(flags, first.stas);

@@ -146,13 +146,10 @@ int RunCoordinator(const CoordinatorFlags& f) {
   api_options.allowed_hosts = {"localhost", "127.0.0.1", "::1"};
   if (http->host != "0.0.0.0" && http->host != "::") api_options.allowed_hosts.push_back(http->host);
   for (const auto& h : f.allowed_hosts) api_options.allowed_hosts.push_back(h);
-  worker::CostLimits limits[4];
-  for (int family = 0; family < 4; ++family) limits[family] = worker::DefaultCostLimits(static_cast<worker::ModelFamily>(family));
   for (const auto& text : f.limits) {
-    Status parsed = worker::ParseCostLimitOverride(text, limits);
+    Status parsed = worker::ParseCostLimitOverride(text, &api_options.cost_limits);
     if (!parsed.ok()) return Fail(parsed.message());
   }
-  api_options.cost_limits.assign(limits, limits + 4);
   HttpApi api(&queue, &dispatcher, DefaultClock(), api_options);
   // Batch submissions run on a worker thread with a Redis connection of their own, so the event loop
   // (health checks, heartbeats, dispatch) never waits behind them.

@@ -18,8 +18,7 @@
 #include "cli/commands.h"
 #include "cli/render_flags.h"
 #include "common/log.h"
-#include "models/wan/pipeline.h"
-#include "models/wan/tiny.h"
+#include "models/registry.h"
 #include "parallel/mpi_environment.h"
 #include "parallel/parallel_runtime.h"
 #include "parallel/process_groups.h"
@@ -115,7 +114,8 @@ class ProgressPrinter {
 // leader decodes, encodes and writes. Members are destroyed in reverse: the runtime before MPI ends.
 class MultiRank {
  public:
-  Status Start(int sp, int cfg, const std::string& model, worker::RendererOptions* options) {
+  Status Start(int sp, int cfg, const std::string& model, const models::ModelDescription& description,
+               worker::RendererOptions* options) {
     STAS_ASSIGN_OR_RETURN(env_, parallel::MpiEnvironment::Initialize());
     if (env_->world_size() != sp * cfg)
       return InvalidArgument("stas render renders one video with one group of --sp x (2 if --cfg-parallel else 1) = " +
@@ -127,7 +127,9 @@ class MultiRank {
     if (!options->device || cuda) options->device = parallel::ParallelRuntime::DeviceForRank(*groups_, cuda);
     // The ranks share this machine's cores: one intra-op thread each unless told otherwise.
     if (!cuda && std::getenv("OMP_NUM_THREADS") == nullptr) at::set_num_threads(1);
-    STAS_ASSIGN_OR_RETURN(int64_t heads, AttentionHeads(model));
+    // The runtime is built before the model is loaded, so the head count comes from its config.
+    const int64_t heads = description.num_attention_heads;
+    if (heads < 1) return InvalidArgument(model + ": the transformer config has no num_attention_heads");
     STAS_ASSIGN_OR_RETURN(runtime_, parallel::ParallelRuntime::Create(*groups_, *options->device, heads));
     options->parallelism.sequence = runtime_->sequence_parallel();
     if (parallel::CfgParallel* pair = runtime_->cfg_parallel()) {
@@ -164,17 +166,6 @@ class MultiRank {
     parallel::CfgParallel* pair_;
   };
 
-  // The runtime is built before the model is loaded, so the head count comes from the config.
-  static Result<int64_t> AttentionHeads(const std::string& model) {
-    Json config = models::wan::TinyWanTransformerConfigJson();
-    if (model != "tiny") {
-      STAS_ASSIGN_OR_RETURN(config, ReadJsonFile((fs::path(model) / "transformer" / "config.json").string()));
-    }
-    const int64_t heads = JsonValueOr<int64_t>(config, "num_attention_heads", 0);
-    if (heads < 1) return InvalidArgument(model + ": the transformer config has no num_attention_heads");
-    return heads;
-  }
-
   std::unique_ptr<parallel::MpiEnvironment> env_;
   std::unique_ptr<parallel::ProcessGroups> groups_;
   std::unique_ptr<parallel::ParallelRuntime> runtime_;
@@ -199,9 +190,9 @@ int RunRender(const RenderCommandFlags& flags) {
   auto spec = flags.render.ToSpec();
   if (!spec.ok()) return Fail(spec.status());
   if (Status st = CheckOutputPath(flags.out); !st.ok()) return Fail(st);
-  auto family = worker::DetectModelFamily(spec->model);
-  if (!family.ok()) return Fail(family.status());
-  if (Status st = spec->ValidateFor(*family); !st.ok()) return Fail(st);
+  auto model = models::InspectModel(spec->model);
+  if (!model.ok()) return Fail(model.status());
+  if (Status st = spec->ValidateFor(*model); !st.ok()) return Fail(st);
   if (flags.sp < 1) return Fail(InvalidArgument("--sp must be >= 1"));
   if (flags.checkpoint_every < 0) return Fail(InvalidArgument("--checkpoint-every must be >= 0"));
 
@@ -221,11 +212,11 @@ int RunRender(const RenderCommandFlags& flags) {
   const int cfg = flags.cfg_parallel ? 2 : 1;
   MultiRank multi;
   if (flags.sp * cfg > 1 || parallel::LaunchedByMpiLauncher()) {
-    if (Status st = multi.Start(flags.sp, cfg, spec->model, &options); !st.ok()) return Fail(st);
+    if (Status st = multi.Start(flags.sp, cfg, spec->model, *model, &options); !st.ok()) return Fail(st);
   }
   const bool leader = multi.leader();
 
-  if (leader) std::cerr << "loading " << spec->model << " (" << worker::ModelFamilyName(*family) << ")...\n";
+  if (leader) std::cerr << "loading " << spec->model << " (" << model->family << ")...\n";
   auto renderer = worker::Renderer::Load(options);
   if (!renderer.ok()) return Fail(renderer.status());
   if (Status st = (*renderer)->Check(*spec); !st.ok()) return Fail(st);

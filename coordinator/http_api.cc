@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "common/text.h"
 #include "coordinator/auth.h"
+#include "models/registry.h"
 #include "steering/ma_channels.h"
 
 namespace stas::coordinator {
@@ -213,7 +214,7 @@ Shape ShapeOf(const JobRecord& r) {
   auto spec = worker::RenderSpec::FromJson(*j);
   if (!spec.ok()) return s;
   auto family = ResolveModelFamily(spec->model, {});
-  spec->ResolveDefaults(family.ok() ? *family : worker::ModelFamily::kWan21);
+  spec->ResolveDefaults(family.ok() ? *family : models::FallbackDescription());
   s.width = spec->width.value_or(0);
   s.height = spec->height.value_or(0);
   s.frames = spec->frames.value_or(0);
@@ -231,29 +232,19 @@ std::string FormatSeconds(double s) {
 
 // ------------------------------------------------------------------------------------ public helpers
 
-Result<worker::ModelFamily> ResolveModelFamily(const std::string& model, const std::vector<std::string>& served) {
-  if (model == "tiny") return worker::ModelFamily::kTiny;
+Result<models::ModelDescription> ResolveModelFamily(const std::string& model, const std::vector<std::string>& served) {
+  if (models::IsBuiltInModel(model)) return models::InspectModel(model);
   std::error_code ec;
   if (fs::is_directory(model, ec)) {
-    auto family = worker::DetectModelFamily(model);
-    if (!family.ok()) return InvalidArgument("model: " + family.status().message());
-    return family;
+    auto description = models::InspectModel(model);
+    if (!description.ok()) return InvalidArgument("model: " + description.status().message());
+    return description;
   }
-  const std::string lower = ToLower(model);
-  std::optional<worker::ModelFamily> hinted;
-  if (lower.find("wan2.2") != std::string::npos || lower.find("wan22") != std::string::npos ||
-      lower.find("ti2v") != std::string::npos)
-    hinted = worker::ModelFamily::kWan22;
-  else if (lower.find("cogvideo") != std::string::npos)
-    hinted = worker::ModelFamily::kCogVideoX;
-  else if (lower.find("wan") != std::string::npos)
-    hinted = worker::ModelFamily::kWan21;
-  if (hinted) return *hinted;
+  if (auto hinted = models::GuessFamilyFromName(model)) return *hinted;
   for (const auto& m : served)
-    if (ModelMatches(model, m)) return worker::ModelFamily::kWan21;
-  return InvalidArgument("model: unknown model '" + model +
-                         "': use 'tiny', a Wan2.1 / Wan2.2 / CogVideoX checkpoint folder, or a model a connected "
-                         "worker group serves");
+    if (ModelMatches(model, m)) return models::FallbackDescription();
+  return InvalidArgument("model: unknown model '" + model + "': use " + models::SupportedModelsText() +
+                         ", or a model a connected worker group serves");
 }
 
 int FramesForSeconds(double seconds, int fps) {
@@ -518,20 +509,17 @@ HttpResponse HttpApi::Route(const HttpRequest& req) {
 
 // ------------------------------------------------------------------------------------ native: jobs
 
-Status HttpApi::CheckModel(const worker::RenderSpec& spec, worker::ModelFamily* family) {
+Status HttpApi::CheckModel(const worker::RenderSpec& spec, models::ModelDescription* description) {
   const auto served = dispatcher_ ? dispatcher_->ServedModels() : served_models_;
-  STAS_ASSIGN_OR_RETURN(worker::ModelFamily f, ResolveModelFamily(spec.model, served));
-  STAS_RETURN_IF_ERROR(CheckForFamily(spec, f));
-  if (family) *family = f;
+  STAS_ASSIGN_OR_RETURN(models::ModelDescription d, ResolveModelFamily(spec.model, served));
+  STAS_RETURN_IF_ERROR(CheckForFamily(spec, d));
+  if (description) *description = std::move(d);
   return Status::Ok();
 }
 
-Status HttpApi::CheckForFamily(const worker::RenderSpec& spec, worker::ModelFamily f) const {
-  STAS_RETURN_IF_ERROR(spec.ValidateFor(f));
-  const size_t index = static_cast<size_t>(f);
-  const worker::CostLimits limits =
-      index < options_.cost_limits.size() ? options_.cost_limits[index] : worker::DefaultCostLimits(f);
-  return spec.CheckCostLimits(f, limits);
+Status HttpApi::CheckForFamily(const worker::RenderSpec& spec, const models::ModelDescription& model) const {
+  STAS_RETURN_IF_ERROR(spec.ValidateFor(model));
+  return spec.CheckCostLimits(model, worker::CostLimitsFor(model, options_.cost_limits));
 }
 
 // ------------------------------------------------------------------------------------ calibrations
@@ -617,7 +605,7 @@ HttpResponse HttpApi::PostJobs(const HttpRequest& req) {
   // Validate everything first: bad input changes nothing. Each distinct model is resolved once per
   // request (a checkpoint folder's model_index.json is read once, not once per job).
   const auto served = dispatcher_ ? dispatcher_->ServedModels() : served_models_;
-  std::map<std::string, Result<worker::ModelFamily>> families;
+  std::map<std::string, Result<models::ModelDescription>> families;
   std::vector<worker::RenderSpec> specs;
   specs.reserve(items.size());
   for (size_t i = 0; i < items.size(); ++i) {
@@ -1129,7 +1117,7 @@ HttpResponse HttpApi::CreateVideo(const HttpRequest& req) {
   // Parse once without frames to learn the model family and its fps.
   auto partial = worker::RenderSpec::FromJson(spec);
   if (!partial.ok()) return OpenAiError(400, partial.status().message(), GuessField(partial.status().message()));
-  worker::ModelFamily family = worker::ModelFamily::kWan21;
+  models::ModelDescription family = models::FallbackDescription();
   Status model_ok = CheckModel(*partial, &family);
   if (!model_ok.ok()) return OpenAiError(400, model_ok.message(), GuessField(model_ok.message()));
   if (body.contains("seconds") && !body["seconds"].is_null()) {

@@ -27,6 +27,7 @@
 #include "coordinator/clock.h"
 #include "coordinator/dispatcher.h"
 #include "coordinator/job_queue.h"
+#include "models/model_description.h"
 #include "worker/render_spec.h"
 
 namespace stas::coordinator {
@@ -56,8 +57,8 @@ struct HttpApiOptions {
   // (localhost, 127.0.0.1, ::1). "*" allows any (a proxy in front checks it). Browsers' Origin on
   // state-changing requests must name one of them too (DNS rebinding, cross-site requests).
   std::vector<std::string> allowed_hosts;
-  // Cost limits per model family, indexed by worker::ModelFamily; defaults: worker::DefaultCostLimits.
-  std::vector<worker::CostLimits> cost_limits;
+  // Cost limits by family name (`--limit`); families without one use worker::DefaultCostLimits.
+  worker::CostLimitOverrides cost_limits;
 };
 
 // The request guards every request passes before routing (exposed for tests): Host allow-list,
@@ -65,10 +66,11 @@ struct HttpApiOptions {
 std::optional<std::string> CheckHost(const std::map<std::string, std::string>& headers,
                                      const std::vector<std::string>& allowed_hosts);
 
-// The model family a submission's model belongs to: "tiny", an existing checkpoint folder, a model a
-// connected group serves (family guessed from the name, Wan2.1 if no hint), or a name with a family
-// hint ("wan2.2"/"ti2v", "cogvideo", "wan"). InvalidArgument("model: ...") otherwise.
-Result<worker::ModelFamily> ResolveModelFamily(const std::string& model, const std::vector<std::string>& served);
+// The rules of a submission's model (models/registry.h): "tiny", an existing checkpoint folder (its
+// configs), a name that suggests a family (models::GuessFamilyFromName), or a model a connected group
+// serves (models::FallbackDescription when its name suggests none). InvalidArgument("model: ...")
+// otherwise.
+Result<models::ModelDescription> ResolveModelFamily(const std::string& model, const std::vector<std::string>& served);
 
 // OpenAI "seconds" at `fps` -> the nearest frame count of the form 4k+1 (at least 1).
 int FramesForSeconds(double seconds, int fps);
@@ -124,9 +126,9 @@ class HttpApi {
 
   // Checks a parsed spec against its model and the family's cost limits; InvalidArgument names the
   // field or the limit.
-  Status CheckModel(const worker::RenderSpec& spec, worker::ModelFamily* family);
-  // The same checks for a family already resolved: the spec's rules and the family's cost limits.
-  Status CheckForFamily(const worker::RenderSpec& spec, worker::ModelFamily family) const;
+  Status CheckModel(const worker::RenderSpec& spec, models::ModelDescription* description);
+  // The same checks for a model already resolved: the spec's rules and the family's cost limits.
+  Status CheckForFamily(const worker::RenderSpec& spec, const models::ModelDescription& model) const;
   Json JobJson(const JobRecord& r, bool with_spec) const;
   Json VideoJson(const JobRecord& r) const;
   Result<std::string> VideoPath(const JobRecord& r) const;

@@ -6,24 +6,12 @@
 #include <limits>
 #include <set>
 
-#include "common/checkpoint.h"
+#include "models/registry.h"
 #include "storage/output_layout.h"
 
 namespace stas::worker {
 
-const char* ModelFamilyName(ModelFamily family) {
-  switch (family) {
-    case ModelFamily::kTiny: return "tiny";
-    case ModelFamily::kWan21: return "wan2.1";
-    case ModelFamily::kWan22: return "wan2.2";
-    case ModelFamily::kCogVideoX: return "cogvideox";
-  }
-  return "unknown";
-}
-
 namespace {
-
-int SpatialMultiple(ModelFamily family) { return family == ModelFamily::kWan22 ? 32 : 16; }
 
 // The same rules as the storage layout that will use the name (storage::ValidateOutputComponent):
 // what passes submission also passes on the worker.
@@ -70,38 +58,44 @@ Status RenderSpec::Validate() const {
   return stas.Validate();
 }
 
-Status RenderSpec::ValidateFor(ModelFamily family) const {
-  const int m = SpatialMultiple(family);
+Status RenderSpec::ValidateFor(const models::ModelDescription& model) const {
+  const int m = model.size_multiple;
   for (auto [value, name] : {std::pair{height, "height"}, std::pair{width, "width"}}) {
     if (value && *value % m != 0)
       return InvalidArgument(std::string(name) + " must be a multiple of " + std::to_string(m) + " for " +
-                             ModelFamilyName(family) + ", got " + std::to_string(*value));
+                             model.family + ", got " + std::to_string(*value));
   }
-  // The CogVideoX VAE decodes the latent frames after the first in pairs: only an odd latent count
-  // ((frames - 1) / 4 + 1) gives back the frames asked for.
-  if (family == ModelFamily::kCogVideoX && frames && (*frames - 1) % 8 != 0)
-    return InvalidArgument("frames must be 8k+1 for cogvideox (e.g. 49), got " + std::to_string(*frames));
+  const int f = model.frame_multiple;
+  if (frames && (*frames - 1) % f != 0)
+    return InvalidArgument("frames must be " + std::to_string(f) + "k+1 for " + model.family + " (e.g. " +
+                           std::to_string(model.defaults.frames) + "), got " + std::to_string(*frames));
   return Status::Ok();
 }
 
-CostLimits DefaultCostLimits(ModelFamily family) {
-  switch (family) {
-    case ModelFamily::kTiny: return {33, 128 * 128, 50};
-    case ModelFamily::kWan21: return {81, 1280 * 720, kMaxSteps};    // 14B: 720p, 81 frames
-    case ModelFamily::kWan22: return {121, 1280 * 704, kMaxSteps};   // TI2V-5B: 1280x704, 121 frames
-    case ModelFamily::kCogVideoX: return {81, 1360 * 768, kMaxSteps};  // 1.5: 1360x768, 81 frames
-  }
-  return {};
+CostLimits DefaultCostLimits(const models::ModelDescription& model) {
+  CostLimits limits;
+  limits.max_frames = model.trained_max.frames;
+  limits.max_pixels = int64_t{model.trained_max.long_side} * model.trained_max.short_side;
+  limits.max_steps = kMaxSteps;
+  return limits;
 }
 
-Status ParseCostLimitOverride(const std::string& text, CostLimits limits[4]) {
+CostLimits CostLimitsFor(const models::ModelDescription& model, const CostLimitOverrides& overrides) {
+  auto it = overrides.find(model.family);
+  return it == overrides.end() ? DefaultCostLimits(model) : it->second;
+}
+
+Status ParseCostLimitOverride(const std::string& text, CostLimitOverrides* overrides) {
   const size_t colon = text.find(':');
   if (colon == std::string::npos) return InvalidArgument("--limit: expected FAMILY:KEY=N[,KEY=N...], got '" + text + "'");
   const std::string name = text.substr(0, colon);
-  int index = -1;
-  for (int f = 0; f < 4; ++f)
-    if (name == ModelFamilyName(static_cast<ModelFamily>(f))) index = f;
-  if (index < 0) return InvalidArgument("--limit: unknown model family '" + name + "' (tiny, wan2.1, wan2.2, cogvideox)");
+  auto model = models::DescribeFamily(name);
+  if (!model.ok()) {
+    std::string known;
+    for (const auto& f : models::RegisteredFamilies()) known += (known.empty() ? "" : ", ") + f;
+    return InvalidArgument("--limit: unknown model family '" + name + "' (" + known + ")");
+  }
+  CostLimits limits = CostLimitsFor(*model, *overrides);
   std::string rest = text.substr(colon + 1);
   while (!rest.empty()) {
     const size_t comma = rest.find(',');
@@ -114,19 +108,19 @@ Status ParseCostLimitOverride(const std::string& text, CostLimits limits[4]) {
       return InvalidArgument("--limit: '" + item + "' must be KEY=N with a positive integer N");
     const int64_t n = std::stoll(value);
     if (n < 1) return InvalidArgument("--limit: '" + item + "' must be at least 1");
-    if (key == "frames") limits[index].max_frames = static_cast<int>(std::min<int64_t>(n, 1001));
-    else if (key == "pixels") limits[index].max_pixels = n;
-    else if (key == "steps") limits[index].max_steps = static_cast<int>(std::min<int64_t>(n, kMaxSteps));
+    if (key == "frames") limits.max_frames = static_cast<int>(std::min<int64_t>(n, 1001));
+    else if (key == "pixels") limits.max_pixels = n;
+    else if (key == "steps") limits.max_steps = static_cast<int>(std::min<int64_t>(n, kMaxSteps));
     else return InvalidArgument("--limit: unknown key '" + key + "' (frames, pixels, steps)");
   }
+  (*overrides)[model->family] = limits;
   return Status::Ok();
 }
 
-Status RenderSpec::CheckCostLimits(ModelFamily family, const CostLimits& limits) const {
+Status RenderSpec::CheckCostLimits(const models::ModelDescription& model, const CostLimits& limits) const {
   RenderSpec r = *this;
-  r.ResolveDefaults(family);
-  const std::string where = std::string(" for ") + ModelFamilyName(family) + " on this coordinator (--limit " +
-                            ModelFamilyName(family) + ":";
+  r.ResolveDefaults(model);
+  const std::string where = " for " + model.family + " on this coordinator (--limit " + model.family + ":";
   if (*r.frames > limits.max_frames)
     return InvalidArgument("frames " + std::to_string(*r.frames) + " exceed the limit of " +
                            std::to_string(limits.max_frames) + where + "frames=N)");
@@ -141,25 +135,15 @@ Status RenderSpec::CheckCostLimits(ModelFamily family, const CostLimits& limits)
   return Status::Ok();
 }
 
-void RenderSpec::ResolveDefaults(ModelFamily family) {
-  struct Defaults { int h, w, f, fps; double guidance; };
-  Defaults d{};
-  switch (family) {
-    case ModelFamily::kTiny: d = {64, 96, 17, 16, 5.0}; break;
-    case ModelFamily::kWan21: d = {480, 832, 81, 16, 5.0}; break;
-    case ModelFamily::kWan22: d = {704, 1280, 121, 24, 5.0}; break;
-    case ModelFamily::kCogVideoX: d = {480, 720, 49, 8, 6.0}; break;
-  }
-  if (!height) height = d.h;
-  if (!width) width = d.w;
-  if (!frames) frames = d.f;
+void RenderSpec::ResolveDefaults(const models::ModelDescription& model) {
+  const models::VideoDefaults& d = model.defaults;
+  if (!height) height = d.height;
+  if (!width) width = d.width;
+  if (!frames) frames = d.frames;
   if (!fps) fps = d.fps;
-  if (!steps) steps = family == ModelFamily::kTiny ? 8 : 50;
+  if (!steps) steps = d.steps;
   if (!guidance) guidance = d.guidance;
-  if (!shift) {
-    if (family == ModelFamily::kWan22) shift = 5.0;
-    else shift = (*height * *width >= 720 * 1280) ? 5.0 : 3.0;
-  }
+  if (!shift) shift = model.DefaultShift(*height, *width);
 }
 
 Json RenderSpec::ToJson() const {
@@ -256,21 +240,6 @@ std::string RenderSpec::JobId() const {
                 static_cast<unsigned long long>(Fnv1a(canonical, 14695981039346656037ull)),
                 static_cast<unsigned long long>(Fnv1a(canonical, 0x9e3779b97f4a7c15ull)));
   return buf;
-}
-
-Result<ModelFamily> DetectModelFamily(const std::string& model) {
-  if (model == "tiny") return ModelFamily::kTiny;
-  STAS_ASSIGN_OR_RETURN(CheckpointFolder ckpt, CheckpointFolder::Open(model));
-  const std::string cls = ckpt.PipelineClass();
-  if (cls.rfind("CogVideoX", 0) == 0) return ModelFamily::kCogVideoX;
-  if (cls.rfind("Wan", 0) == 0) {
-    const bool expand = JsonValueOr(ckpt.model_index(), "expand_timesteps", false);
-    auto vae = ckpt.ComponentConfig("vae");
-    const bool residual_vae = vae.ok() && JsonValueOr(*vae, "is_residual", false);
-    return (expand || residual_vae) ? ModelFamily::kWan22 : ModelFamily::kWan21;
-  }
-  return InvalidArgument("unknown model in " + model + ": model_index.json _class_name '" + cls +
-                         "' is not a Wan or CogVideoX pipeline");
 }
 
 }  // namespace stas::worker

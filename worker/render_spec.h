@@ -1,23 +1,21 @@
 // RenderSpec: one video to render. The same fields drive `stas render`, `stas submit`, the HTTP API
 // (POST /jobs) and the worker, so validation lives here once.
 //
-// Unset optionals take the model family's defaults (ResolveDefaults): Wan2.1 832x480x81 @16 fps,
-// shift 3.0 (5.0 at 720p and above), guidance 5.0; Wan2.2 1280x704x121 @24 fps, shift 5.0;
-// CogVideoX 720x480x49 @8 fps, guidance 6.0; the built-in tiny model a small fast video.
+// Unset optionals take the model's defaults (ResolveDefaults with the models::ModelDescription that
+// models::InspectModel gives for spec.model; docs/MODELS.md lists them per family).
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 
 #include "common/json.h"
 #include "common/status.h"
+#include "models/model_description.h"
 #include "steering/stas_options.h"
 
 namespace stas::worker {
-
-enum class ModelFamily { kTiny, kWan21, kWan22, kCogVideoX };
-const char* ModelFamilyName(ModelFamily family);
 
 // Limits (docs/DESIGN.md#bad-input).
 constexpr size_t kMaxPromptBytes = 8 * 1024;
@@ -25,17 +23,22 @@ constexpr int kMinSteps = 1;
 constexpr int kMaxSteps = 1000;
 
 // What one job may cost on a family (frames, pixels per frame, steps), checked by the coordinator
-// before anything is queued. Defaults: the largest sizes the family was trained for; small ones for the
-// built-in tiny model (it runs on CPUs). `stas coordinator --limit FAMILY:KEY=N,...` overrides them.
-// (The one per-family table; it moves behind the model interface with the rest of the family facts.)
+// before anything is queued. Defaults: the largest sizes the family was trained for (small ones for the
+// built-in tiny model, which runs on CPUs). `stas coordinator --limit FAMILY:KEY=N,...` overrides them.
 struct CostLimits {
   int max_frames = 1001;
   int64_t max_pixels = int64_t{4096} * 4096;  // height x width
   int max_steps = kMaxSteps;
 };
-CostLimits DefaultCostLimits(ModelFamily family);
-// Parses "FAMILY:frames=N,pixels=N,steps=N" (any subset of keys) onto `limits`, indexed by family.
-Status ParseCostLimitOverride(const std::string& text, CostLimits limits[4]);
+// The family's trained maximum (models::ModelDescription::trained_max), any step count in range.
+CostLimits DefaultCostLimits(const models::ModelDescription& model);
+// Operator overrides by family name ("tiny", "wan2.1", ...).
+using CostLimitOverrides = std::map<std::string, CostLimits>;
+// The override for the model's family, else its defaults.
+CostLimits CostLimitsFor(const models::ModelDescription& model, const CostLimitOverrides& overrides);
+// Parses "FAMILY:frames=N,pixels=N,steps=N" (any subset of keys, the rest from the current limits)
+// into `overrides`; InvalidArgument for an unknown family or key or a value that is not a positive integer.
+Status ParseCostLimitOverride(const std::string& text, CostLimitOverrides* overrides);
 
 struct RenderSpec {
   std::string prompt;
@@ -52,14 +55,14 @@ struct RenderSpec {
   // Checks everything that does not need the model: prompt size, frame count 4k+1, sizes multiple of
   // 16, steps in range, output name, STAS options. Model-specific checks: ValidateFor.
   Status Validate() const;
-  // Checks sizes against the family's spatial multiple (16 for Wan2.1/tiny/CogVideoX, 32 for Wan2.2) and,
-  // for CogVideoX, frames 8k+1 (its VAE needs an odd number of latent frames).
-  Status ValidateFor(ModelFamily family) const;
-  // InvalidArgument naming the limit (and the flag that sets it) when the spec, with the family's
+  // Checks the sizes that are set against the model's multiples (model.size_multiple for height and
+  // width, frames model.frame_multiple * k + 1), naming model.family.
+  Status ValidateFor(const models::ModelDescription& model) const;
+  // Fills unset optionals with the model's defaults (the flow shift by the resolved size).
+  void ResolveDefaults(const models::ModelDescription& model);
+  // InvalidArgument naming the limit (and the flag that sets it) when the spec, with the model's
   // defaults filled in, asks for more than `limits` allows.
-  Status CheckCostLimits(ModelFamily family, const CostLimits& limits) const;
-  // Fills unset optionals with the family's defaults.
-  void ResolveDefaults(ModelFamily family);
+  Status CheckCostLimits(const models::ModelDescription& model, const CostLimits& limits) const;
 
   Json ToJson() const;
   // Strict: unknown fields, wrong types and invalid values are InvalidArgument naming the field.
@@ -69,9 +72,5 @@ struct RenderSpec {
   // re-submitting the same job yields the same id. 32 hex characters.
   std::string JobId() const;
 };
-
-// Infers the family from a model argument: "tiny", or a checkpoint folder's model_index.json /
-// transformer config. NotFound / InvalidArgument with a clear message otherwise.
-Result<ModelFamily> DetectModelFamily(const std::string& model);
 
 }  // namespace stas::worker

@@ -5,22 +5,16 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <optional>
 
 #if STAS_HAVE_CUDA
 #include <c10/cuda/CUDAFunctions.h>
 #endif
 
-#include "common/checkpoint.h"
 #include "common/log.h"
-#include "models/cogvideox/pipeline.h"
-#include "models/schedulers/unipc.h"
-#include "models/text/prompt_encoder.h"
-#include "models/wan/pipeline.h"
-#include "models/wan/tiny.h"
-#include "models/wan/transformer.h"
-#include "models/wan/vae.h"
-#include "models/wan/vae_tiny.h"
+#include "models/registry.h"
+#include "models/video_model.h"
 #include "parallel/ulysses.h"
 #include "steering/stas_hook.h"
 #include "storage/latent_checkpoint.h"
@@ -106,53 +100,21 @@ bool EndsWithMp4(const std::string& path) {
   return ext == ".mp4";
 }
 
+// What STAS calibrations are compared with: "tiny", or the checkpoint folder's name.
+std::string ModelIdOf(const std::string& model) {
+  if (models::IsBuiltInModel(model)) return model;
+  std::string id = fs::path(model).filename().string();
+  if (id.empty()) id = fs::path(model).parent_path().filename().string();
+  return id;
+}
+
 // Two spellings of the same checkpoint folder name the same model.
 bool SameModel(const std::string& a, const std::string& b) {
   if (a == b) return true;
-  if (a == "tiny" || b == "tiny") return false;
+  if (models::IsBuiltInModel(a) || models::IsBuiltInModel(b)) return false;
   std::error_code ea, eb;
   const fs::path ca = fs::weakly_canonical(a, ea), cb = fs::weakly_canonical(b, eb);
   return !ea && !eb && ca == cb;
-}
-
-// UniPC scheduler state <-> named tensors of a latent checkpoint.
-std::map<std::string, at::Tensor> SchedulerStateTensors(const models::UniPCMultistepScheduler::State& s) {
-  std::map<std::string, at::Tensor> t;
-  t["counters"] = at::tensor({static_cast<int64_t>(s.num_inference_steps), static_cast<int64_t>(s.step_index),
-                              static_cast<int64_t>(s.lower_order_nums), static_cast<int64_t>(s.last_order),
-                              static_cast<int64_t>(s.model_outputs.size())},
-                             at::kLong);
-  for (size_t i = 0; i < s.model_outputs.size(); ++i)
-    if (s.model_outputs[i].defined()) t["model_output." + std::to_string(i)] = s.model_outputs[i];
-  if (s.last_sample.defined()) t["last_sample"] = s.last_sample;
-  return t;
-}
-
-Result<models::UniPCMultistepScheduler::State> SchedulerStateFromTensors(const std::map<std::string, at::Tensor>& t,
-                                                                        const at::Device& device) {
-  auto counters = t.find("counters");
-  if (counters == t.end() || counters->second.numel() != 5 || counters->second.scalar_type() != at::kLong)
-    return InvalidArgument("latent checkpoint: scheduler counters missing or malformed");
-  const at::Tensor c = counters->second.contiguous();
-  const int64_t* v = c.data_ptr<int64_t>();
-  if (v[4] < 0 || v[4] > 16) return InvalidArgument("latent checkpoint: implausible scheduler history length");
-  models::UniPCMultistepScheduler::State s;
-  s.num_inference_steps = static_cast<int>(v[0]);
-  s.step_index = static_cast<int>(v[1]);
-  s.lower_order_nums = static_cast<int>(v[2]);
-  s.last_order = static_cast<int>(v[3]);
-  s.model_outputs.resize(static_cast<size_t>(v[4]));
-  for (size_t i = 0; i < s.model_outputs.size(); ++i) {
-    auto it = t.find("model_output." + std::to_string(i));
-    if (it != t.end()) s.model_outputs[i] = it->second.to(device, at::kFloat);
-  }
-  if (auto it = t.find("last_sample"); it != t.end()) s.last_sample = it->second.to(device, at::kFloat);
-  return s;
-}
-
-// Latent frames rounded up to a multiple of the transformer's temporal patch (CogVideoX 1.5 pads).
-int64_t CogVideoXPaddedLatentFrames(int64_t latent_frames, int64_t temporal_patch) {
-  return (latent_frames + temporal_patch - 1) / temporal_patch * temporal_patch;
 }
 
 // Cancellation between transformer blocks: a step of a large video can take minutes, so the cancel
@@ -177,45 +139,19 @@ class CancelBetweenBlocks : public models::ResidualHook {
 class Renderer::Impl {
  public:
   RendererOptions options;
-  ModelFamily family = ModelFamily::kTiny;
   at::Device device = at::kCPU;
   at::ScalarType dtype = at::kFloat;
   std::string model_id;  // what STAS calibrations are compared with
   double load_seconds = 0;
   at::Device text_device = at::kCPU;
-  at::ScalarType text_dtype = at::kFloat;
-  at::ScalarType vae_dtype = at::kFloat;
   int64_t prompt_encodings = 0;
   // Embeddings of negative prompts already encoded (on `device`): most jobs share one, usually "".
   // Bounded so that a stream of distinct negative prompts cannot grow it without limit.
   std::map<std::string, at::Tensor> negative_embeddings;
   static constexpr size_t kMaxCachedNegatives = 8;
 
-  std::optional<models::text::PromptEncoder> text;
-  // Wan (and the tiny model): UniPC, the Wan VAE.
-  struct WanModel {
-    models::wan::WanTransformer transformer;
-    models::UniPCConfig scheduler;
-    models::wan::WanVaeConfig vae_config;
-    models::wan::WanVaeDecoder vae;
-    models::wan::VaeCompression compression;
-    bool expand_timesteps = false;
-  };
-  // CogVideoX: DDIM, the CogVideoX VAE (latents frame-major, scaled by 1 / scaling_factor).
-  struct CogVideoXModel {
-    models::cogvideox::CogVideoXTransformer transformer;
-    models::DDIMConfig scheduler;
-    models::cogvideox::CogVideoXVaeDecoder vae;
-  };
-  std::optional<WanModel> wan;
-  std::optional<CogVideoXModel> cogvideox;
+  std::unique_ptr<models::VideoModel> model;
 
-  Status LoadTiny();
-  Status LoadCheckpoint();
-  Status LoadWan(const CheckpointFolder& ckpt);
-  Status LoadCogVideoX(const CheckpointFolder& ckpt);
-  int64_t hidden_dim() const;
-  int num_blocks() const;
   steering::StasModelInfo stas_model_info() const;
   Status CheckResolved(const RenderSpec& spec) const;
   Result<std::unique_ptr<steering::StasHook>> MakeHook(const RenderSpec& spec) const;
@@ -238,171 +174,26 @@ class Renderer::Impl {
                                                             const at::Tensor& noise) const;
   // Saves a checkpoint after `done` of `steps` steps when the control asks for one here.
   void MaybeCheckpoint(const DenoiseInputs& in, int done, int steps, const at::Tensor& latents,
-                       std::map<std::string, at::Tensor> scheduler_state) const;
-  Result<at::Tensor> DenoiseWan(const RenderSpec& spec, const DenoiseInputs& in, storage::Manifest& m);
-  Result<at::Tensor> DenoiseCogVideoX(const RenderSpec& spec, const DenoiseInputs& in, storage::Manifest& m);
-  // Final latents -> uint8 frames [T, H, W, 3] on the CPU.
-  Result<at::Tensor> DecodeWan(const at::Tensor& latents, const RenderControl& control) const;
-  Result<at::Tensor> DecodeCogVideoX(const at::Tensor& latents, const RenderControl& control) const;
+                       const std::function<models::TensorMap()>& scheduler_state) const;
+  Result<at::Tensor> Denoise(const RenderSpec& spec, const DenoiseInputs& in, storage::Manifest& m);
+  // Final latents -> uint8 frames [T, H, W, 3] on the CPU, each piece handed to control.on_frames too.
+  Result<at::Tensor> Decode(const at::Tensor& latents, int frames, const RenderControl& control) const;
 };
-
-Status Renderer::Impl::LoadTiny() {
-  model_id = "tiny";
-  STAS_ASSIGN_OR_RETURN(auto text_encoder, models::text::PromptEncoder::Tiny(options.tiny_seed, text_device, text_dtype));
-  text.emplace(std::move(text_encoder));
-  STAS_ASSIGN_OR_RETURN(auto tconfig, models::wan::WanTransformerConfig::FromJson(models::wan::TinyWanTransformerConfigJson()));
-  STAS_ASSIGN_OR_RETURN(auto dit, models::wan::WanTransformer::Load(
-                                      tconfig, models::wan::TinyWanTransformerWeights(options.tiny_seed), device, dtype));
-  // The sampler settings of the released Wan2.1 scheduler_config.json.
-  const Json scheduler_json = {{"num_train_timesteps", 1000}, {"solver_order", 2},         {"solver_type", "bh2"},
-                               {"use_flow_sigmas", true},     {"prediction_type", "flow_prediction"},
-                               {"flow_shift", 3.0},           {"lower_order_final", true}};
-  STAS_ASSIGN_OR_RETURN(auto scheduler, models::UniPCConfig::FromJson(scheduler_json));
-  const Json vae_json = models::wan::TinyWanVaeConfigJson();
-  STAS_ASSIGN_OR_RETURN(auto vae_config, models::wan::WanVaeConfig::FromJson(vae_json));
-  STAS_ASSIGN_OR_RETURN(auto compression, models::wan::VaeCompression::FromVaeConfig(vae_json));
-  STAS_ASSIGN_OR_RETURN(auto decoder,
-                        models::wan::WanVaeDecoder::Load(vae_config, models::wan::TinyWanVaeWeights(options.tiny_seed),
-                                                         at::TensorOptions().device(device).dtype(vae_dtype)));
-  wan.emplace(WanModel{std::move(dit), std::move(scheduler), std::move(vae_config), std::move(decoder), compression,
-                       false});
-  return Status::Ok();
-}
-
-Status Renderer::Impl::LoadCheckpoint() {
-  STAS_ASSIGN_OR_RETURN(CheckpointFolder ckpt, CheckpointFolder::Open(options.model));
-  model_id = fs::path(options.model).filename().string();
-  if (model_id.empty()) model_id = fs::path(options.model).parent_path().filename().string();
-  for (const char* required : {"text_encoder", "tokenizer", "transformer", "vae", "scheduler"})
-    if (!ckpt.HasComponent(required))
-      return InvalidArgument(options.model + " has no '" + required + "' component folder");
-  const bool is_cogvideox = family == ModelFamily::kCogVideoX;
-  const auto t0 = Clock::now();
-  STAS_ASSIGN_OR_RETURN(auto text_encoder,
-                        models::text::PromptEncoder::FromCheckpoint(
-                            ckpt, text_device, text_dtype,
-                            is_cogvideox ? models::text::PromptEncoderOptions::CogVideoX()
-                                         : models::text::PromptEncoderOptions::Wan()));
-  text.emplace(std::move(text_encoder));
-  STAS_LOG_INFO("render: text encoder loaded in {:.1f} s", Seconds(t0));
-  return is_cogvideox ? LoadCogVideoX(ckpt) : LoadWan(ckpt);
-}
-
-Status Renderer::Impl::LoadWan(const CheckpointFolder& ckpt) {
-  if (ckpt.HasComponent("transformer_2"))
-    return NotImplemented(options.model + ": two-transformer (MoE) Wan checkpoints are not supported");
-  const auto t1 = Clock::now();
-  STAS_ASSIGN_OR_RETURN(Json tjson, ckpt.ComponentConfig("transformer"));
-  STAS_ASSIGN_OR_RETURN(auto tconfig, models::wan::WanTransformerConfig::FromJson(tjson));
-  STAS_ASSIGN_OR_RETURN(WeightStore tweights, ckpt.ComponentWeights("transformer"));
-  STAS_ASSIGN_OR_RETURN(auto dit, models::wan::WanTransformer::Load(tconfig, tweights, device, dtype));
-  STAS_LOG_INFO("render: transformer loaded in {:.1f} s", Seconds(t1));
-
-  STAS_ASSIGN_OR_RETURN(Json sjson, ckpt.ComponentConfig("scheduler"));
-  STAS_ASSIGN_OR_RETURN(auto scheduler, models::UniPCConfig::FromJson(sjson));
-  STAS_ASSIGN_OR_RETURN(Json vjson, ckpt.ComponentConfig("vae"));
-  STAS_ASSIGN_OR_RETURN(auto vae_config, models::wan::WanVaeConfig::FromJson(vjson));
-  STAS_ASSIGN_OR_RETURN(auto compression, models::wan::VaeCompression::FromVaeConfig(vjson));
-  STAS_ASSIGN_OR_RETURN(WeightStore vweights, ckpt.ComponentWeights("vae"));
-  STAS_ASSIGN_OR_RETURN(auto decoder, models::wan::WanVaeDecoder::Load(
-                                          vae_config, vweights, at::TensorOptions().device(device).dtype(vae_dtype)));
-  if (text->embedding_dim() != tconfig.text_dim)
-    return InvalidArgument(options.model + ": the text encoder's width " + std::to_string(text->embedding_dim()) +
-                           " does not match the transformer's text_dim " + std::to_string(tconfig.text_dim));
-  if (vae_config.z_dim != tconfig.in_channels)
-    return InvalidArgument(options.model + ": the VAE's z_dim " + std::to_string(vae_config.z_dim) +
-                           " does not match the transformer's in_channels " + std::to_string(tconfig.in_channels));
-  const bool expand_timesteps = JsonValueOr(ckpt.model_index(), "expand_timesteps", false);
-  wan.emplace(WanModel{std::move(dit), std::move(scheduler), std::move(vae_config), std::move(decoder), compression,
-                       expand_timesteps});
-  return Status::Ok();
-}
-
-Status Renderer::Impl::LoadCogVideoX(const CheckpointFolder& ckpt) {
-  const auto t1 = Clock::now();
-  STAS_ASSIGN_OR_RETURN(Json tjson, ckpt.ComponentConfig("transformer"));
-  STAS_ASSIGN_OR_RETURN(auto tconfig, models::cogvideox::CogVideoXTransformerConfig::FromJson(tjson));
-  STAS_ASSIGN_OR_RETURN(WeightStore tweights, ckpt.ComponentWeights("transformer"));
-  STAS_ASSIGN_OR_RETURN(auto dit, models::cogvideox::CogVideoXTransformer::Load(tconfig, tweights, device, dtype));
-  STAS_LOG_INFO("render: transformer loaded in {:.1f} s", Seconds(t1));
-
-  STAS_ASSIGN_OR_RETURN(Json sjson, ckpt.ComponentConfig("scheduler"));
-  const std::string scheduler_class = JsonValueOr<std::string>(sjson, "_class_name", "CogVideoXDDIMScheduler");
-  if (scheduler_class != "CogVideoXDDIMScheduler")
-    return NotImplemented(options.model + ": scheduler " + scheduler_class +
-                          " is not supported (CogVideoXDDIMScheduler is)");
-  STAS_ASSIGN_OR_RETURN(auto scheduler, models::DDIMConfig::FromJson(sjson));
-  STAS_ASSIGN_OR_RETURN(Json vjson, ckpt.ComponentConfig("vae"));
-  STAS_ASSIGN_OR_RETURN(auto vae_config, models::cogvideox::CogVideoXVaeConfig::FromJson(vjson));
-  STAS_ASSIGN_OR_RETURN(WeightStore vweights, ckpt.ComponentWeights("vae"));
-  STAS_ASSIGN_OR_RETURN(auto decoder, models::cogvideox::CogVideoXVaeDecoder::Load(
-                                          vae_config, vweights, at::TensorOptions().device(device).dtype(at::kFloat)));
-  if (text->embedding_dim() != tconfig.text_embed_dim)
-    return InvalidArgument(options.model + ": the text encoder's width " + std::to_string(text->embedding_dim()) +
-                           " does not match the transformer's text_embed_dim " + std::to_string(tconfig.text_embed_dim));
-  if (vae_config.latent_channels != tconfig.in_channels)
-    return InvalidArgument(options.model + ": the VAE's latent_channels " + std::to_string(vae_config.latent_channels) +
-                           " do not match the transformer's in_channels " + std::to_string(tconfig.in_channels));
-  if (vae_config.temporal_compression_ratio != tconfig.temporal_compression_ratio)
-    return InvalidArgument(options.model + ": the VAE's and the transformer's temporal_compression_ratio differ");
-  cogvideox.emplace(CogVideoXModel{std::move(dit), std::move(scheduler), std::move(decoder)});
-  return Status::Ok();
-}
-
-int64_t Renderer::Impl::hidden_dim() const {
-  return wan ? wan->transformer.config().dim() : cogvideox->transformer.config().dim();
-}
-
-int Renderer::Impl::num_blocks() const {
-  return static_cast<int>(wan ? wan->transformer.config().num_layers : cogvideox->transformer.config().num_layers);
-}
 
 steering::StasModelInfo Renderer::Impl::stas_model_info() const {
   steering::StasModelInfo info;
   info.model_id = model_id;
-  info.hidden_dim = hidden_dim();
-  info.num_blocks = num_blocks();
+  info.hidden_dim = model->geometry().hidden_dim;
+  info.num_blocks = model->geometry().num_blocks;
   return info;
 }
 
 // Checks that need the resolved sizes and the loaded model.
 Status Renderer::Impl::CheckResolved(const RenderSpec& spec) const {
-  int64_t spatial, temporal, patch_hw, patch_t, heads;
-  if (wan) {
-    const auto& tc = wan->transformer.config();
-    spatial = wan->compression.spatial;
-    temporal = wan->compression.temporal;
-    patch_hw = std::max(tc.patch_size[1], tc.patch_size[2]);
-    patch_t = tc.patch_size[0];
-    heads = tc.num_attention_heads;
-  } else {
-    const auto& tc = cogvideox->transformer.config();
-    spatial = cogvideox->vae.config().spatial_compression();
-    temporal = tc.temporal_compression_ratio;
-    patch_hw = tc.patch_size;
-    patch_t = tc.temporal_patch();
-    heads = tc.num_attention_heads;
-  }
-  const int64_t multiple_hw = spatial * patch_hw;
-  for (auto [value, name] : {std::pair{*spec.height, "height"}, std::pair{*spec.width, "width"}})
-    if (value % multiple_hw != 0)
-      return InvalidArgument(std::string(name) + " must be a multiple of " + std::to_string(multiple_hw) +
-                             " for this model, got " + std::to_string(value));
-  if ((*spec.frames - 1) % temporal != 0)
-    return InvalidArgument("frames must be " + std::to_string(temporal) + "k+1 for this model, got " +
-                           std::to_string(*spec.frames));
-  const int64_t latent_frames = (*spec.frames - 1) / temporal + 1;
-  if (wan && latent_frames % patch_t != 0)
-    return InvalidArgument("frames do not fit the transformer's temporal patch size");
-  if (cogvideox) {
-    // Positions must fit the training grid (CogVideoX 1.5); latents padded to the temporal patch.
-    STAS_RETURN_IF_ERROR(models::cogvideox::ComputeRotaryTables(cogvideox->transformer.config(),
-                                                                CogVideoXPaddedLatentFrames(latent_frames, patch_t),
-                                                                *spec.height / spatial, *spec.width / spatial)
-                             .status());
-  }
+  STAS_RETURN_IF_ERROR(model->CheckVideoSize(*spec.height, *spec.width, *spec.frames));
   if (options.parallelism.sequence)
-    STAS_RETURN_IF_ERROR(parallel::UlyssesAttention::CheckHeads(heads, options.parallelism.sequence_degree()));
+    STAS_RETURN_IF_ERROR(parallel::UlyssesAttention::CheckHeads(model->geometry().num_attention_heads,
+                                                                options.parallelism.sequence_degree()));
   return Status::Ok();
 }
 
@@ -429,7 +220,7 @@ std::optional<storage::LatentCheckpoint> Renderer::Impl::UsableCheckpoint(const 
 }
 
 void Renderer::Impl::MaybeCheckpoint(const DenoiseInputs& in, int done, int steps, const at::Tensor& latents,
-                                     std::map<std::string, at::Tensor> scheduler_state) const {
+                                     const std::function<models::TensorMap()>& scheduler_state) const {
   const RenderControl& control = *in.control;
   if (control.checkpoint_root.empty() || !options.parallelism.output_rank || control.checkpoint_every <= 0 ||
       done % control.checkpoint_every != 0 || done >= steps)
@@ -439,111 +230,59 @@ void Renderer::Impl::MaybeCheckpoint(const DenoiseInputs& in, int done, int step
   c.step = done;
   c.num_steps = steps;
   c.latents = latents;
-  c.scheduler_state = std::move(scheduler_state);
+  c.scheduler_state = scheduler_state ? scheduler_state() : models::TensorMap();
   // A checkpoint only saves time later; failing to write one must not fail the job.
   if (Status st = storage::LatentCheckpointStore(control.checkpoint_root).Save(c); !st.ok())
     STAS_LOG_WARN("job {}: latent checkpoint not saved: {}", in.job_id, st.message());
 }
 
-Result<at::Tensor> Renderer::Impl::DenoiseWan(const RenderSpec& spec, const DenoiseInputs& in, storage::Manifest& m) {
+Result<at::Tensor> Renderer::Impl::Denoise(const RenderSpec& spec, const DenoiseInputs& in, storage::Manifest& m) {
   const int steps = *spec.steps;
-  STAS_ASSIGN_OR_RETURN(at::Tensor latents,
-                        models::wan::InitialNoise(spec.seed, 1, wan->transformer.config().in_channels, *spec.frames,
-                                                  *spec.height, *spec.width, wan->compression));
-  std::optional<models::UniPCMultistepScheduler::State> resume;
-  if (auto saved = UsableCheckpoint(in, steps, latents)) {
-    auto state = SchedulerStateFromTensors(saved->scheduler_state, device);
-    if (!state.ok() || state->num_inference_steps != steps || state->step_index != saved->step) {
+  STAS_ASSIGN_OR_RETURN(at::Tensor noise, model->InitialNoise(spec.seed, *spec.height, *spec.width, *spec.frames));
+  std::optional<models::SamplerCheckpoint> resume;
+  if (auto saved = UsableCheckpoint(in, steps, noise)) {
+    models::SamplerCheckpoint point{saved->step, saved->latents, std::move(saved->scheduler_state)};
+    if (Status fits = model->CheckResume(point, steps); !fits.ok()) {
       STAS_LOG_WARN("job {}: ignoring a latent checkpoint whose scheduler state does not fit ({})", in.job_id,
-                    state.ok() ? "step differs" : state.status().message());
+                    fits.message());
     } else {
-      latents = saved->latents.to(at::kFloat);
-      resume = std::move(state).value();
+      resume = std::move(point);
       m.resumed_from_step = saved->step;
       STAS_LOG_INFO("job {}: resuming from the latent checkpoint at step {} of {}", in.job_id, saved->step, steps);
     }
   }
   const auto& par = options.parallelism;
-  models::wan::WanSamplingOptions sampling;
-  sampling.num_inference_steps = steps;
-  sampling.guidance_scale = *spec.guidance;
+  models::SamplingOptions sampling;
+  sampling.steps = steps;
+  sampling.guidance = *spec.guidance;
   sampling.shift = *spec.shift;
-  sampling.expand_timesteps = wan->expand_timesteps;
   sampling.hook = in.hook;
   sampling.parallel = par.sequence;
   sampling.cfg_partner = par.cfg_partner;
   sampling.should_cancel = in.control->should_cancel;
   sampling.resume = resume ? &*resume : nullptr;
-  sampling.on_step = [&](const models::wan::StepProgress& p) {
-    const int done = p.step + 1;
-    MaybeCheckpoint(in, done, steps, *p.latents, SchedulerStateTensors(p.scheduler->SaveState()));
-    in.on_step(done);
+  sampling.on_step = [&](const models::SamplingStep& step) {
+    MaybeCheckpoint(in, step.done, steps, *step.latents, step.scheduler_state);
+    in.on_step(step.done);
   };
-  models::wan::WanSampler sampler(wan->transformer, wan->scheduler);
-  return sampler.Sample(latents, in.positive, in.negative, sampling);
+  models::PromptEmbeddings prompts{in.positive, in.negative};
+  return model->Sample(noise, prompts, sampling);
 }
 
-Result<at::Tensor> Renderer::Impl::DenoiseCogVideoX(const RenderSpec& spec, const DenoiseInputs& in,
-                                                   storage::Manifest& m) {
-  const int steps = *spec.steps;
-  const auto& tc = cogvideox->transformer.config();
-  // As upstream, the noise covers the latent frames padded to the temporal patch (CogVideoX 1.5); the
-  // padding frames lead and are dropped before decoding.
-  const int64_t temporal = tc.temporal_compression_ratio;
-  const int64_t latent_frames = (*spec.frames - 1) / temporal + 1;
-  const int64_t padded_frames = CogVideoXPaddedLatentFrames(latent_frames, tc.temporal_patch());
-  STAS_ASSIGN_OR_RETURN(at::Tensor latents,
-                        models::cogvideox::InitialNoise(spec.seed, 1, tc.in_channels, (padded_frames - 1) * temporal + 1,
-                                                        *spec.height, *spec.width, temporal,
-                                                        cogvideox->vae.config().spatial_compression()));
-  const auto& par = options.parallelism;
-  models::cogvideox::CogVideoXSamplingOptions sampling;
-  // DDIM keeps no state between steps: a checkpoint is the latents and the step they were saved at.
-  if (auto saved = UsableCheckpoint(in, steps, latents)) {
-    latents = saved->latents.to(at::kFloat);
-    sampling.start_step = saved->step;
-    m.resumed_from_step = saved->step;
-    STAS_LOG_INFO("job {}: resuming from the latent checkpoint at step {} of {}", in.job_id, saved->step, steps);
-  }
-  sampling.num_inference_steps = steps;
-  sampling.guidance_scale = *spec.guidance;
-  sampling.hook = in.hook;
-  sampling.parallel = par.sequence;
-  sampling.cfg_partner = par.cfg_partner;
-  sampling.should_cancel = in.control->should_cancel;
-  sampling.on_step = [&](int step, int64_t, const at::Tensor& after) {
-    MaybeCheckpoint(in, step + 1, steps, after, {});
-    in.on_step(step + 1);
-  };
-  models::cogvideox::CogVideoXSampler sampler(cogvideox->transformer, cogvideox->scheduler);
-  STAS_ASSIGN_OR_RETURN(at::Tensor final_latents, sampler.Sample(latents, in.positive, in.negative, sampling));
-  return final_latents.narrow(1, padded_frames - latent_frames, latent_frames);
-}
-
-Result<at::Tensor> Renderer::Impl::DecodeWan(const at::Tensor& latents, const RenderControl& control) const {
-  STAS_ASSIGN_OR_RETURN(at::Tensor z, models::wan::DenormalizeWanLatents(latents, wan->vae_config));
+Result<at::Tensor> Renderer::Impl::Decode(const at::Tensor& latents, int frames, const RenderControl& control) const {
   // The frames go to the CPU as bytes piece by piece (the decoded video never exists whole on the
   // device) and, when asked, on to the encoder right away.
   std::vector<at::Tensor> pieces;
-  STAS_RETURN_IF_ERROR(wan->vae.DecodeStreaming(z, {}, [&](int64_t, const at::Tensor& video) -> Status {
+  STAS_RETURN_IF_ERROR(model->Decode(latents, frames, [&](const at::Tensor& video) -> Status {
     pieces.push_back(storage::VideoToRgbFrames(video));
     return control.on_frames ? control.on_frames(pieces.back()) : Status::Ok();
   }));
-  return at::cat(pieces, 0);
-}
-
-Result<at::Tensor> Renderer::Impl::DecodeCogVideoX(const at::Tensor& latents, const RenderControl& control) const {
-  // [B, F, C, h, w] frame-major latents -> the VAE's [B, C, F, h, w], unscaled.
-  const at::Tensor z = latents.permute({0, 2, 1, 3, 4}) / cogvideox->vae.config().scaling_factor;
-  STAS_ASSIGN_OR_RETURN(at::Tensor video, cogvideox->vae.Decode(z));
-  at::Tensor frames = storage::VideoToRgbFrames(video);
-  if (control.on_frames) STAS_RETURN_IF_ERROR(control.on_frames(frames));
-  return frames;
+  return pieces.size() == 1 ? pieces.front() : at::cat(pieces, 0);
 }
 
 Result<at::Tensor> Renderer::Impl::EncodePrompt(const std::string& prompt) {
   ++prompt_encodings;
-  STAS_ASSIGN_OR_RETURN(at::Tensor embedding, text->Encode({prompt}));
+  STAS_ASSIGN_OR_RETURN(at::Tensor embedding, model->EncodePrompts({prompt}));
   return text_device == device ? embedding : embedding.to(device, dtype);
 }
 
@@ -560,7 +299,7 @@ Result<RenderedVideo> Renderer::Impl::Render(const RenderSpec& input, const Rend
   RenderedVideo out;
   out.spec = input;
   RenderSpec& spec = out.spec;
-  spec.ResolveDefaults(family);
+  spec.ResolveDefaults(model->description());
   STAS_RETURN_IF_ERROR(CheckResolved(spec));
   STAS_ASSIGN_OR_RETURN(std::unique_ptr<steering::StasHook> hook, MakeHook(spec));
   const std::string job_id = control.job_id.empty() ? input.JobId() : control.job_id;
@@ -577,7 +316,7 @@ Result<RenderedVideo> Renderer::Impl::Render(const RenderSpec& input, const Rend
   m.negative_prompt = spec.negative_prompt;
   m.seed = spec.seed;
   m.model = spec.model;
-  m.model_family = ModelFamilyName(family);
+  m.model_family = model->description().family;
   m.width = *spec.width;
   m.height = *spec.height;
   m.frames = *spec.frames;
@@ -618,7 +357,7 @@ Result<RenderedVideo> Renderer::Impl::Render(const RenderSpec& input, const Rend
   in.on_step = [&](int done) { report(RenderStage::kDenoise, done, stage_start); };
   Result<at::Tensor> denoised = Aborted("not run");
   try {
-    denoised = wan ? DenoiseWan(spec, in, m) : DenoiseCogVideoX(spec, in, m);
+    denoised = Denoise(spec, in, m);
   } catch (const CancelledInsideStep&) {
     return Aborted("sampling cancelled inside a step (between transformer blocks)");
   }
@@ -631,8 +370,7 @@ Result<RenderedVideo> Renderer::Impl::Render(const RenderSpec& input, const Rend
   if (decode && par.output_rank) {
     stage_start = Clock::now();
     report(RenderStage::kDecode, 0, stage_start);
-    STAS_ASSIGN_OR_RETURN(out.frames,
-                          wan ? DecodeWan(final_latents, control) : DecodeCogVideoX(final_latents, control));
+    STAS_ASSIGN_OR_RETURN(out.frames, Decode(final_latents, *spec.frames, control));
     if (out.frames.size(0) != *spec.frames)
       return Internal("the VAE produced " + std::to_string(out.frames.size(0)) + " frames, expected " +
                       std::to_string(*spec.frames));
@@ -651,7 +389,8 @@ Result<std::unique_ptr<Renderer>> Renderer::Load(const RendererOptions& options)
   const auto start = Clock::now();
   auto impl = std::make_unique<Impl>();
   impl->options = options;
-  STAS_ASSIGN_OR_RETURN(impl->family, DetectModelFamily(options.model));
+  // Configs first: a folder no backbone reads is refused before anything is loaded.
+  STAS_RETURN_IF_ERROR(models::InspectModel(options.model).status());
   impl->device = options.device.value_or(DefaultRenderDevice());
   if (impl->device.is_cuda() && !STAS_HAVE_CUDA)
     return InvalidArgument("this build has no CUDA support; render on the CPU");
@@ -659,23 +398,28 @@ Result<std::unique_ptr<Renderer>> Renderer::Load(const RendererOptions& options)
   impl->text_device = options.text_encoder_device.value_or(impl->device);
   if (impl->text_device.is_cuda() && !STAS_HAVE_CUDA)
     return InvalidArgument("this build has no CUDA support; run the text encoder on the CPU");
+  const at::ScalarType vae_dtype = options.vae_dtype.value_or(impl->device.is_cuda() ? at::kBFloat16 : at::kFloat);
+  if (vae_dtype != at::kFloat && vae_dtype != at::kBFloat16 && vae_dtype != at::kHalf)
+    return InvalidArgument("the VAE decodes in float32, bfloat16 or float16, not " + DtypeName(vae_dtype));
+  models::ModelLoadOptions load;
+  load.device = impl->device;
+  load.dtype = impl->dtype;
+  load.text_encoder_device = impl->text_device;
   // A text encoder moved to the CPU computes in float32 (bfloat16 matmuls are slow there).
-  impl->text_dtype = impl->text_device == impl->device ? impl->dtype : (impl->text_device.is_cuda() ? at::kBFloat16 : at::kFloat);
-  impl->vae_dtype = options.vae_dtype.value_or(impl->device.is_cuda() ? at::kBFloat16 : at::kFloat);
-  if (impl->vae_dtype != at::kFloat && impl->vae_dtype != at::kBFloat16 && impl->vae_dtype != at::kHalf)
-    return InvalidArgument("the VAE decodes in float32, bfloat16 or float16, not " + DtypeName(impl->vae_dtype));
-  if (options.model == "tiny") {
-    STAS_RETURN_IF_ERROR(impl->LoadTiny());
-  } else {
-    STAS_RETURN_IF_ERROR(impl->LoadCheckpoint());
-  }
+  load.text_encoder_dtype =
+      impl->text_device == impl->device ? impl->dtype : (impl->text_device.is_cuda() ? at::kBFloat16 : at::kFloat);
+  load.vae_dtype = vae_dtype;
+  load.tiny_seed = options.tiny_seed;
+  STAS_ASSIGN_OR_RETURN(impl->model, models::LoadVideoModel(options.model, load));
+  impl->model_id = ModelIdOf(options.model);
   impl->load_seconds = Seconds(start);
-  STAS_LOG_INFO("render: {} ({}) loaded on {} as {} in {:.1f} s", options.model, ModelFamilyName(impl->family),
+  STAS_LOG_INFO("render: {} ({}) loaded on {} as {} in {:.1f} s", options.model, impl->model->description().family,
                 impl->device.str(), DtypeName(impl->dtype), impl->load_seconds);
   return std::unique_ptr<Renderer>(new Renderer(std::move(impl)));
 }
 
-ModelFamily Renderer::family() const { return impl_->family; }
+const models::ModelDescription& Renderer::description() const { return impl_->model->description(); }
+const models::LatentGeometry& Renderer::geometry() const { return impl_->model->geometry(); }
 const std::string& Renderer::model() const { return impl_->options.model; }
 at::Device Renderer::device() const { return impl_->device; }
 at::ScalarType Renderer::dtype() const { return impl_->dtype; }
@@ -685,12 +429,12 @@ double Renderer::load_seconds() const { return impl_->load_seconds; }
 
 Status Renderer::Check(const RenderSpec& spec) const {
   STAS_RETURN_IF_ERROR(spec.Validate());
-  STAS_RETURN_IF_ERROR(spec.ValidateFor(impl_->family));
+  STAS_RETURN_IF_ERROR(spec.ValidateFor(impl_->model->description()));
   if (!SameModel(spec.model, impl_->options.model))
     return InvalidArgument("this renderer serves model '" + impl_->options.model + "', the job asks for '" +
                            spec.model + "'");
   RenderSpec resolved = spec;
-  resolved.ResolveDefaults(impl_->family);
+  resolved.ResolveDefaults(impl_->model->description());
   STAS_RETURN_IF_ERROR(impl_->CheckResolved(resolved));
   return impl_->MakeHook(resolved).status();
 }
@@ -722,7 +466,7 @@ Status CheckFolderOf(const std::string& path) {
 // Renders and encodes to a finished temporary MP4 beside `video_path` (output rank; other ranks only
 // render and return an empty path). The encoder runs on its own thread while the VAE decodes: each
 // decoded piece goes to it at once, so the "encode" timing is only what is left after the decode.
-Result<std::string> RenderAndEncode(Renderer& renderer, ModelFamily family, bool output_rank, const RenderSpec& spec,
+Result<std::string> RenderAndEncode(Renderer& renderer, bool output_rank, const RenderSpec& spec,
                                     const std::string& video_path, const RenderControl& control, RenderedVideo& video) {
   STAS_RETURN_IF_ERROR(renderer.Check(spec));
   if (!output_rank) {
@@ -730,7 +474,7 @@ Result<std::string> RenderAndEncode(Renderer& renderer, ModelFamily family, bool
     return std::string();
   }
   RenderSpec resolved = spec;
-  resolved.ResolveDefaults(family);
+  resolved.ResolveDefaults(renderer.description());
   storage::Mp4Options options;
   options.width = *resolved.width;
   options.height = *resolved.height;
@@ -769,8 +513,7 @@ Result<RenderResult> Renderer::RenderToFile(const RenderSpec& spec, const std::s
   RenderResult result;
   result.output_rank = impl_->options.parallelism.output_rank;
   RenderedVideo video;
-  STAS_ASSIGN_OR_RETURN(std::string temp,
-                        RenderAndEncode(*this, impl_->family, result.output_rank, spec, out_path, control, video));
+  STAS_ASSIGN_OR_RETURN(std::string temp, RenderAndEncode(*this, result.output_rank, spec, out_path, control, video));
   if (!result.output_rank) {
     result.manifest = std::move(video.manifest);
     return result;
@@ -806,7 +549,7 @@ Result<RenderResult> Renderer::RenderStaged(const RenderSpec& spec, const std::s
   result.output_rank = impl_->options.parallelism.output_rank;
   RenderedVideo video;
   STAS_ASSIGN_OR_RETURN(result.video_path,
-                        RenderAndEncode(*this, impl_->family, result.output_rank, spec, video_path, control, video));
+                        RenderAndEncode(*this, result.output_rank, spec, video_path, control, video));
   result.manifest = std::move(video.manifest);
   return result;
 }

@@ -1,10 +1,11 @@
 // Renderer: one loaded text-to-video model that turns RenderSpecs into MP4 files.
 //
-// Load once (the built-in tiny model, or a diffusers checkpoint folder of Wan2.1, Wan2.2 TI2V or
-// CogVideoX), then Render* many specs:
-//   validate (RenderSpec::Validate + ValidateFor the family) -> ResolveDefaults -> encode the prompt and
-//   the negative prompt -> denoise (Wan: UniPC; CogVideoX: DDIM; CFG, STAS hook when spec.stas.enabled)
-//   -> VAE decode -> MP4 (storage::Mp4Writer) + JSON manifest.
+// Load once (any model the backbone registry knows, models/registry.h: the built-in tiny model or a
+// diffusers checkpoint folder), then Render* many specs:
+//   validate (RenderSpec::Validate + ValidateFor the model's description) -> ResolveDefaults -> encode
+//   the prompt and the negative prompt -> denoise (the model's sampler; CFG, STAS hook when
+//   spec.stas.enabled) -> VAE decode -> MP4 (storage::Mp4Writer) + JSON manifest.
+// The Renderer sees the model only through models::VideoModel (models/video_model.h).
 // `stas render` calls RenderToFile; the service's worker calls RenderStaged and commits the staged
 // video itself (storage::CommitOutput), so a job that runs twice never leaves two outputs.
 //
@@ -27,6 +28,8 @@
 
 #include "common/status.h"
 #include "models/dit.h"
+#include "models/model_description.h"
+#include "models/video_model.h"
 #include "steering/stas_hook.h"
 #include "storage/manifest.h"
 #include "worker/render_spec.h"
@@ -113,7 +116,9 @@ class Renderer {
   Renderer(const Renderer&) = delete;
   Renderer& operator=(const Renderer&) = delete;
 
-  ModelFamily family() const;
+  // The loaded model's family rules (family name, defaults, multiples) and its shapes.
+  const models::ModelDescription& description() const;
+  const models::LatentGeometry& geometry() const;
   const std::string& model() const;
   at::Device device() const;
   at::ScalarType dtype() const;
@@ -125,7 +130,7 @@ class Renderer {
   // What STAS and the MA analysis are told about the loaded transformer (model id, width, blocks).
   steering::StasModelInfo stas_model_info() const;
 
-  // Everything that can be checked before rendering: the spec's own validation, the family's size
+  // Everything that can be checked before rendering: the spec's own validation, the model's size
   // rules, that the spec names this model, the STAS blocks/channels and the sequence-parallel split.
   // InvalidArgument (or NotFound for a missing STAS channels file).
   Status Check(const RenderSpec& spec) const;

@@ -6,8 +6,7 @@
 #include <filesystem>
 
 #include "common/log.h"
-#include "models/wan/pipeline.h"
-#include "models/wan/tiny.h"
+#include "models/registry.h"
 #include "parallel/parallel_runtime.h"
 #include "storage/output_layout.h"
 #include "worker/renderer.h"
@@ -24,16 +23,10 @@ std::string BaseName(std::string path) {
 // Attention heads of the model's transformer, known before it is loaded (the sequence-parallel
 // runtime is built first and handed to the renderer).
 Result<int64_t> AttentionHeadsOf(const std::string& model) {
-  Json config;
-  if (model == "tiny") {
-    config = models::wan::TinyWanTransformerConfigJson();
-  } else {
-    STAS_ASSIGN_OR_RETURN(config, ReadJsonFile((std::filesystem::path(model) / "transformer" / "config.json").string()));
-  }
-  auto it = config.find("num_attention_heads");
-  if (it == config.end() || !it->is_number_integer() || it->get<int64_t>() < 1)
+  STAS_ASSIGN_OR_RETURN(models::ModelDescription description, models::InspectModel(model));
+  if (description.num_attention_heads < 1)
     return InvalidArgument("model " + model + ": the transformer config has no valid num_attention_heads");
-  return it->get<int64_t>();
+  return description.num_attention_heads;
 }
 
 // The sampler's view of CFG-parallel (models::CfgPartner) over parallel::CfgParallel.

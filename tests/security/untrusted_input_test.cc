@@ -13,6 +13,7 @@
 #include "steering/stas_options.h"
 #include "storage/output_layout.h"
 #include "support/temp_dir.h"
+#include "models/registry.h"
 #include "worker/render_spec.h"
 
 namespace stas {
@@ -104,26 +105,32 @@ TEST(Storage, ADatasetFolderThatIsALinkIsNotFollowed) {
 }
 
 TEST(CostLimits, TheTinyModelRefusesALargeVideoNamingTheLimit) {
+  auto tiny = models::DescribeFamily("tiny");
+  auto wan21 = models::DescribeFamily("wan2.1");
+  ASSERT_TRUE(tiny.ok() && wan21.ok());
   worker::RenderSpec s;
   s.prompt = "p";
   s.frames = 81;
   s.height = 720;
   s.width = 1280;
-  auto st = s.CheckCostLimits(worker::ModelFamily::kTiny, worker::DefaultCostLimits(worker::ModelFamily::kTiny));
+  auto st = s.CheckCostLimits(*tiny, worker::DefaultCostLimits(*tiny));
   ASSERT_FALSE(st.ok());
   EXPECT_NE(st.message().find("limit"), std::string::npos);
   EXPECT_NE(st.message().find("--limit tiny:"), std::string::npos) << st.message();
   worker::RenderSpec small;
   small.prompt = "p";
-  EXPECT_TRUE(small.CheckCostLimits(worker::ModelFamily::kTiny, worker::DefaultCostLimits(worker::ModelFamily::kTiny)).ok());
+  EXPECT_TRUE(small.CheckCostLimits(*tiny, worker::DefaultCostLimits(*tiny)).ok());
   worker::RenderSpec wan = s;
   wan.frames = 1001;
-  EXPECT_FALSE(wan.CheckCostLimits(worker::ModelFamily::kWan21, worker::DefaultCostLimits(worker::ModelFamily::kWan21)).ok());
-  worker::CostLimits limits[4];
-  ASSERT_TRUE(worker::ParseCostLimitOverride("tiny:frames=81,pixels=921600", limits).ok());
-  EXPECT_TRUE(s.CheckCostLimits(worker::ModelFamily::kTiny, limits[0]).ok());
-  EXPECT_FALSE(worker::ParseCostLimitOverride("tiny:frames=-1", limits).ok());
-  EXPECT_FALSE(worker::ParseCostLimitOverride("nope:frames=1", limits).ok());
+  EXPECT_FALSE(wan.CheckCostLimits(*wan21, worker::DefaultCostLimits(*wan21)).ok());
+  EXPECT_TRUE(s.CheckCostLimits(*wan21, worker::DefaultCostLimits(*wan21)).ok());
+  worker::CostLimitOverrides overrides;
+  ASSERT_TRUE(worker::ParseCostLimitOverride("tiny:frames=81,pixels=921600", &overrides).ok());
+  EXPECT_TRUE(s.CheckCostLimits(*tiny, worker::CostLimitsFor(*tiny, overrides)).ok());
+  EXPECT_FALSE(s.CheckCostLimits(*wan21, worker::CostLimitsFor(*wan21, {{"wan2.1", {41, 1280 * 720, 1000}}})).ok());
+  EXPECT_FALSE(worker::ParseCostLimitOverride("tiny:frames=-1", &overrides).ok());
+  EXPECT_FALSE(worker::ParseCostLimitOverride("nope:frames=1", &overrides).ok());
+  EXPECT_FALSE(worker::ParseCostLimitOverride("tiny:colour=1", &overrides).ok());
 }
 
 }  // namespace

@@ -7,10 +7,24 @@
 
 #include "common/json.h"
 #include "support/temp_dir.h"
+#include "models/registry.h"
 #include "worker/render_spec.h"
 
 namespace stas::worker {
 namespace {
+
+// A registered family's rules by name (models/registry.h).
+models::ModelDescription Family(const std::string& name) {
+  auto d = models::DescribeFamily(name);
+  EXPECT_TRUE(d.ok()) << name;
+  return d.ok() ? *d : models::ModelDescription{};
+}
+
+// The family name InspectModel reads for a model argument ("" on error).
+std::string DetectedFamily(const std::string& model) {
+  auto d = models::InspectModel(model);
+  return d.ok() ? d->family : "";
+}
 
 RenderSpec Valid() {
   RenderSpec s;
@@ -111,18 +125,18 @@ TEST(RenderSpec, SizesMustBeMultiplesOf16And32ForWan22) {
   s.height = 480;
   s.width = 848;  // a multiple of 16, not of 32
   EXPECT_TRUE(s.Validate().ok());
-  EXPECT_TRUE(s.ValidateFor(ModelFamily::kWan21).ok());
-  EXPECT_TRUE(s.ValidateFor(ModelFamily::kTiny).ok());
-  ExpectRefused(s.ValidateFor(ModelFamily::kWan22), "width must be a multiple of 32 for wan2.2");
+  EXPECT_TRUE(s.ValidateFor(Family("wan2.1")).ok());
+  EXPECT_TRUE(s.ValidateFor(Family("tiny")).ok());
+  ExpectRefused(s.ValidateFor(Family("wan2.2")), "width must be a multiple of 32 for wan2.2");
 
   // CogVideoX's VAE needs an odd number of latent frames: 8k+1 frames.
   for (int frames : {49, 9, 1}) {
     s.frames = frames;
-    EXPECT_TRUE(s.ValidateFor(ModelFamily::kCogVideoX).ok()) << frames;
+    EXPECT_TRUE(s.ValidateFor(Family("cogvideox")).ok()) << frames;
   }
   s.frames = 45;  // 4k+1 but 12 latent frames
-  EXPECT_TRUE(s.ValidateFor(ModelFamily::kWan21).ok());
-  ExpectRefused(s.ValidateFor(ModelFamily::kCogVideoX), "frames must be 8k+1 for cogvideox");
+  EXPECT_TRUE(s.ValidateFor(Family("wan2.1")).ok());
+  ExpectRefused(s.ValidateFor(Family("cogvideox")), "frames must be 8k+1 for cogvideox");
 }
 
 TEST(RenderSpec, StepsMustBeWithinOneToAThousand) {
@@ -192,38 +206,38 @@ TEST(RenderSpec, OtherRangesAndStasOptionsAreChecked) {
 
 TEST(RenderSpec, UnknownModelsAreRefusedClearly) {
   testing::TempDir dir;
-  auto missing = DetectModelFamily(dir.File("no-such-model"));
+  auto missing = models::InspectModel(dir.File("no-such-model"));
   EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);
   EXPECT_NE(missing.status().message().find("checkpoint folder not found"), std::string::npos);
   dir.Write("empty/readme.txt", "not a checkpoint");
-  auto empty = DetectModelFamily(dir.File("empty"));
+  auto empty = models::InspectModel(dir.File("empty"));
   EXPECT_EQ(empty.status().code(), StatusCode::kNotFound);
   EXPECT_NE(empty.status().message().find("no model_index.json"), std::string::npos);
   dir.Write("sd/model_index.json", R"({"_class_name": "StableDiffusionPipeline"})");
-  auto other = DetectModelFamily(dir.File("sd"));
+  auto other = models::InspectModel(dir.File("sd"));
   ExpectRefused(other.status(), "is not a Wan or CogVideoX pipeline");
   dir.Write("broken/model_index.json", "{oops");
-  EXPECT_FALSE(DetectModelFamily(dir.File("broken")).ok());
+  EXPECT_FALSE(models::InspectModel(dir.File("broken")).ok());
 }
 
 TEST(RenderSpec, ModelFamiliesAreDetectedFromTheCheckpointFolder) {
   testing::TempDir dir;
-  EXPECT_EQ(*DetectModelFamily("tiny"), ModelFamily::kTiny);
+  EXPECT_EQ(DetectedFamily("tiny"), "tiny");
   dir.Write("wan21/model_index.json", R"({"_class_name": "WanPipeline", "vae": ["diffusers", "AutoencoderKLWan"]})");
   dir.Write("wan21/vae/config.json", R"({"z_dim": 16})");
-  EXPECT_EQ(*DetectModelFamily(dir.File("wan21")), ModelFamily::kWan21);
+  EXPECT_EQ(DetectedFamily(dir.File("wan21")), "wan2.1");
   dir.Write("wan22/model_index.json", R"({"_class_name": "WanPipeline", "expand_timesteps": true})");
-  EXPECT_EQ(*DetectModelFamily(dir.File("wan22")), ModelFamily::kWan22);
+  EXPECT_EQ(DetectedFamily(dir.File("wan22")), "wan2.2");
   dir.Write("wan22vae/model_index.json", R"({"_class_name": "WanPipeline"})");
   dir.Write("wan22vae/vae/config.json", R"({"is_residual": true})");
-  EXPECT_EQ(*DetectModelFamily(dir.File("wan22vae")), ModelFamily::kWan22);
+  EXPECT_EQ(DetectedFamily(dir.File("wan22vae")), "wan2.2");
   dir.Write("cog/model_index.json", R"({"_class_name": "CogVideoXPipeline"})");
-  EXPECT_EQ(*DetectModelFamily(dir.File("cog")), ModelFamily::kCogVideoX);
+  EXPECT_EQ(DetectedFamily(dir.File("cog")), "cogvideox");
 }
 
 TEST(RenderSpec, DefaultsFollowTheFamily) {
   RenderSpec wan = Valid();
-  wan.ResolveDefaults(ModelFamily::kWan21);
+  wan.ResolveDefaults(Family("wan2.1"));
   EXPECT_EQ(*wan.height, 480);
   EXPECT_EQ(*wan.width, 832);
   EXPECT_EQ(*wan.frames, 81);
@@ -234,19 +248,19 @@ TEST(RenderSpec, DefaultsFollowTheFamily) {
   RenderSpec hd = Valid();
   hd.height = 720;
   hd.width = 1280;
-  hd.ResolveDefaults(ModelFamily::kWan21);
+  hd.ResolveDefaults(Family("wan2.1"));
   EXPECT_EQ(*hd.shift, 5.0);
   RenderSpec given = Valid();
   given.steps = 7;
   given.shift = 2.0;
-  given.ResolveDefaults(ModelFamily::kWan22);
+  given.ResolveDefaults(Family("wan2.2"));
   EXPECT_EQ(*given.steps, 7);  // explicit values are kept
   EXPECT_EQ(*given.shift, 2.0);
   EXPECT_EQ(*given.height % 32, 0);
   RenderSpec tiny = Valid();
-  tiny.ResolveDefaults(ModelFamily::kTiny);
+  tiny.ResolveDefaults(Family("tiny"));
   EXPECT_TRUE(tiny.Validate().ok());
-  EXPECT_TRUE(tiny.ValidateFor(ModelFamily::kTiny).ok());
+  EXPECT_TRUE(tiny.ValidateFor(Family("tiny")).ok());
 }
 
 TEST(JobId, IsAStable32HexContentHash) {
