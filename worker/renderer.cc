@@ -479,8 +479,15 @@ Result<std::string> RenderAndEncode(Renderer& renderer, bool output_rank, const 
   options.width = *resolved.width;
   options.height = *resolved.height;
   options.fps = *resolved.fps;
-  STAS_ASSIGN_OR_RETURN(auto writer, storage::Mp4Writer::Open(video_path, options));
-  BackgroundFrameWriter background([&writer](const at::Tensor& frames) { return writer->WriteFrames(frames); });
+  // Opened with the first decoded frames (on the writer's thread): a render stopped or killed before
+  // its decode leaves no temporary file behind.
+  std::unique_ptr<storage::Mp4Writer> writer;
+  BackgroundFrameWriter background([&](const at::Tensor& frames) -> Status {
+    if (!writer) {
+      STAS_ASSIGN_OR_RETURN(writer, storage::Mp4Writer::Open(video_path, options));
+    }
+    return writer->WriteFrames(frames);
+  });
   RenderControl streaming = control;
   streaming.on_frames = [&](const at::Tensor& frames) -> Status {
     if (control.on_frames) STAS_RETURN_IF_ERROR(control.on_frames(frames));
@@ -490,6 +497,7 @@ Result<std::string> RenderAndEncode(Renderer& renderer, bool output_rank, const 
   Status encoded = background.Finish();  // the writer's thread is done with `writer` from here on
   if (!rendered.ok()) return rendered.status();
   STAS_RETURN_IF_ERROR(encoded);
+  if (!writer) return Internal("the render produced no frames to encode");
   video = std::move(*rendered);
   const auto start = Clock::now();
   if (control.on_progress)

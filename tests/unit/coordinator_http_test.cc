@@ -357,7 +357,7 @@ TEST_F(HttpApiTest, BigBatchesRunOffTheLoopWithTheServedModelsOfTheLoop) {
   // The worker thread's instance has no dispatcher: the served models come with the request.
   HttpApi bulk(&queue_, nullptr, &clock_, HttpApiOptions{});
   const std::string batch = R"({"jobs":[{"prompt":"x","model":"my-own-model"}]})";
-  HttpRequest r{"POST", "/jobs", {}, batch};
+  HttpRequest r{"POST", "/jobs", {{"content-type", "application/json"}}, batch};
   EXPECT_EQ(bulk.HandleOffLoop(r, {}).status, 400) << "no group serves that model";
   auto ok = bulk.HandleOffLoop(r, {"/models/my-own-model"});
   EXPECT_EQ(ok.status, 201) << ok.body;

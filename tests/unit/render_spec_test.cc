@@ -167,17 +167,23 @@ TEST(RenderSpec, PromptsOver8KiBAreRefused) {
 }
 
 TEST(RenderSpec, OutputAndDatasetNamesWithPathSeparatorsAreRefused) {
-  for (const std::string bad : {"../escape", "a/b", "a\\b", "/abs"}) {
+  for (const std::string bad : {"a/b", "a\\b", "/abs"}) {
     RenderSpec o = Valid();
     o.output_name = bad;
-    ExpectRefused(o.Validate(), "output name must not contain path separators");
+    ExpectRefused(o.Validate(), "output name '" + bad + "' must not contain path separators");
     RenderSpec d = Valid();
     d.dataset = bad;
-    ExpectRefused(d.Validate(), "dataset name must not contain path separators");
+    ExpectRefused(d.Validate(), "dataset name '" + bad + "' must not contain path separators");
   }
-  RenderSpec dots = Valid();
-  dots.output_name = "..";
-  ExpectRefused(dots.Validate(), "must not be '.' or '..'");
+  // A leading '.' is refused first: it also covers "..", "." and "../escape".
+  for (const std::string bad : {"..", ".", "../escape", ".hidden"}) {
+    RenderSpec o = Valid();
+    o.output_name = bad;
+    ExpectRefused(o.Validate(), "output name must not start with '.'");
+    RenderSpec d = Valid();
+    d.dataset = bad;
+    ExpectRefused(d.Validate(), "dataset name must not start with '.'");
+  }
   RenderSpec control = Valid();
   control.output_name = "a\nb";
   ExpectRefused(control.Validate(), "control characters");
