@@ -279,12 +279,10 @@ bool Dispatcher::HandleResult(ConnectionId id, const Json& m) {
       const auto text = [&](const char* key) {
         return spec.is_object() && spec.contains(key) && spec[key].is_string() ? spec[key].get<std::string>() : "";
       };
-      // The path under the coordinator's storage folder, as the worker writes it there.
-      auto paths = storage::OutputLayout(options_.storage.empty() ? "." : options_.storage)
-                       .PathsFor(job_id, text("dataset"), text("output_name"));
+      auto paths = storage::OutputLayout(".").PathsFor(job_id, text("dataset"), text("output_name"));
       if (paths.ok()) {
-        output = paths->video;
-        manifest = paths->manifest;
+        output = paths->video.substr(2);  // relative to the storage folder, as workers report it
+        manifest = paths->manifest.substr(2);
       }
     }
     const std::string claimed = StringField(m, "output").value_or(output);

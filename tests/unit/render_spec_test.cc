@@ -175,8 +175,16 @@ TEST(RenderSpec, OutputAndDatasetNamesWithPathSeparatorsAreRefused) {
     d.dataset = bad;
     ExpectRefused(d.Validate(), "dataset name '" + bad + "' must not contain path separators");
   }
-  // A leading '.' is refused first: it also covers "..", "." and "../escape".
-  for (const std::string bad : {"..", ".", "../escape", ".hidden"}) {
+  for (const std::string bad : {"..", "."}) {
+    RenderSpec o = Valid();
+    o.output_name = bad;
+    ExpectRefused(o.Validate(), "output name must not be '.' or '..'");
+    RenderSpec d = Valid();
+    d.dataset = bad;
+    ExpectRefused(d.Validate(), "dataset name must not be '.' or '..'");
+  }
+  // A leading '.' (hidden and temporary files) is refused before separators: "../escape" too.
+  for (const std::string bad : {"../escape", ".hidden"}) {
     RenderSpec o = Valid();
     o.output_name = bad;
     ExpectRefused(o.Validate(), "output name must not start with '.'");
