@@ -133,7 +133,7 @@ class MultiRank {
     STAS_ASSIGN_OR_RETURN(runtime_, parallel::ParallelRuntime::Create(*groups_, *options->device, heads));
     options->parallelism.sequence = runtime_->sequence_parallel();
     if (parallel::CfgParallel* pair = runtime_->cfg_parallel()) {
-      partner_ = std::make_unique<CfgPartner>(pair);
+      partner_ = std::make_unique<parallel::CfgPartnerOverPair>(pair);
       options->parallelism.cfg_partner = partner_.get();
     }
     options->parallelism.output_rank = groups_->layout().is_group_leader();
@@ -152,24 +152,10 @@ class MultiRank {
   }
 
  private:
-  // The sampler's CFG partner over the group's CFG pair.
-  class CfgPartner final : public models::CfgPartner {
-   public:
-    explicit CfgPartner(parallel::CfgParallel* pair) : pair_(pair) {}
-    models::CfgBranch branch() const override { return pair_->branch(); }
-    at::Tensor Exchange(const at::Tensor& mine) override {
-      auto [cond, uncond] = pair_->Exchange(mine);
-      return branch() == models::CfgBranch::kCond ? uncond : cond;
-    }
-
-   private:
-    parallel::CfgParallel* pair_;
-  };
-
   std::unique_ptr<parallel::MpiEnvironment> env_;
   std::unique_ptr<parallel::ProcessGroups> groups_;
   std::unique_ptr<parallel::ParallelRuntime> runtime_;
-  std::unique_ptr<CfgPartner> partner_;
+  std::unique_ptr<parallel::CfgPartnerOverPair> partner_;
 };
 
 // Everything that can be refused before a model is loaded.

@@ -34,4 +34,19 @@ class CfgParallel {
   Communicator& pair_;
 };
 
+// What a sampler sees of a CfgParallel (models::CfgPartner): this rank's branch, and the partner's
+// prediction in exchange for this rank's. Not owned: `pair` must outlive it.
+class CfgPartnerOverPair final : public models::CfgPartner {
+ public:
+  explicit CfgPartnerOverPair(CfgParallel* pair) : pair_(pair) {}
+  models::CfgBranch branch() const override { return pair_->branch(); }
+  at::Tensor Exchange(const at::Tensor& mine) override {
+    auto [cond, uncond] = pair_->Exchange(mine);
+    return branch() == models::CfgBranch::kCond ? uncond : cond;
+  }
+
+ private:
+  CfgParallel* pair_;
+};
+
 }  // namespace stas::parallel

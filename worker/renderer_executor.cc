@@ -29,20 +29,6 @@ Result<int64_t> AttentionHeadsOf(const std::string& model) {
   return description.num_attention_heads;
 }
 
-// The sampler's view of CFG-parallel (models::CfgPartner) over parallel::CfgParallel.
-class CfgPartnerOverGroup final : public models::CfgPartner {
- public:
-  explicit CfgPartnerOverGroup(parallel::CfgParallel* cfg) : cfg_(cfg) {}
-  models::CfgBranch branch() const override { return cfg_->branch(); }
-  at::Tensor Exchange(const at::Tensor& mine) override {
-    auto [cond, uncond] = cfg_->Exchange(mine);
-    return cfg_->branch() == models::CfgBranch::kCond ? uncond : cond;
-  }
-
- private:
-  parallel::CfgParallel* cfg_;
-};
-
 class RendererExecutor final : public JobExecutor {
  public:
   Result<std::optional<StagedOutput>> Render(const JobContext& job, const RenderCallbacks& callbacks) override {
@@ -80,7 +66,7 @@ class RendererExecutor final : public JobExecutor {
 
   // Built by MakeRendererExecutor; destroyed in reverse: the renderer before what it points to.
   std::unique_ptr<parallel::ParallelRuntime> runtime;
-  std::unique_ptr<CfgPartnerOverGroup> cfg_partner;
+  std::unique_ptr<parallel::CfgPartnerOverPair> cfg_partner;
   std::unique_ptr<Renderer> renderer;
 };
 
@@ -107,7 +93,7 @@ Result<std::unique_ptr<JobExecutor>> MakeRendererExecutor(const WorkerOptions& o
     STAS_ASSIGN_OR_RETURN(executor->runtime, parallel::ParallelRuntime::Create(*groups, *render.device, heads));
     render.parallelism.sequence = executor->runtime->sequence_parallel();
     if (parallel::CfgParallel* cfg = executor->runtime->cfg_parallel()) {
-      executor->cfg_partner = std::make_unique<CfgPartnerOverGroup>(cfg);
+      executor->cfg_partner = std::make_unique<parallel::CfgPartnerOverPair>(cfg);
       render.parallelism.cfg_partner = executor->cfg_partner.get();
     }
     render.parallelism.output_rank = groups->layout().is_group_leader();

@@ -51,25 +51,11 @@ struct Placement {
   std::string Name() const { return "sp " + std::to_string(sp) + (cfg == 2 ? " x cfg 2" : ""); }
 };
 
-// What the sampler sees of CFG-parallel: one branch here, the other from the partner rank.
-class PairPartner final : public models::CfgPartner {
- public:
-  explicit PairPartner(parallel::CfgParallel* pair) : pair_(pair) {}
-  models::CfgBranch branch() const override { return pair_->branch(); }
-  at::Tensor Exchange(const at::Tensor& mine) override {
-    auto [cond, uncond] = pair_->Exchange(mine);
-    return branch() == models::CfgBranch::kCond ? uncond : cond;
-  }
-
- private:
-  parallel::CfgParallel* pair_;
-};
-
 // A rendering group of the world for one placement (collective over the world).
 struct Group {
   std::unique_ptr<parallel::ProcessGroups> groups;
   std::unique_ptr<parallel::ParallelRuntime> runtime;
-  std::unique_ptr<PairPartner> partner;
+  std::unique_ptr<parallel::CfgPartnerOverPair> partner;
 
   static std::unique_ptr<Group> Create(const Placement& p, int64_t heads) {
     auto g = std::make_unique<Group>();
@@ -79,7 +65,7 @@ struct Group {
     auto runtime = parallel::ParallelRuntime::Create(*g->groups, at::kCPU, heads);
     STAS_CHECK(runtime.ok()) << runtime.status().ToString();
     g->runtime = std::move(runtime).value();
-    if (parallel::CfgParallel* pair = g->runtime->cfg_parallel()) g->partner = std::make_unique<PairPartner>(pair);
+    if (parallel::CfgParallel* pair = g->runtime->cfg_parallel()) g->partner = std::make_unique<parallel::CfgPartnerOverPair>(pair);
     return g;
   }
   models::SequenceParallel* sequence() { return runtime ? runtime->sequence_parallel() : nullptr; }
