@@ -18,6 +18,16 @@ ShardLayout ShardLayout::For(int64_t global_tokens, int rank, int size) {
   return s;
 }
 
+at::Tensor MapTokenChunks(const at::Tensor& x, int64_t max_rows, const std::function<at::Tensor(const at::Tensor&)>& fn) {
+  const int64_t tokens = x.size(1);
+  const int64_t chunk_tokens = std::max<int64_t>(1, max_rows / std::max<int64_t>(1, x.size(0)));
+  if (max_rows <= 0 || tokens <= chunk_tokens) return fn(x);
+  std::vector<at::Tensor> pieces;
+  for (int64_t begin = 0; begin < tokens; begin += chunk_tokens)
+    pieces.push_back(fn(x.narrow(1, begin, std::min(chunk_tokens, tokens - begin))));
+  return at::cat(pieces, 1);
+}
+
 at::Tensor ShardTokens(const at::Tensor& x, const ShardLayout& shard) {
   if (shard.begin == 0 && shard.local_tokens == x.size(1)) return x;
   const int64_t real = shard.local_real_tokens();

@@ -10,6 +10,7 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 namespace stas::models {
@@ -70,6 +71,13 @@ struct ShardLayout {
 // The rows [shard.begin, shard.begin + shard.local_tokens) of dim 1 of x ([B, L, ...]); rows past the
 // real tokens are zeros. x itself when the shard is the whole sequence.
 at::Tensor ShardTokens(const at::Tensor& x, const ShardLayout& shard);
+
+// fn applied to x ([B, L, ...]) in pieces along dim 1 of at most max_rows / B tokens (at least one),
+// the results concatenated along dim 1; fn(x) itself when x fits in one piece or max_rows <= 0. For
+// token-wise layers whose intermediate is wider than their input, such as a transformer's
+// feed-forward: the peak memory is that of one piece, and each token's result is what one call would
+// give, up to the rounding of GEMMs of another height.
+at::Tensor MapTokenChunks(const at::Tensor& x, int64_t max_rows, const std::function<at::Tensor(const at::Tensor&)>& fn);
 
 struct BlockContext {
   int block = 0;

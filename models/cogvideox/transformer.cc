@@ -19,6 +19,7 @@ constexpr double kQkNormEps = 1e-6;  // upstream fixes the q/k LayerNorm eps, in
 // Attention scores held at once by the unfused (LibTorch 1.x) attention: 64 Mi floats = 256 MiB. The 5B
 // model's full sequence (17776 tokens, 48 heads) would otherwise need 60 GB of scores.
 constexpr int64_t kMaxUnfusedScores = int64_t{1} << 26;
+constexpr int64_t kFeedForwardChunkRows = 16384;  // as the Wan blocks (models/wan/transformer.cc)
 
 std::string ShapeString(at::IntArrayRef sizes) {
   std::ostringstream ss;
@@ -467,10 +468,13 @@ void CogVideoXTransformer::RunBlock(const Block& block, at::Tensor& video, at::T
   video = GatedResidual(video, attn.narrow(1, Lt, Lv), attn_in.video_gate);
   text = GatedResidual(text, attn.narrow(1, 0, Lt), attn_in.text_gate);
 
+  attn = at::Tensor();
   const Expert ff_in = modulate(block.norm2_weight, block.norm2_bias, block.norm2);
-  at::Tensor ff = at::linear(LinearGelu(ff_in.joint, block.ff_in_weight, block.ff_in_bias,
-                                        c.activation_fn == "gelu-approximate"),
-                             block.ff_out_weight, block.ff_out_bias);
+  // In token pieces: the hidden layer is 4x wider than the stream (870 MB for a CFG batch at 480p).
+  at::Tensor ff = MapTokenChunks(ff_in.joint, kFeedForwardChunkRows, [&](const at::Tensor& x) {
+    return at::linear(LinearGelu(x, block.ff_in_weight, block.ff_in_bias, c.activation_fn == "gelu-approximate"),
+                      block.ff_out_weight, block.ff_out_bias);
+  });
   video = GatedResidual(video, ff.narrow(1, Lt, Lv), ff_in.video_gate);
   text = GatedResidual(text, ff.narrow(1, 0, Lt), ff_in.text_gate);
 }

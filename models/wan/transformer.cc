@@ -17,6 +17,9 @@ constexpr double kRopeTheta = 10000.0;
 constexpr double kTimestepMaxPeriod = 10000.0;
 // Attention scores held at once by the unfused (LibTorch 1.x) attention: 64 Mi floats = 256 MiB.
 constexpr int64_t kMaxUnfusedScores = int64_t{1} << 26;
+// Rows (batch x tokens) per piece of the feed-forward: at 480p (32,760 tokens, ffn_dim 8960, bf16) two
+// pieces, each hidden layer 290 MB instead of 590 MB; pieces this large keep the GEMMs at full speed.
+constexpr int64_t kFeedForwardChunkRows = 16384;
 
 // LayerNorm without affine over the last dim, in float32.
 at::Tensor PlainLayerNorm(const at::Tensor& x, double eps) {
@@ -330,40 +333,62 @@ at::Tensor WanTransformer::RunBlock(const Block& block, const at::Tensor& hidden
   // Modulation j of (shift1, scale1, gate1, shift2, scale2, gate2): base + projection, [B, Lt, D].
   auto modulation = [&](int64_t j) { return Modulation{block.modulation[j], cond.tproj.select(2, j)}; };
 
+  // Each stage sits in its own scope so that its temporaries are freed before the next stage
+  // allocates: at 480p one [L, D] activation is 100 MB and the FFN's hidden layer almost 600 MB.
   // 1. Self-attention on the modulated LayerNorm, gated residual.
   const Block::Fp8& fp8 = block.fp8;
-  at::Tensor x = ModulatedLayerNorm(hidden, modulation(0), modulation(1), eps);
-  std::vector<at::Tensor> qkv = Linear(x, block.qkv_weight, block.qkv_bias, fp8.qkv).chunk(3, -1);
-  at::Tensor q = RmsNormRope(qkv[0], block.self_norm_q, cond.rope_cos, cond.rope_sin, H, eps);
-  at::Tensor k = RmsNormRope(qkv[1], block.self_norm_k, cond.rope_cos, cond.rope_sin, H, eps);
-  at::Tensor v = qkv[2].reshape({B, L, H, Dh});
-  at::Tensor attn = SelfAttention(q, k, v, parallel, cond.valid_tokens).reshape({B, L, D});
-  attn = Linear(attn, block.self_out_weight, block.self_out_bias, fp8.self_out);
-  at::Tensor h = GatedResidual(hidden, attn, modulation(2));
+  at::Tensor h;
+  {
+    at::Tensor q, k, v;
+    {
+      const at::Tensor x = ModulatedLayerNorm(hidden, modulation(0), modulation(1), eps);
+      std::vector<at::Tensor> qkv = Linear(x, block.qkv_weight, block.qkv_bias, fp8.qkv).chunk(3, -1);
+      q = RmsNormRope(qkv[0], block.self_norm_q, cond.rope_cos, cond.rope_sin, H, eps);
+      k = RmsNormRope(qkv[1], block.self_norm_k, cond.rope_cos, cond.rope_sin, H, eps);
+      v = qkv[2].reshape({B, L, H, Dh}).contiguous();  // lets the fused q|k|v projection go
+    }
+    at::Tensor attn = SelfAttention(q, k, v, parallel, cond.valid_tokens).reshape({B, L, D});
+    q = k = v = at::Tensor();
+    attn = Linear(attn, block.self_out_weight, block.self_out_bias, fp8.self_out);
+    h = GatedResidual(hidden, attn, modulation(2));
+  }
 
   // 2. Cross-attention to the text (no gate, no RoPE, no mask).
-  at::Tensor n2 = block.norm2_weight.defined() ? AffineLayerNorm(h, block.norm2_weight, block.norm2_bias, eps) : h;
-  const int64_t Lt = cond.text.size(1);
-  at::Tensor cq = RmsNormRope(Linear(n2, block.cross_q_weight, block.cross_q_bias, fp8.cross_q), block.cross_norm_q, {},
-                              {}, H, eps);
-  std::vector<at::Tensor> kv = Linear(cond.text, block.cross_kv_weight, block.cross_kv_bias, fp8.cross_kv).chunk(2, -1);
-  at::Tensor ck = RmsNormRope(kv[0], block.cross_norm_k, {}, {}, H, eps);
-  at::Tensor cv = kv[1].reshape({B, Lt, H, Dh});
-  const double scale = 1.0 / std::sqrt(static_cast<double>(Dh));
-  at::Tensor cross =
-      compat::ScaledDotProductAttention(cq.transpose(1, 2), ck.transpose(1, 2), cv.transpose(1, 2), scale)
-          .transpose(1, 2)
-          .reshape({B, L, D});
-  h = h + Linear(cross, block.cross_out_weight, block.cross_out_bias, fp8.cross_out);
+  {
+    const int64_t Lt = cond.text.size(1);
+    at::Tensor cq;
+    {
+      const at::Tensor n2 =
+          block.norm2_weight.defined() ? AffineLayerNorm(h, block.norm2_weight, block.norm2_bias, eps) : h;
+      cq = RmsNormRope(Linear(n2, block.cross_q_weight, block.cross_q_bias, fp8.cross_q), block.cross_norm_q, {}, {},
+                       H, eps);
+    }
+    std::vector<at::Tensor> kv = Linear(cond.text, block.cross_kv_weight, block.cross_kv_bias, fp8.cross_kv).chunk(2, -1);
+    at::Tensor ck = RmsNormRope(kv[0], block.cross_norm_k, {}, {}, H, eps);
+    at::Tensor cv = kv[1].reshape({B, Lt, H, Dh});
+    const double scale = 1.0 / std::sqrt(static_cast<double>(Dh));
+    at::Tensor cross =
+        compat::ScaledDotProductAttention(cq.transpose(1, 2), ck.transpose(1, 2), cv.transpose(1, 2), scale)
+            .transpose(1, 2)
+            .reshape({B, L, D});
+    cq = at::Tensor();
+    h = h + Linear(cross, block.cross_out_weight, block.cross_out_bias, fp8.cross_out);
+  }
 
-  // 3. Feed-forward on the modulated LayerNorm, gated residual. In float8 the GELU is fused into the
-  // quantization of the second layer's input instead of the first GEMM's epilogue.
-  at::Tensor n3 = ModulatedLayerNorm(h, modulation(3), modulation(4), eps);
-  at::Tensor ff = fp8.ffn_in.defined()
-                      ? Fp8Linear(Fp8Linear(n3, fp8.ffn_in, block.ffn_in_bias), fp8.ffn_out, block.ffn_out_bias,
-                                  /*gelu_tanh_input=*/true)
-                      : at::linear(LinearGeluTanh(n3, block.ffn_in_weight, block.ffn_in_bias), block.ffn_out_weight,
-                                   block.ffn_out_bias);
+  // 3. Feed-forward on the modulated LayerNorm, gated residual, in token chunks (its hidden layer is
+  // ffn_dim / dim times wider than the stream). In float8 the GELU is fused into the quantization of
+  // the second layer's input instead of the first GEMM's epilogue.
+  at::Tensor ff;
+  {
+    const at::Tensor n3 = ModulatedLayerNorm(h, modulation(3), modulation(4), eps);
+    ff = MapTokenChunks(n3, kFeedForwardChunkRows, [&](const at::Tensor& x) {
+      return fp8.ffn_in.defined()
+                 ? Fp8Linear(Fp8Linear(x, fp8.ffn_in, block.ffn_in_bias), fp8.ffn_out, block.ffn_out_bias,
+                             /*gelu_tanh_input=*/true)
+                 : at::linear(LinearGeluTanh(x, block.ffn_in_weight, block.ffn_in_bias), block.ffn_out_weight,
+                              block.ffn_out_bias);
+    });
+  }
   return GatedResidual(h, ff, modulation(5));
 }
 
