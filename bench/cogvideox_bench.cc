@@ -4,7 +4,7 @@
 //   cogvideox_bench [--config transformer.json] [--height 480 --width 720 --frames 49] [--layers L]
 //                   [--repeats 5 --warmup 2] [--dtype bf16|fp32] [--device cuda|cpu]
 //   mpirun -np S cogvideox_bench --sp S [--check] [same flags]
-//   [--reference-ops] [--compare-reference]
+//   [--reference-ops] [--compare-reference] [--attention auto|flash|cudnn]
 //
 // Default: CogVideoX-5B (bench/configs/cogvideox_5b_transformer.json) at 720x480x49, the forward of one
 // denoising step with classifier-free guidance batched as upstream does: latents [2, 13, 16, 60, 90]
@@ -13,6 +13,7 @@
 // instead of the fused CUDA kernels (models/fused_ops.h); --compare-reference (sp = 1) prints how far the
 // fused forward is from the reference forward (max |diff| / max |ref|, relative L2). --check (sp > 1): world rank 0 also runs the forward unsharded on its own GPU
 // with the same weights and inputs and prints the difference to the sharded output.
+// --attention puts that fused attention kernel first (common/torch_compat.h).
 // The diffusers anchor and the device script: bench/device/diffusers_cogvideox_forward.py, cogvideox.sh.
 // CPU smoke test: cogvideox_bench --device cpu --dtype fp32 --layers 1 --height 64 --width 64 --frames 9
 //                 --repeats 1 --warmup 0
@@ -30,6 +31,7 @@
 
 #include "bench/bench_mpi.h"
 #include "bench/bench_util.h"
+#include "common/torch_compat.h"
 #include "common/json.h"
 #include "common/weights.h"
 #include "models/cogvideox/transformer.h"
@@ -191,6 +193,14 @@ int main(int argc, char** argv) {
     };
 
     if (Flag(argc, argv, "--reference-ops")) models::SetFusedKernelsEnabled(false);
+    const std::string attention = Arg(argc, argv, "--attention", "auto");
+    const auto kernel = compat::ParseAttentionKernel(attention);
+    const std::string kernel_error =
+        kernel ? compat::PreferAttentionKernel(*kernel) : "expected auto, flash or cudnn, got '" + attention + "'";
+    if (!kernel_error.empty()) {
+      std::fprintf(stderr, "cogvideox_bench --attention: %s\n", kernel_error.c_str());
+      return 2;
+    }
     double fused_max_rel = -1, fused_l2_rel = -1;
     if (Flag(argc, argv, "--compare-reference") && sp == 1) {
       const bool fused = models::FusedKernelsEnabled();

@@ -3,7 +3,7 @@
 //   dit_bench [--height 480 --width 832 --frames 81] [--repeats 5 --warmup 2] [--dtype bf16|fp32]
 //             [--config transformer_config.json] [--text-len 512] [--cfg] [--device cuda|cpu]
 //             [--spatial 8] [--per-token] [--profile-range] [--reference-ops] [--compare-reference]
-//             [--fp8 row|tensor] [--cuda-graph]
+//             [--fp8 row|tensor] [--cuda-graph] [--attention auto|flash|cudnn]
 //
 // --reference-ops runs the DiT's elementwise stages as their ATen reference instead of the fused CUDA
 // kernels (models/fused_ops.h), for an A/B in one call; --compare-reference prints how far the fused
@@ -16,6 +16,9 @@
 // run (CPU, LibTorch < 2.5).
 // --cuda-graph captures one forward (static inputs) in a CUDA graph after the warm-up and times its
 // replays beside the eager forward, checking that a replay reproduces the eager output.
+// --attention puts that fused attention kernel first (common/torch_compat.h); the line "attention"
+// names the kernel LibTorch picks for the model's self-attention layout, and for a kernel other than
+// flash the relative L2 error of the forward against the forward with FlashAttention.
 // --spatial is the VAE's spatial compression (16 for Wan2.2); --per-token gives every token its own
 // timestep, as Wan2.2 does.
 //
@@ -41,6 +44,7 @@
 #include "bench/bench_util.h"
 #include "bench/wan_random_weights.h"
 #include "common/json.h"
+#include "common/torch_compat.h"
 #include "models/fp8_linear.h"
 #include "models/fused_ops.h"
 #include "models/wan/transformer.h"
@@ -131,6 +135,34 @@ int main(int argc, char** argv) {
     return *out;
   };
   if (Flag(argc, argv, "--reference-ops")) models::SetFusedKernelsEnabled(false);
+  const std::string attention_name = Arg(argc, argv, "--attention", "auto");
+  const auto attention = compat::ParseAttentionKernel(attention_name);
+  if (!attention) {
+    std::fprintf(stderr, "dit_bench --attention: expected auto, flash or cudnn, got '%s'\n", attention_name.c_str());
+    return 2;
+  }
+  {
+    // The self-attention layout of the model: [B, L, H, Dh] viewed as [B, H, L, Dh].
+    const int64_t H = config->num_attention_heads, Dh = config->attention_head_dim;
+    auto probe = [&] { return at::randn({1, tokens, H, Dh}, gen_opts.dtype(dtype)).transpose(1, 2); };
+    const at::Tensor q = probe(), k = probe(), v = probe();
+    at::Tensor flash_out;
+    if (*attention == compat::AttentionKernel::kCudnn) {
+      compat::PreferAttentionKernel(compat::AttentionKernel::kFlash);
+      flash_out = forward(text);
+    }
+    const std::string error = compat::PreferAttentionKernel(*attention);
+    if (!error.empty()) {
+      std::fprintf(stderr, "dit_bench --attention: %s\n", error.c_str());
+      return 2;
+    }
+    std::printf("attention    requested=%s picked=%s", attention_name.c_str(), compat::AttentionKernelFor(q, k, v).c_str());
+    if (flash_out.defined()) {
+      const at::Tensor out = forward(text);
+      std::printf(" l2_rel_vs_flash=%.3e", ((out - flash_out).norm() / flash_out.norm()).item<double>());
+    }
+    std::printf("\n");
+  }
   if (!fp8.empty()) {
     auto scaling = models::ParseFp8Scaling(fp8);
     const at::Tensor bf16 = forward(text);

@@ -3,6 +3,7 @@
 //
 //   render_bench --model DIR|tiny [--height 480 --width 832 --frames 81 --steps 4] [--repeats 1]
 //                [--prompt TEXT] [--stas] [--warmup-steps N] [--text-encoder-device cpu] [--vae-dtype float32]
+//                [--attention auto|flash|cudnn]
 //
 // --write-tiny-tokenizer FILE writes the built-in tiny SentencePiece model to FILE and exits (a tokenizer
 // for random-weight checkpoint folders, bench/device/make_random_wan_checkpoint.py).
@@ -32,9 +33,10 @@ int main(int argc, char** argv) {
   }
   worker::RendererOptions options;
   options.model = Arg(argc, argv, "--model", "tiny");
-  if (Status st = worker::ParseMemoryFlags(Arg(argc, argv, "--text-encoder-device", ""), Arg(argc, argv, "--vae-dtype", ""),
-                                           &options);
-      !st.ok()) {
+  Status st = worker::ParseMemoryFlags(Arg(argc, argv, "--text-encoder-device", ""), Arg(argc, argv, "--vae-dtype", ""),
+                                       &options);
+  if (st.ok()) st = worker::ParseAttentionFlag(Arg(argc, argv, "--attention", ""), &options);
+  if (!st.ok()) {
     std::fprintf(stderr, "render_bench: %s\n", st.ToString().c_str());
     return 1;
   }

@@ -36,6 +36,7 @@ struct RenderCommandFlags {
   std::string device;
   std::string text_encoder_device;
   std::string vae_dtype;
+  std::string attention;
   int sp = 1;
   bool cfg_parallel = false;
   int checkpoint_every = 5;  // only with --checkpoint-dir
@@ -193,6 +194,7 @@ int RunRender(const RenderCommandFlags& flags) {
   }
   if (Status st = worker::ParseMemoryFlags(flags.text_encoder_device, flags.vae_dtype, &options); !st.ok())
     return Fail(st);
+  if (Status st = worker::ParseAttentionFlag(flags.attention, &options); !st.ok()) return Fail(st);
 
   // Under mpirun (or with --sp/--cfg-parallel) the ranks form one rendering group; the leader writes.
   const int cfg = flags.cfg_parallel ? 2 : 1;
@@ -251,6 +253,8 @@ void RegisterRender(CLI::App& app) {
                   "where the text encoder runs: cpu keeps its weights off the GPU (default: --device)");
   cmd->add_option("--vae-dtype", flags->vae_dtype,
                   "float32, bfloat16 or float16 (default: bfloat16 on a GPU, float32 on the CPU)");
+  cmd->add_option("--attention", flags->attention,
+                  "the fused attention kernel on a GPU: auto (LibTorch's choice), flash or cudnn (default: auto)");
   cmd->add_option("--sp", flags->sp, "sequence-parallel degree (under mpirun)")->capture_default_str();
   cmd->add_flag("--cfg-parallel", flags->cfg_parallel, "run the two CFG branches on two halves of the ranks");
   cmd->add_option("--checkpoint-dir", flags->checkpoint_dir,

@@ -28,7 +28,9 @@ int RunWorker(WorkerFlags& flags) {
     if (env) options.token = env;
   }
   worker::RendererOptions checked;
-  if (Status st = worker::ParseMemoryFlags(options.text_encoder_device, options.vae_dtype, &checked); !st.ok()) {
+  Status st = worker::ParseMemoryFlags(options.text_encoder_device, options.vae_dtype, &checked);
+  if (st.ok()) st = worker::ParseAttentionFlag(options.attention, &checked);
+  if (!st.ok()) {
     std::cerr << "stas worker: " << st.message() << "\n";
     return 2;
   }
@@ -77,6 +79,8 @@ void RegisterWorker(CLI::App& app) {
   cmd->add_option("--text-encoder-device", o.text_encoder_device,
                   "where the text encoder runs: cpu keeps its weights off the GPU (default: the rank's device)");
   cmd->add_option("--vae-dtype", o.vae_dtype, "float32, bfloat16 or float16 (default: bfloat16 on a GPU, float32 on the CPU)");
+  cmd->add_option("--attention", o.attention,
+                  "the fused attention kernel on a GPU: auto (LibTorch's choice), flash or cudnn (default: auto)");
   cmd->add_flag("--cfg-parallel", o.cfg_parallel, "run the two CFG branches on two halves of each group");
   cmd->add_option("--storage", o.storage,
                   "the storage folder as this host sees it (default: the path the coordinator announces)");

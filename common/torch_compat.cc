@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <stdexcept>
+#include <vector>
 
 namespace stas::compat {
 
@@ -56,6 +57,49 @@ at::Tensor ScaledMm(const at::Tensor& a, const at::Tensor& b, const at::Tensor& 
 #else
   (void)a, (void)b, (void)scale_a, (void)scale_b, (void)bias, (void)out_dtype, (void)fast_accum;
   throw std::runtime_error("float8 matmuls (_scaled_mm with per-row scales) need LibTorch >= 2.5; this build has " TORCH_VERSION);
+#endif
+}
+
+std::optional<AttentionKernel> ParseAttentionKernel(const std::string& name) {
+  if (name == "auto") return AttentionKernel::kAuto;
+  if (name == "flash") return AttentionKernel::kFlash;
+  if (name == "cudnn") return AttentionKernel::kCudnn;
+  return std::nullopt;
+}
+
+std::string PreferAttentionKernel(AttentionKernel kernel) {
+  if (kernel == AttentionKernel::kAuto) return "";
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 6)
+  auto& context = at::globalContext();
+  if (kernel == AttentionKernel::kFlash) {
+    context.setSDPUseFlash(true);
+    context.setSDPUseCuDNN(false);
+    return "";
+  }
+  // cuDNN first, the rest in LibTorch's order (a fixed list would break when LibTorch adds a backend).
+  context.setSDPUseCuDNN(true);
+  std::vector<int64_t> order{static_cast<int64_t>(at::SDPBackend::cudnn_attention)};
+  for (at::SDPBackend backend : context.sDPPriorityOrder())
+    if (backend != at::SDPBackend::cudnn_attention) order.push_back(static_cast<int64_t>(backend));
+  context.setSDPPriorityOrder(order);
+  return "";
+#else
+  return "choosing the attention kernel needs LibTorch >= 2.6; this build has " TORCH_VERSION;
+#endif
+}
+
+std::string AttentionKernelFor(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 6)
+  switch (static_cast<at::SDPBackend>(at::_fused_sdp_choice(q, k, v))) {
+    case at::SDPBackend::flash_attention: return "flash";
+    case at::SDPBackend::cudnn_attention: return "cudnn";
+    case at::SDPBackend::efficient_attention: return "efficient";
+    case at::SDPBackend::math: return "math";
+    default: return "unknown";
+  }
+#else
+  (void)q, (void)k, (void)v;
+  return "unknown";
 #endif
 }
 

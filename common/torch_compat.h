@@ -33,6 +33,21 @@ at::ScalarType Float8E4m3();
 at::Tensor ScaledMm(const at::Tensor& a, const at::Tensor& b, const at::Tensor& scale_a, const at::Tensor& scale_b,
                     const at::Tensor& bias, at::ScalarType out_dtype, bool fast_accum);
 
+// Which fused kernel scaled_dot_product_attention runs on CUDA. kAuto leaves LibTorch's own choice
+// (on Hopper: FlashAttention-2, or cuDNN's fused attention where LibTorch prefers it); kFlash and
+// kCudnn put that kernel first, falling back as LibTorch does when it cannot take the inputs.
+enum class AttentionKernel { kAuto, kFlash, kCudnn };
+constexpr bool kHasAttentionKernelChoice =
+    TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 6);
+// "auto", "flash", "cudnn" -> the kernel; nullopt for anything else.
+std::optional<AttentionKernel> ParseAttentionKernel(const std::string& name);
+// Sets the process-wide preference. Returns an error text (empty on success) where this LibTorch
+// cannot choose (!kHasAttentionKernelChoice) and the choice is not kAuto.
+std::string PreferAttentionKernel(AttentionKernel kernel);
+// The kernel LibTorch picks for these [B, H, L, D] inputs now: "flash", "cudnn", "efficient", "math",
+// or "unknown" where this LibTorch cannot say.
+std::string AttentionKernelFor(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
+
 std::string TorchVersionString();
 
 }  // namespace stas::compat

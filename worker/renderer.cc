@@ -72,6 +72,14 @@ Status ParseMemoryFlags(const std::string& text_encoder_device, const std::strin
   return Status::Ok();
 }
 
+Status ParseAttentionFlag(const std::string& attention, RendererOptions* options) {
+  if (attention.empty()) return Status::Ok();
+  const std::optional<compat::AttentionKernel> kernel = compat::ParseAttentionKernel(attention);
+  if (!kernel) return InvalidArgument("--attention must be auto, flash or cudnn, not '" + attention + "'");
+  options->attention = *kernel;
+  return Status::Ok();
+}
+
 namespace {
 
 double Seconds(Clock::time_point since) { return std::chrono::duration<double>(Clock::now() - since).count(); }
@@ -401,6 +409,10 @@ Result<std::unique_ptr<Renderer>> Renderer::Load(const RendererOptions& options)
   const at::ScalarType vae_dtype = options.vae_dtype.value_or(impl->device.is_cuda() ? at::kBFloat16 : at::kFloat);
   if (vae_dtype != at::kFloat && vae_dtype != at::kBFloat16 && vae_dtype != at::kHalf)
     return InvalidArgument("the VAE decodes in float32, bfloat16 or float16, not " + DtypeName(vae_dtype));
+  if (impl->device.is_cuda()) {
+    if (const std::string error = compat::PreferAttentionKernel(options.attention); !error.empty())
+      return InvalidArgument("--attention: " + error);
+  }
   models::ModelLoadOptions load;
   load.device = impl->device;
   load.dtype = impl->dtype;

@@ -27,6 +27,7 @@
 #include <string>
 
 #include "common/status.h"
+#include "common/torch_compat.h"
 #include "models/dit.h"
 #include "models/model_description.h"
 #include "models/video_model.h"
@@ -57,6 +58,8 @@ struct RendererOptions {
   // The Wan VAE decoder's dtype (default: bfloat16 on a GPU, float32 on the CPU). Its RMS norms compute
   // in float32 whatever this is. CogVideoX decodes in float32 always.
   std::optional<at::ScalarType> vae_dtype;
+  // The fused attention kernel on a GPU (process-wide; kAuto: LibTorch's choice). See --attention.
+  compat::AttentionKernel attention = compat::AttentionKernel::kAuto;
   RenderParallelism parallelism;
   uint64_t tiny_seed = 0;                    // weights of the built-in tiny model (its identity)
 };
@@ -166,6 +169,10 @@ std::string ManifestPathFor(const std::string& video_path);
 // the flag; `options` is unchanged then.
 Status ParseMemoryFlags(const std::string& text_encoder_device, const std::string& vae_dtype,
                         RendererOptions* options);
+
+// --attention of `stas render` and `stas worker`: auto, flash or cudnn ("" = auto). InvalidArgument
+// names the flag; `options` is unchanged then.
+Status ParseAttentionFlag(const std::string& attention, RendererOptions* options);
 
 // The device a Renderer picks by default: cuda:0 when this build has CUDA and a GPU is visible.
 at::Device DefaultRenderDevice();

@@ -84,6 +84,7 @@ Result<std::unique_ptr<JobExecutor>> MakeRendererExecutor(const WorkerOptions& o
   RendererOptions render;
   render.model = options.model;
   STAS_RETURN_IF_ERROR(ParseMemoryFlags(options.text_encoder_device, options.vae_dtype, &render));
+  STAS_RETURN_IF_ERROR(ParseAttentionFlag(options.attention, &render));
   const bool cuda = DefaultRenderDevice().is_cuda();
   render.device = groups ? parallel::ParallelRuntime::DeviceForRank(*groups, cuda) : DefaultRenderDevice();
   // Under MPI on the CPU, ranks share the cores: one intra-op thread each unless told otherwise.

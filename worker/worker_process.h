@@ -47,6 +47,7 @@ struct WorkerOptions {
   std::string model = "tiny";     // "tiny" or a diffusers-format checkpoint folder
   std::string text_encoder_device;  // "" = the rank's device; "cpu" keeps the text encoder off the GPU
   std::string vae_dtype;          // "" = bfloat16 on a GPU, float32 on the CPU (RendererOptions::vae_dtype)
+  std::string attention;          // "" = auto; flash or cudnn (RendererOptions::attention)
   int sp = 1;                     // sequence-parallel degree
   bool cfg_parallel = false;      // CFG branches on two halves of the group
   std::string storage;            // storage root; empty = the one the coordinator's welcome names

@@ -78,6 +78,18 @@ TEST(RendererMemory, MemoryFlagsParseOrFailWithoutChangingTheOptions) {
   EXPECT_FALSE(untouched.vae_dtype.has_value());
 }
 
+TEST(RendererMemory, AttentionFlagParsesOrFailsWithoutChangingTheOptions) {
+  RendererOptions options;
+  ASSERT_TRUE(ParseAttentionFlag("", &options).ok());
+  EXPECT_EQ(options.attention, compat::AttentionKernel::kAuto);
+  ASSERT_TRUE(ParseAttentionFlag("cudnn", &options).ok());
+  EXPECT_EQ(options.attention, compat::AttentionKernel::kCudnn);
+  Status bad = ParseAttentionFlag("flash3", &options);
+  EXPECT_EQ(bad.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.message().find("--attention"), std::string::npos) << bad.message();
+  EXPECT_EQ(options.attention, compat::AttentionKernel::kCudnn);
+}
+
 TEST(RendererMemory, TheBfloat16DecodeStaysCloseToFloat32AndCpuDefaultsStayFloat32) {
   auto f32 = LoadTiny();  // the CPU default: float32 VAE, the parity path
   RendererOptions bf16_options;
