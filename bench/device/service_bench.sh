@@ -17,9 +17,15 @@ EXTRA=("$@")
 STAS="$(cd "${BUILD_DIR:-build-gpu-service}" && pwd)/cli/stas"
 W="$(mktemp -d /tmp/stas-service.XXXXXX)"
 mkdir -p "$W/redis" "$W/storage" "$W/logs"
-RP=16379; WP=17070; HP=18080; SERVER="http://127.0.0.1:$HP"
+# Free ports, so that a process left over from an earlier run (or anyone else) cannot answer for ours.
+read -r RP WP HP < <(python3 -c "
+import socket
+socks = [socket.socket() for _ in range(3)]
+for s in socks: s.bind(('127.0.0.1', 0))
+print(*[s.getsockname()[1] for s in socks])")
+SERVER="http://127.0.0.1:$HP"
 PIDS=()
-cleanup() { for (( i=${#PIDS[@]}-1; i>=0; i-- )); do kill -TERM "${PIDS[$i]}" 2>/dev/null; sleep 1; kill -KILL "${PIDS[$i]}" 2>/dev/null; done; }
+cleanup() { [ -n "${OUT:-}" ] && mkdir -p "$OUT/service-logs" && cp -r "$W/logs/." "$OUT/service-logs/" 2>/dev/null; for (( i=${#PIDS[@]}-1; i>=0; i-- )); do kill -TERM "${PIDS[$i]}" 2>/dev/null; sleep 1; kill -KILL "${PIDS[$i]}" 2>/dev/null; done; }
 trap cleanup EXIT
 now() { date +%s.%N; }
 sub() { python3 -c "print(round($1 - $2, 3))"; }
@@ -31,10 +37,11 @@ for _ in $(seq 100); do redis-cli -p "$RP" ping >/dev/null 2>&1 && break; sleep 
 "$STAS" coordinator --redis "redis://127.0.0.1:$RP" --listen "127.0.0.1:$WP" --http "127.0.0.1:$HP" \
   --storage "$W/storage" > "$W/logs/coordinator.log" 2>&1 & PIDS+=($!)
 for _ in $(seq 300); do healthy && break; sleep 0.1; done
+kill -0 "${PIDS[-1]}" 2>/dev/null || { echo "service: the coordinator exited:"; tail -5 "$W/logs/coordinator.log"; exit 1; }
 t_start=$(now)
-mpirun --allow-run-as-root --bind-to none -np 1 "$STAS" worker --coordinator "127.0.0.1:$WP" --model "$DIR" \
+mpirun --allow-run-as-root --bind-to none -np 1 "$STAS" worker --coordinator "127.0.0.1:$WP" --model "$DIR" --storage "$W/storage" \
   "${EXTRA[@]}" > "$W/logs/worker.log" 2>&1 & PIDS+=($!)
-for _ in $(seq 1800); do grep -q "serving model" "$W/logs/worker.log" && break; sleep 0.1; done
+for _ in $(seq 1800); do grep -q "serving model" "$W/logs/worker.log" && break; kill -0 "${PIDS[-1]}" 2>/dev/null || { echo "service: the worker exited:"; tail -5 "$W/logs/worker.log"; exit 1; }; sleep 0.1; done
 t_ready=$(now)
 echo "service: redis $(redis-server --version | cut -d' ' -f3), worker loaded in $(sub $t_ready $t_start) s"
 for i in $(seq "$JOBS"); do echo "a red fox running through fresh snow at dawn, cinematic lighting, take $i"; done > "$W/prompts.txt"
