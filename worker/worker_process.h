@@ -58,8 +58,9 @@ struct WorkerOptions {
   int max_jobs = 0;               // leave after this many jobs; 0 = serve until stopped
   LinkOptions link;               // reconnect/backoff settings; coordinator and hello are filled in
 
-  // Fault injection for the reliability tests (docs/RELIABILITY.md); both off by default.
+  // Fault injection for the reliability and security tests (docs/RELIABILITY.md); off by default.
   int fault_step_delay_ms = 0;    // sleep this long after each completed step (slows jobs down)
+  int fault_block_delay_ms = 0;   // sleep this long after each transformer block (one slow step)
   std::string fault_fail_prompt;  // jobs whose prompt contains this text fail (retryably) every time
 };
 
