@@ -40,8 +40,8 @@ class RendererExecutor final : public JobExecutor {
                          spec.model + "'");
     spec.model = renderer->model();
     STAS_RETURN_IF_ERROR(renderer->Check(spec));
-    STAS_ASSIGN_OR_RETURN(storage::OutputPaths paths,
-                          storage::OutputLayout(job.storage).PathsFor(job.job_id, spec.dataset, spec.output_name));
+    // The coordinator's assignment (checked by the worker when the job arrived), never our own choice.
+    storage::OutputPaths paths = job.output;
     // Every rank creates the folder (idempotent): the renderer checks it on every rank.
     STAS_RETURN_IF_ERROR(storage::OutputLayout::EnsureFolder(paths));
 

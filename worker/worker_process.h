@@ -71,8 +71,16 @@ struct JobContext {
   RenderSpec spec;       // validated
   Json resume;           // the coordinator's resume hint (null: none); checkpoints are looked up by job id
   std::string storage;   // storage root
+  storage::OutputPaths output;  // where the video goes: the coordinator's assignment, checked
   int checkpoint_every = 0;
 };
+
+// The paths of the output a job message assigns: `relative_video` is "<folder>/<name>.mp4" relative to
+// `storage_root`, each part a valid output name (storage::ValidateOutputComponent: no separators, no
+// "..", no leading dot, ...). InvalidArgument for anything else (an empty, absolute or escaping path):
+// the worker writes only where the coordinator said, and only under its storage folder.
+Result<storage::OutputPaths> AssignedOutputPaths(const std::string& storage_root, const std::string& job_id,
+                                                 const std::string& relative_video);
 
 struct RenderCallbacks {
   // Progress, called by the executor on every rank (only the leader's goes to the coordinator).
