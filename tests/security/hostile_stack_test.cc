@@ -183,5 +183,23 @@ TEST(HostileStack, CancelStopsARenderInsideItsStep) {
   EXPECT_EQ(stack.CountTemporaryFiles(), 0);
 }
 
+// Finding 9: a token that is given must be a real one. `--token ''` or an empty STAS_TOKEN (an unset
+// shell variable, a blank line of an env file) used to start a coordinator without authentication.
+TEST(HostileStack, AnEmptyOrBlankTokenStopsTheCoordinatorAtStartUp) {
+  TempDir storage;
+  // Nothing listens on port 1: a coordinator that got past the token check would start and keep
+  // retrying Redis until `timeout` ends it (exit 124).
+  const std::string coordinator = std::string(STAS_BINARY) + " coordinator --redis redis://127.0.0.1:1 --listen " +
+                                  "127.0.0.1:0 --http 127.0.0.1:0 --storage " + ShellQuote(storage.path());
+  for (const std::string& run : {"env -u STAS_TOKEN timeout 20 " + coordinator + " --token ''",
+                                 "env -u STAS_TOKEN timeout 20 " + coordinator + " --token ' '",
+                                 "env STAS_TOKEN= timeout 20 " + coordinator,
+                                 "env 'STAS_TOKEN=  ' timeout 20 " + coordinator}) {
+    auto r = RunCommand(run);
+    EXPECT_EQ(r.exit_code, 64) << run << "\n" << r.output;
+    EXPECT_NE(r.output.find("must not be empty or blank"), std::string::npos) << run << "\n" << r.output;
+  }
+}
+
 }  // namespace
 }  // namespace stas::testing
