@@ -85,8 +85,9 @@ Result<storage::OutputPaths> AssignedOutputPaths(const std::string& storage_root
 struct RenderCallbacks {
   // Progress, called by the executor on every rank (only the leader's goes to the coordinator).
   std::function<void(const JobProgress&)> progress;
-  // Called between denoising steps, on every rank at the same steps. Collective: every rank of the
-  // group gets the same answer. True = stop now and return Aborted.
+  // Called between denoising steps and after every transformer block, on every rank at the same
+  // points. Collective: every rank of the group gets the same answer. True = stop now and return
+  // Aborted.
   std::function<bool()> should_stop;
 };
 
