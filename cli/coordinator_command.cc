@@ -33,6 +33,7 @@ struct CoordinatorFlags {
   int64_t backoff_ms = 5000;
   int64_t backoff_max_ms = 300000;
   std::string token;
+  bool token_given = false;  // --token appeared on the command line (even as '')
   std::string default_model = "tiny";
   size_t max_body_bytes = 8u << 20;
   std::vector<std::string> allowed_hosts;
@@ -78,12 +79,16 @@ int RunCoordinator(const CoordinatorFlags& f) {
   if (!listen.ok()) return Fail(listen.status().message());
   auto http = ParseHostPort(f.http, "--http");
   if (!http.ok()) return Fail(http.status().message());
+  // A token that is given, on the command line or in STAS_TOKEN, must be a real one: an empty value
+  // (an unset shell variable, a blank line in an env file) is refused, never read as "no token".
   std::string token = f.token;
-  if (token.empty()) {
+  bool token_given = f.token_given;
+  if (!token_given) {
     const char* env = std::getenv("STAS_TOKEN");
     if (env) token = env;
+    token_given = env != nullptr;
   }
-  if (!token.empty() || !f.token.empty()) {
+  if (token_given) {
     Status text = CheckTokenText(token, "--token (or STAS_TOKEN)");
     if (!text.ok()) return Fail(text.message());
   }
@@ -213,7 +218,8 @@ void RegisterCoordinator(CLI::App& app) {
   cmd->add_option("--backoff-max-ms", flags.backoff_max_ms, "Longest retry delay")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{0}, int64_t{86'400'000}));
-  cmd->add_option("--token", flags.token, "Bearer token for HTTP and workers (or STAS_TOKEN); required off loopback");
+  cmd->add_option("--token", flags.token, "Bearer token for HTTP and workers (or STAS_TOKEN); required off loopback")
+      ->each([](const std::string&) { flags.token_given = true; });
   cmd->add_option("--default-model", flags.default_model, "Model of POST /v1/videos requests without one")
       ->capture_default_str();
   cmd->add_option("--max-body-bytes", flags.max_body_bytes, "Largest HTTP request body (413 above)")

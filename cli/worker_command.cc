@@ -104,8 +104,11 @@ void RegisterWorker(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--max-jobs", o.max_jobs, "leave after this many jobs (0 = serve until SIGTERM)")
       ->check(CLI::NonNegativeNumber);
-  auto* faults = cmd->add_option_group("fault injection", "for the reliability tests only");
+  auto* faults = cmd->add_option_group("fault injection", "for the reliability and security tests only");
   faults->add_option("--fault-step-delay-ms", o.fault_step_delay_ms, "sleep this long after each denoising step")
+      ->check(CLI::Range(0, 600000));
+  faults->add_option("--fault-block-delay-ms", o.fault_block_delay_ms,
+                     "sleep this long after each transformer block (makes one denoising step slow)")
       ->check(CLI::Range(0, 600000));
   faults->add_option("--fault-fail-prompt", o.fault_fail_prompt,
                      "fail (retryably) every job whose prompt contains this text");

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstdlib>
 #include <set>
+#include <tuple>
+#include <utility>
 
 #include "common/log.h"
 #include "common/text.h"
@@ -39,6 +41,20 @@ std::optional<int64_t> IntField(const Json& m, const char* key) {
   auto it = m.find(key);
   if (it == m.end() || !it->is_number_integer()) return std::nullopt;
   return it->get<int64_t>();
+}
+
+// The video and manifest a job is assigned, relative to the storage folder:
+// "<dataset or single>/<output name or job id>.mp4" (and ".json"), from the job's own spec. The
+// coordinator sends the video path in the job message and records it on done; a worker never chooses
+// it. Empty when the spec's names are not valid (submission refuses those; a worker refuses an empty
+// assignment).
+std::pair<std::string, std::string> AssignedOutput(const std::string& job_id, const Json& spec) {
+  const auto text = [&](const char* key) {
+    return spec.is_object() && spec.contains(key) && spec[key].is_string() ? spec[key].get<std::string>() : "";
+  };
+  auto paths = storage::OutputLayout(".").PathsFor(job_id, text("dataset"), text("output_name"));
+  if (!paths.ok()) return {};
+  return {paths->video.substr(2), paths->manifest.substr(2)};  // without the leading "./"
 }
 
 }  // namespace
@@ -265,7 +281,8 @@ bool Dispatcher::HandleResult(ConnectionId id, const Json& m) {
       if (s) SendError(*s, "done of job " + job_id + " refused: ask for commit first", false);
       return true;
     }
-    // The output path is the coordinator's, from the job's own spec; never one a worker names.
+    // The output path is the one the coordinator assigned in the job message, from the job's own
+    // spec; never one a worker names.
     auto record = queue_->Get(job_id);
     NoteStore(record.ok() ? Status::Ok() : record.status());
     if (!record.ok()) {
@@ -274,17 +291,7 @@ bool Dispatcher::HandleResult(ConnectionId id, const Json& m) {
       return true;
     }
     std::string output, manifest;
-    if (*record) {
-      const Json spec = Json::parse((*record)->spec, nullptr, false);
-      const auto text = [&](const char* key) {
-        return spec.is_object() && spec.contains(key) && spec[key].is_string() ? spec[key].get<std::string>() : "";
-      };
-      auto paths = storage::OutputLayout(".").PathsFor(job_id, text("dataset"), text("output_name"));
-      if (paths.ok()) {
-        output = paths->video.substr(2);  // relative to the storage folder, as workers report it
-        manifest = paths->manifest.substr(2);
-      }
-    }
+    if (*record) std::tie(output, manifest) = AssignedOutput(job_id, Json::parse((*record)->spec, nullptr, false));
     const std::string claimed = StringField(m, "output").value_or(output);
     if (claimed != output)
       STAS_LOG_WARN("job {}: worker '{}' reported output '{}'; recording '{}'", job_id, who, claimed, output);
@@ -373,7 +380,8 @@ void Dispatcher::Dispatch() {
                       {"lease", a.lease},
                       {"attempt", a.attempt},
                       {"spec", a.spec},
-                      {"resume", a.resume}});
+                      {"resume", a.resume},
+                      {"output", AssignedOutput(a.job_id, a.spec).first}});
     STAS_LOG_INFO("job {} (attempt {}) -> worker group '{}'", a.job_id, a.attempt, s->worker);
   }
 }

@@ -13,14 +13,21 @@
 //   commit     {job_id, lease}                                    asks permission to publish the output
 //   done       {job_id, lease, timings}                           output committed; accepted only after
 //                                                                 this lease's commit was granted. The
-//                                                                 output path is the coordinator's own
-//                                                                 (from the job's spec); output/manifest
-//                                                                 fields a worker sends are ignored
+//                                                                 coordinator records the output it
+//                                                                 assigned in the job message;
+//                                                                 output/manifest fields a worker sends
+//                                                                 are ignored
 //   failed     {job_id, lease, error, retryable}                  error is cut to 4 KiB (on a UTF-8
 //                                                                 character boundary)
 // Coordinator -> worker:
 //   welcome    {worker, heartbeat_ms, lease_ms, storage}
-//   job        {job_id, lease, attempt, spec, resume}             spec = RenderSpec JSON
+//   job        {job_id, lease, attempt, spec, resume, output}     spec = RenderSpec JSON; output = where
+//                                                                 the video goes, relative to the storage
+//                                                                 folder ("<folder>/<name>.mp4", assigned
+//                                                                 by the coordinator); a worker writes
+//                                                                 exactly there and refuses the job (not
+//                                                                 retryable) when it is missing or not a
+//                                                                 safe path under its storage folder
 //   heartbeat_ack {job_id, cancel}                                cancel=true: stop between steps
 //   commit_ack {job_id, granted}                                  false: the lease was lost; discard output
 //   error      {message}

@@ -352,6 +352,7 @@ Status CoordinatorLink::HandleMessage(int fd, const Json& message) {
       job.attempt = JsonValueOr<int>(message, "attempt", 1);
       job.spec = message.value("spec", Json());
       job.resume = message.value("resume", Json());
+      if (message.contains("output") && message["output"].is_string()) job.output = message["output"].get<std::string>();
     });
     if (!parsed.ok()) return parsed;  // the coordinator speaks another protocol: reconnect
     std::unique_lock<std::mutex> lock(mu_);

@@ -62,6 +62,8 @@ struct JobMessage {
   int attempt = 1;
   Json spec;    // RenderSpec JSON, not yet validated
   Json resume;  // opaque to the link; null when there is nothing to resume
+  std::string output;  // the video path the coordinator assigned, relative to the storage folder
+                       // (empty when the frame named none; the worker then refuses the job)
 };
 
 struct JobProgress {

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <map>
 #include <optional>
+#include <thread>
 
 #if STAS_HAVE_CUDA
 #include <c10/cuda/CUDAFunctions.h>
@@ -138,6 +139,18 @@ class CancelBetweenBlocks : public models::ResidualHook {
 
  private:
   const std::function<bool()>& should_cancel_;
+};
+
+// Fault injection: a slow transformer block, for the tests of a cancel inside one long step.
+class SlowBlocks : public models::ResidualHook {
+ public:
+  explicit SlowBlocks(int delay_ms) : delay_ms_(delay_ms) {}
+  void AfterBlock(at::Tensor&, const models::BlockContext&) override {
+    std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms_));
+  }
+
+ private:
+  int delay_ms_;
 };
 
 }  // namespace
@@ -357,6 +370,8 @@ Result<RenderedVideo> Renderer::Impl::Render(const RenderSpec& input, const Rend
   steering::HookChain hooks;
   hooks.Add(hook.get());
   hooks.Add(control.observer);
+  SlowBlocks slow_blocks(control.fault_block_delay_ms);
+  if (control.fault_block_delay_ms > 0) hooks.Add(&slow_blocks);
   CancelBetweenBlocks cancel_check(control.should_cancel);
   if (control.should_cancel) hooks.Add(&cancel_check);
   in.hook = hooks.empty() ? nullptr : &hooks;

@@ -78,9 +78,12 @@ struct RenderProgress {
 struct RenderControl {
   // Called at the start of each stage and after every denoising step, on every rank.
   std::function<void(const RenderProgress&)> on_progress;
-  // Polled before every denoising step; true stops the render with Aborted (nothing is written).
-  // Under parallelism it must answer the same on every rank of the group.
+  // Polled before every denoising step and after every transformer block; true stops the render with
+  // Aborted (nothing is written). Under parallelism it must answer the same on every rank of the group.
   std::function<bool()> should_cancel;
+  // Fault injection (tests only): sleep this long after every transformer block, so that one denoising
+  // step of even the tiny model takes seconds. 0 = off.
+  int fault_block_delay_ms = 0;
   // Latent checkpoints (storage::LatentCheckpointStore under this root): saved every
   // `checkpoint_every` steps by the output rank, resumed from when present. Empty root or 0 = off.
   std::string checkpoint_root;

@@ -40,8 +40,8 @@ class RendererExecutor final : public JobExecutor {
                          spec.model + "'");
     spec.model = renderer->model();
     STAS_RETURN_IF_ERROR(renderer->Check(spec));
-    STAS_ASSIGN_OR_RETURN(storage::OutputPaths paths,
-                          storage::OutputLayout(job.storage).PathsFor(job.job_id, spec.dataset, spec.output_name));
+    // The coordinator's assignment (checked by the worker when the job arrived), never our own choice.
+    storage::OutputPaths paths = job.output;
     // Every rank creates the folder (idempotent): the renderer checks it on every rank.
     STAS_RETURN_IF_ERROR(storage::OutputLayout::EnsureFolder(paths));
 
@@ -52,6 +52,7 @@ class RendererExecutor final : public JobExecutor {
       callbacks.progress({after_denoising ? p.steps : p.step, p.steps > 0 ? p.steps : steps, RenderStageName(p.stage)});
     };
     control.should_cancel = callbacks.should_stop;
+    control.fault_block_delay_ms = fault_block_delay_ms;
     control.checkpoint_root = job.checkpoint_every > 0 ? job.storage : std::string();
     control.checkpoint_every = job.checkpoint_every;
     control.job_id = job.job_id;
@@ -68,6 +69,7 @@ class RendererExecutor final : public JobExecutor {
   std::unique_ptr<parallel::ParallelRuntime> runtime;
   std::unique_ptr<parallel::CfgPartnerOverPair> cfg_partner;
   std::unique_ptr<Renderer> renderer;
+  int fault_block_delay_ms = 0;  // WorkerOptions::fault_block_delay_ms
 };
 
 }  // namespace
@@ -81,6 +83,7 @@ bool SameModel(const std::string& job_model, const std::string& worker_model) {
 Result<std::unique_ptr<JobExecutor>> MakeRendererExecutor(const WorkerOptions& options,
                                                           const parallel::ProcessGroups* groups) {
   auto executor = std::make_unique<RendererExecutor>();
+  executor->fault_block_delay_ms = options.fault_block_delay_ms;
   RendererOptions render;
   render.model = options.model;
   STAS_RETURN_IF_ERROR(ParseMemoryFlags(options.text_encoder_device, options.vae_dtype, &render));

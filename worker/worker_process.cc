@@ -13,6 +13,7 @@
 
 #include "common/check.h"
 #include "common/log.h"
+#include "common/text.h"
 #include "parallel/mpi_environment.h"
 #include "parallel/process_groups.h"
 #include "storage/latent_checkpoint.h"
@@ -163,6 +164,22 @@ enum class StopReason { kNone, kCancelled, kShutdown };
 
 }  // namespace
 
+Result<storage::OutputPaths> AssignedOutputPaths(const std::string& storage_root, const std::string& job_id,
+                                                 const std::string& relative_video) {
+  const std::string shown = "'" + TruncateUtf8(relative_video, 256) + "'";
+  if (relative_video.empty()) return InvalidArgument("the job message assigns no output path");
+  const size_t slash = relative_video.find('/');
+  const std::string file = slash == std::string::npos ? "" : relative_video.substr(slash + 1);
+  if (slash == std::string::npos || file.find('/') != std::string::npos || file.size() <= 4 ||
+      file.compare(file.size() - 4, 4, ".mp4") != 0)
+    return InvalidArgument("output path " + shown + " is not of the form <folder>/<name>.mp4");
+  // PathsFor checks both parts with the project's one name rule and joins them under the root.
+  auto paths = storage::OutputLayout(storage_root)
+                   .PathsFor(job_id, relative_video.substr(0, slash), file.substr(0, file.size() - 4));
+  if (!paths.ok()) return InvalidArgument("output path " + shown + ": " + paths.status().message());
+  return paths;
+}
+
 class WorkerProcess::Impl {
  public:
   Impl(WorkerOptions options, const parallel::ProcessGroups* groups, JobExecutor* executor, WorkerStats* stats)
@@ -241,8 +258,9 @@ int WorkerProcess::Impl::Run() {
           if (storage.empty()) {
             if (auto w = link_->welcome()) storage = w->storage;
           }
-          message = {{"type", "job"},        {"job_id", job->job_id}, {"attempt", job->attempt},
-                     {"spec", job->spec},    {"resume", job->resume}, {"storage", storage}};
+          message = {{"type", "job"},     {"job_id", job->job_id}, {"attempt", job->attempt},
+                     {"spec", job->spec}, {"resume", job->resume}, {"storage", storage},
+                     {"output", job->output}};
         }
       }
     }
@@ -300,6 +318,11 @@ Status WorkerProcess::Impl::RunJob(const Json& message) {
                           "' (--fault-fail-prompt)");
     if (prepared.ok() && job.storage.empty())
       prepared = Unavailable("no storage folder: the coordinator's welcome named none and --storage is not set");
+    if (prepared.ok()) {
+      auto output = AssignedOutputPaths(job.storage, job.job_id, message.value("output", ""));
+      if (output.ok()) job.output = std::move(*output);
+      else prepared = InvalidArgument("refusing the job's output path: " + output.status().message());
+    }
   }
   const auto started = Clock::now();
   if (channel_.leader()) {
@@ -372,8 +395,7 @@ void WorkerProcess::Impl::FinishOnLeader(const JobContext& job, Result<std::opti
   // A group that lost its job may have written a latent checkpoint after the new owner committed and
   // removed it; once the video exists nobody needs one, so do not leave it behind.
   auto drop_stale_checkpoint = [&] {
-    auto paths = storage::OutputLayout(job.storage).PathsFor(job.job_id, job.spec.dataset, job.spec.output_name);
-    if (paths.ok() && storage::IsCommitted(*paths)) {
+    if (!job.output.video.empty() && storage::IsCommitted(job.output)) {
       Status removed = storage::LatentCheckpointStore(job.storage).Remove(job.job_id);
       if (!removed.ok()) STAS_LOG_WARN("job {}: {}", job.job_id, removed.message());
     }

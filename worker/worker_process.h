@@ -59,8 +59,9 @@ struct WorkerOptions {
   int max_jobs = 0;               // leave after this many jobs; 0 = serve until stopped
   LinkOptions link;               // reconnect/backoff settings; coordinator and hello are filled in
 
-  // Fault injection for the reliability tests (docs/RELIABILITY.md); both off by default.
+  // Fault injection for the reliability and security tests (docs/RELIABILITY.md); off by default.
   int fault_step_delay_ms = 0;    // sleep this long after each completed step (slows jobs down)
+  int fault_block_delay_ms = 0;   // sleep this long after each transformer block (one slow step)
   std::string fault_fail_prompt;  // jobs whose prompt contains this text fail (retryably) every time
 };
 
@@ -71,14 +72,23 @@ struct JobContext {
   RenderSpec spec;       // validated
   Json resume;           // the coordinator's resume hint (null: none); checkpoints are looked up by job id
   std::string storage;   // storage root
+  storage::OutputPaths output;  // where the video goes: the coordinator's assignment, checked
   int checkpoint_every = 0;
 };
+
+// The paths of the output a job message assigns: `relative_video` is "<folder>/<name>.mp4" relative to
+// `storage_root`, each part a valid output name (storage::ValidateOutputComponent: no separators, no
+// "..", no leading dot, ...). InvalidArgument for anything else (an empty, absolute or escaping path):
+// the worker writes only where the coordinator said, and only under its storage folder.
+Result<storage::OutputPaths> AssignedOutputPaths(const std::string& storage_root, const std::string& job_id,
+                                                 const std::string& relative_video);
 
 struct RenderCallbacks {
   // Progress, called by the executor on every rank (only the leader's goes to the coordinator).
   std::function<void(const JobProgress&)> progress;
-  // Called between denoising steps, on every rank at the same steps. Collective: every rank of the
-  // group gets the same answer. True = stop now and return Aborted.
+  // Called between denoising steps and after every transformer block, on every rank at the same
+  // points. Collective: every rank of the group gets the same answer. True = stop now and return
+  // Aborted.
   std::function<bool()> should_stop;
 };
 

@@ -57,6 +57,7 @@ class ProtocolRulesTest : public ::testing::Test {
     dispatcher_->OnMessage(1, {{"type", "ready"}});
     auto jobs = ch_->Take("job");
     EXPECT_EQ(jobs.size(), 1u);
+    job_ = jobs.empty() ? Json() : jobs[0];
     return jobs.empty() ? "" : jobs[0]["lease"].get<std::string>();
   }
   JobRecord Record() { return **queue_->Get(id_); }
@@ -67,6 +68,7 @@ class ProtocolRulesTest : public ::testing::Test {
   std::unique_ptr<Dispatcher> dispatcher_;
   std::shared_ptr<Channel> ch_;
   std::string id_;
+  Json job_;  // the last job message sent
 };
 
 TEST_F(ProtocolRulesTest, DoneWithoutAGrantedCommitIsRefused) {
@@ -78,6 +80,22 @@ TEST_F(ProtocolRulesTest, DoneWithoutAGrantedCommitIsRefused) {
   ASSERT_TRUE(ch_->Take("commit_ack").at(0)["granted"].get<bool>());
   dispatcher_->OnMessage(1, {{"type", "done"}, {"job_id", id_}, {"lease", lease}});
   EXPECT_EQ(Record().state, JobState::kDone);
+}
+
+TEST_F(ProtocolRulesTest, TheJobMessageAssignsTheOutputPath) {
+  Dispatched("a named job", "fox");
+  EXPECT_EQ(job_.value("output", ""), "single/fox.mp4") << job_.dump();
+  worker::RenderSpec s;
+  s.prompt = "an unnamed job in a dataset";
+  s.dataset = "birds";
+  auto sub = queue_->Submit(s);
+  ASSERT_TRUE(sub.ok());
+  dispatcher_->OnMessage(1, {{"type", "commit"}, {"job_id", id_}, {"lease", job_["lease"]}});
+  dispatcher_->OnMessage(1, {{"type", "done"}, {"job_id", id_}, {"lease", job_["lease"]}});
+  dispatcher_->OnMessage(1, {{"type", "ready"}});
+  auto jobs = ch_->Take("job");
+  ASSERT_EQ(jobs.size(), 1u);
+  EXPECT_EQ(jobs[0].value("output", ""), "birds/" + sub->id + ".mp4") << jobs[0].dump();
 }
 
 TEST_F(ProtocolRulesTest, TheOutputPathIsTheCoordinatorsNotTheWorkers) {

@@ -15,6 +15,7 @@
 #include "support/temp_dir.h"
 #include "models/registry.h"
 #include "worker/render_spec.h"
+#include "worker/worker_process.h"
 
 namespace stas {
 namespace {
@@ -102,6 +103,25 @@ TEST(Storage, ADatasetFolderThatIsALinkIsNotFollowed) {
   auto plain = storage::OutputLayout(root.path()).PathsFor("0123456789abcdef0123456789abcdef", "cats", "");
   EXPECT_TRUE(storage::OutputLayout::EnsureFolder(*plain).ok());
   EXPECT_TRUE(std::filesystem::is_directory(root.File("cats")));
+}
+
+TEST(AssignedOutput, TheWorkerWritesOnlyASafePathUnderItsStorageFolder) {
+  const std::string job = "0123456789abcdef0123456789abcdef";
+  auto single = worker::AssignedOutputPaths("/srv/videos", job, "single/" + job + ".mp4");
+  ASSERT_TRUE(single.ok()) << single.status().ToString();
+  EXPECT_EQ(single->video, "/srv/videos/single/" + job + ".mp4");
+  EXPECT_EQ(single->manifest, "/srv/videos/single/" + job + ".json");
+  auto named = worker::AssignedOutputPaths("/srv/videos", job, "birds/fox-01.mp4");
+  ASSERT_TRUE(named.ok());
+  EXPECT_EQ(named->folder, "/srv/videos/birds");
+  EXPECT_EQ(named->video, "/srv/videos/birds/fox-01.mp4");
+  for (const std::string bad :
+       {"", "fox.mp4", "/etc/cron.d/x.mp4", "../x.mp4", "single/../../x.mp4", "../../etc/x.mp4", "./x.mp4",
+        "single/.hidden.mp4", "single/.mp4", "a/b/c.mp4", "single//x.mp4", "single/x.json", "single/x.mp4/",
+        "single\\..\\x.mp4", "single/x\x01.mp4", "birds\x7f/x.mp4", "single/\xff.mp4"}) {
+    auto r = worker::AssignedOutputPaths("/srv/videos", job, bad);
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << "'" << bad << "' was accepted";
+  }
 }
 
 TEST(CostLimits, TheTinyModelRefusesALargeVideoNamingTheLimit) {

@@ -1,6 +1,7 @@
 // The worker port before authentication, on a real CoordinatorServer (in-process, in-memory store):
-// the hello deadline, the pre-hello frame limit, the per-peer connection cap; and a worker's link
-// backing off from a coordinator that keeps closing on it.
+// the hello deadline, the pre-hello frame limit, the per-peer connection cap; a worker's link
+// backing off from a coordinator that keeps closing on it; and a worker refusing a job message whose
+// assigned output path is missing or unsafe.
 #include <gtest/gtest.h>
 
 #include <arpa/inet.h>
@@ -11,12 +12,15 @@
 
 #include <atomic>
 #include <chrono>
+#include <filesystem>
 #include <thread>
 
 #include "coordinator/memory_job_store.h"
 #include "coordinator/server.h"
 #include "protocol/protocol.h"
+#include "support/temp_dir.h"
 #include "worker/coordinator_link.h"
+#include "worker/worker_process.h"
 
 namespace stas::coordinator {
 namespace {
@@ -161,6 +165,92 @@ TEST(WorkerLink, BacksOffFromACoordinatorThatKeepsClosing) {
   // 50 + 100 + 200 + 400 + 800 ms of waits fit in 2 s: about 6 connections, not thousands.
   EXPECT_LE(accepted.load(), 10) << "the link reconnected " << accepted << " times in 2 s";
   EXPECT_GE(accepted.load(), 2);
+}
+
+// An executor that must never run: the jobs of this test are refused before rendering.
+class MustNotRender : public worker::JobExecutor {
+ public:
+  Result<std::optional<worker::StagedOutput>> Render(const worker::JobContext& job,
+                                                     const worker::RenderCallbacks&) override {
+    ++renders;
+    return Internal("rendered job " + job.job_id + " despite its output path");
+  }
+  std::atomic<int> renders{0};
+};
+
+// Reads frames until one of `type` (others, e.g. heartbeats, are skipped); null on timeout or close.
+Json NextFrame(int fd, protocol::FrameDecoder& decoder, const std::string& type) {
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto m = protocol::ReadFrame(fd, decoder, 200);
+    if (!m.ok() && m.status().code() == StatusCode::kTimeout) continue;
+    if (!m.ok()) return Json();
+    if ((*m)["type"] == type) return *m;
+  }
+  return Json();
+}
+
+TEST(WorkerJobMessage, AMissingOrUnsafeOutputPathIsRefusedWithoutRendering) {
+  testing::TempDir storage;
+  const int listener = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(::listen(listener, 4), 0);
+  socklen_t len = sizeof(addr);
+  ::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len);
+
+  // A coordinator (forged, or broken) that assigns paths outside the storage folder, then none.
+  const std::vector<std::string> outputs = {"../../escaped.mp4", "/tmp/escaped.mp4", "single/.hidden.mp4", ""};
+  std::vector<Json> failures;
+  std::thread coordinator([&] {
+    pollfd p{listener, POLLIN, 0};
+    if (::poll(&p, 1, 10000) <= 0) return;
+    const int fd = ::accept(listener, nullptr, nullptr);
+    protocol::FrameDecoder decoder;
+    if (!NextFrame(fd, decoder, "hello").is_object()) {
+      ::close(fd);
+      return;
+    }
+    (void)protocol::WriteFrame(fd, {{"type", "welcome"}, {"worker", "w"}, {"heartbeat_ms", 200}, {"lease_ms", 5000},
+                                    {"storage", storage.File("videos")}});
+    for (size_t i = 0; i < outputs.size(); ++i) {
+      if (!NextFrame(fd, decoder, "ready").is_object()) break;
+      Json job = {{"type", "job"}, {"job_id", "job" + std::to_string(i)}, {"lease", "lease" + std::to_string(i)},
+                  {"attempt", 1}, {"spec", {{"prompt", "p"}, {"model", "tiny"}, {"steps", 2}, {"frames", 9}}},
+                  {"resume", nullptr}};
+      if (!outputs[i].empty()) job["output"] = outputs[i];
+      (void)protocol::WriteFrame(fd, job);
+      Json failed = NextFrame(fd, decoder, "failed");
+      if (!failed.is_object()) break;
+      failures.push_back(failed);
+    }
+    ::close(fd);
+  });
+  worker::WorkerOptions o;
+  o.coordinator = "127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
+  o.name = "test";
+  o.link.backoff_initial_ms = 20;
+  o.link.backoff_max_ms = 100;
+  MustNotRender executor;
+  worker::WorkerProcess process(o, nullptr, &executor);
+  int exit_code = -1;
+  std::thread run([&] { exit_code = process.Run(); });
+  coordinator.join();
+  process.RequestStop(true);
+  run.join();
+  ::close(listener);
+
+  EXPECT_EQ(exit_code, 0);
+  EXPECT_EQ(executor.renders.load(), 0) << "a job with an unsafe output path was rendered";
+  ASSERT_EQ(failures.size(), outputs.size());
+  for (size_t i = 0; i < failures.size(); ++i) {
+    EXPECT_FALSE(failures[i].value("retryable", true)) << failures[i].dump();
+    EXPECT_NE(failures[i].value("error", "").find("output path"), std::string::npos) << failures[i].dump();
+  }
+  EXPECT_FALSE(std::filesystem::exists(storage.File("escaped.mp4")));
+  EXPECT_FALSE(std::filesystem::exists("/tmp/escaped.mp4"));
 }
 
 }  // namespace

@@ -191,8 +191,7 @@ class FakeExecutor : public JobExecutor {
       callbacks.progress({step + 1, steps, "denoise"});
     }
     StagedOutput out;
-    STAS_ASSIGN_OR_RETURN(out.paths, storage::OutputLayout(job.storage).PathsFor(job.job_id, job.spec.dataset,
-                                                                                 job.spec.output_name));
+    out.paths = job.output;  // the coordinator's assignment, as the real executor uses it
     STAS_RETURN_IF_ERROR(storage::OutputLayout::EnsureFolder(out.paths));
     out.temp_video = storage::TemporaryPathFor(out.paths.video);
     std::ofstream(out.temp_video) << "not really an mp4 of " << job.job_id;
@@ -251,7 +250,7 @@ class WorkerLeaderTest : public ::testing::Test {
     auto ready = coordinator_.Next("ready");
     EXPECT_TRUE(ready) << "worker never asked for work";
     coordinator_.Send({{"type", "job"}, {"job_id", id}, {"lease", lease}, {"attempt", 1}, {"spec", spec},
-                       {"resume", nullptr}});
+                       {"resume", nullptr}, {"output", "single/" + id + ".mp4"}});
     return lease;
   }
 
