@@ -90,6 +90,30 @@ if(STAS_BUILD_TESTS)
   find_package(GTest REQUIRED)
 endif()
 
+# Precompiled headers. Parsing ATen/ATen.h is most of the work of compiling any file here, so it is
+# precompiled once and every target reuses it (REUSE_FROM) rather than each library building its
+# own and each executable parsing it again per file. GCC takes a PCH only where -fPIC/-fPIE and the
+# macros the header uses match, hence one for the static libraries (-fPIC) and one for executables
+# (-fPIE); the tests have their own with GoogleTest in it (tests/CMakeLists.txt). CMake adds
+# -Winvalid-pch, so a PCH that GCC ever rejects shows up as a warning.
+function(stas_add_pch name)
+  cmake_parse_arguments(ARG "EXECUTABLE" "" "HEADERS;DEPS" ${ARGN})
+  set(_src "${CMAKE_CURRENT_BINARY_DIR}/${name}.cc")
+  if(NOT EXISTS "${_src}")
+    file(WRITE "${_src}" "// Empty: the target exists to build the precompiled header ${name}.\n")
+  endif()
+  add_library(${name} OBJECT "${_src}")
+  target_link_libraries(${name} PRIVATE ${ARG_DEPS})
+  target_precompile_headers(${name} PRIVATE ${ARG_HEADERS})
+  target_compile_options(${name} PRIVATE -Wall -Wextra -Wno-unused-parameter)
+  if(ARG_EXECUTABLE)
+    set_target_properties(${name} PROPERTIES POSITION_INDEPENDENT_CODE OFF)
+    target_compile_options(${name} PRIVATE ${CMAKE_CXX_COMPILE_OPTIONS_PIE})
+  endif()
+endfunction()
+stas_add_pch(stas_pch_library HEADERS <ATen/ATen.h> DEPS ${TORCH_LIBRARIES})
+stas_add_pch(stas_pch_program EXECUTABLE HEADERS <ATen/ATen.h> DEPS ${TORCH_LIBRARIES})
+
 # One static library per top-level folder, from every *.cc under it (minus feature-gated and fuzz
 # sources). DEPS are linked PUBLIC, which is what keeps the dependency arrows pointing down.
 function(stas_library name)
@@ -113,7 +137,7 @@ function(stas_library name)
   add_library(${name} STATIC ${_srcs})
   target_include_directories(${name} PUBLIC "${PROJECT_SOURCE_DIR}")
   target_link_libraries(${name} PUBLIC ${ARG_DEPS})
-  target_precompile_headers(${name} PRIVATE <ATen/ATen.h>)
+  target_precompile_headers(${name} REUSE_FROM stas_pch_library)
   target_compile_options(${name} PRIVATE -Wall -Wextra -Wno-unused-parameter)
   target_compile_definitions(${name} PUBLIC
     STAS_HAVE_CUDA=$<BOOL:${STAS_HAVE_CUDA}> STAS_HAVE_NCCL=$<BOOL:${STAS_HAVE_NCCL}>
