@@ -111,8 +111,11 @@ function(stas_add_pch name)
     target_compile_options(${name} PRIVATE ${CMAKE_CXX_COMPILE_OPTIONS_PIE})
   endif()
 endfunction()
-stas_add_pch(stas_pch_library HEADERS <ATen/ATen.h> DEPS ${TORCH_LIBRARIES})
-stas_add_pch(stas_pch_program EXECUTABLE HEADERS <ATen/ATen.h> DEPS ${TORCH_LIBRARIES})
+# ATen, and nlohmann::json that common/json.h brings into most files.
+set(STAS_PCH_HEADERS <ATen/ATen.h> <nlohmann/json.hpp>)
+set(STAS_PCH_DEPS ${TORCH_LIBRARIES} nlohmann_json::nlohmann_json)
+stas_add_pch(stas_pch_library HEADERS ${STAS_PCH_HEADERS} DEPS ${STAS_PCH_DEPS})
+stas_add_pch(stas_pch_program EXECUTABLE HEADERS ${STAS_PCH_HEADERS} DEPS ${STAS_PCH_DEPS})
 
 # One static library per top-level folder, from every *.cc under it (minus feature-gated and fuzz
 # sources). DEPS are linked PUBLIC, which is what keeps the dependency arrows pointing down.
