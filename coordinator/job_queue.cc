@@ -9,6 +9,7 @@
 #include "common/log.h"
 #include "common/text.h"
 #include "coordinator/auth.h"
+#include "coordinator/parallel_for.h"
 
 namespace stas::coordinator {
 
@@ -105,13 +106,14 @@ Result<SubmitResult> JobQueue::Submit(const worker::RenderSpec& spec, const Json
 
 Result<std::vector<SubmitResult>> JobQueue::SubmitMany(const std::vector<SubmitItem>& items, size_t* done) {
   if (done) *done = 0;
-  std::vector<std::string> ids;
-  ids.reserve(items.size());
-  for (size_t i = 0; i < items.size(); ++i) {
-    Status st = items[i].spec.Validate();
-    if (!st.ok()) return InvalidArgument("jobs[" + std::to_string(i) + "]: " + st.message());
-    ids.push_back(items[i].spec.JobId());
-  }
+  std::vector<std::string> ids(items.size());
+  std::vector<Status> invalid(items.size());
+  ParallelFor(items.size(), [&](size_t i) {
+    invalid[i] = items[i].spec.Validate();
+    if (invalid[i].ok()) ids[i] = items[i].spec.JobId();
+  });
+  for (size_t i = 0; i < items.size(); ++i)
+    if (!invalid[i].ok()) return InvalidArgument("jobs[" + std::to_string(i) + "]: " + invalid[i].message());
   std::vector<SubmitResult> out(items.size());
   STAS_ASSIGN_OR_RETURN(auto states, store_->GetStates(ids));
   // Creations for absent ids (the first of duplicates within the batch); the rest are answered below.
@@ -129,7 +131,6 @@ Result<std::vector<SubmitResult>> JobQueue::SubmitMany(const std::vector<SubmitI
       const auto& spec = items[i].spec;
       NewJob job;
       job.record.id = ids[i];
-      job.spec = spec.ToJson();
       job.record.model = spec.model;
       job.record.dataset = spec.dataset;
       job.record.priority = spec.priority;
@@ -144,8 +145,9 @@ Result<std::vector<SubmitResult>> JobQueue::SubmitMany(const std::vector<SubmitI
       out[i].record.state = *states[i];
     }
   }
-  STAS_ASSIGN_OR_RETURN(auto created, store_->CreateQueued(creates, now));
-  for (size_t k = 0; k < creates.size(); ++k) {
+  ParallelFor(creates.size(), [&](size_t k) { creates[k].spec = items[create_index[k]].spec.ToJson(); });
+  STAS_ASSIGN_OR_RETURN(auto created, store_->CreateQueued(std::move(creates), now));
+  for (size_t k = 0; k < create_index.size(); ++k) {
     const size_t i = create_index[k];
     if (created[k].applied) {
       out[i].outcome = SubmitOutcome::kCreated;

@@ -80,7 +80,8 @@ struct ListQuery {
   int64_t offset = 0;
   std::string after;    // cursor: list the jobs after this id (offset is then ignored)
   int64_t limit = 100;
-  // The caller reads only the spec's prompt: the spec may stay in the store's form (JobStore::GetManyForListing).
+  // The caller reads the spec's fields but not model, dataset and priority from it: the spec may stay in
+  // the store's form (JobStore::GetManyForListing).
   bool prompt_only = false;
 };
 

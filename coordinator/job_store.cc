@@ -106,7 +106,7 @@ Result<JobRecord> JobRecord::FromFields(const std::string& id, const std::map<st
   return r;
 }
 
-Result<std::vector<BriefResult>> JobStore::CreateQueued(const std::vector<NewJob>& jobs, int64_t now_ms) {
+Result<std::vector<BriefResult>> JobStore::CreateQueued(std::vector<NewJob> jobs, int64_t now_ms) {
   std::vector<Transition> creates;
   creates.reserve(jobs.size());
   for (const NewJob& job : jobs) {

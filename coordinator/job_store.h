@@ -175,14 +175,15 @@ class JobStore {
   // with its id exists; each result says whether it was created, else the existing job's state. Atomic
   // per job, in order, in few round trips. The default runs one create Transition per job through
   // ApplyBrief; RedisJobStore has a leaner script.
-  virtual Result<std::vector<BriefResult>> CreateQueued(const std::vector<NewJob>& jobs, int64_t now_ms);
+  virtual Result<std::vector<BriefResult>> CreateQueued(std::vector<NewJob> jobs, int64_t now_ms);
   // The state of each job (nullopt: absent), in the order of `ids`; one round trip.
   virtual Result<std::vector<std::optional<JobState>>> GetStates(const std::vector<std::string>& ids) = 0;
   virtual Result<std::optional<JobRecord>> Get(const std::string& id) = 0;
   // Records in the order of `ids`; missing jobs are left out.
   virtual Result<std::vector<JobRecord>> GetMany(const std::vector<std::string>& ids) = 0;
-  // GetMany for listings that read only the spec's prompt: `spec` may stay in the store's own form (a
-  // JSON object holding at least "prompt"), which spares RedisJobStore rebuilding every row's full spec.
+  // GetMany for listings: `spec` may stay in the store's own form, a JSON object with every spec field
+  // that is not at its default except model, dataset and priority (the record holds those), which
+  // spares RedisJobStore rebuilding every row's full spec.
   virtual Result<std::vector<JobRecord>> GetManyForListing(const std::vector<std::string>& ids) { return GetMany(ids); }
   // Removes a job and every trace of it (indexes, ready queue, lease, delay). False when absent.
   virtual Result<bool> Delete(const std::string& id) = 0;

@@ -6,6 +6,7 @@
 #include "common/json.h"
 #include "common/log.h"
 #include "common/text.h"
+#include "coordinator/parallel_for.h"
 #include "worker/render_spec.h"
 
 namespace stas::coordinator {
@@ -470,12 +471,19 @@ Result<std::vector<BriefResult>> RedisJobStore::ApplyBrief(const std::vector<Tra
   return out;
 }
 
-Result<std::vector<BriefResult>> RedisJobStore::CreateQueued(const std::vector<NewJob>& jobs, int64_t now_ms) {
+Result<std::vector<BriefResult>> RedisJobStore::CreateQueued(std::vector<NewJob> jobs, int64_t now_ms) {
   // Chunks as in ApplyBrief: each script call stays short so other clients' commands interleave.
   constexpr size_t kChunk = 500;
   std::vector<BriefResult> out;
   out.reserve(jobs.size());
   const std::string now = std::to_string(now_ms);
+  // The stored (compact) specs, built on two threads for a big batch; each spec's JSON is freed there too.
+  std::vector<std::string> stored(jobs.size());
+  ParallelFor(jobs.size(), [&](size_t i) {
+    const JobRecord& r = jobs[i].record;
+    stored[i] = !jobs[i].spec.is_null() ? CompactSpecJson(jobs[i].spec) : r.spec.empty() ? r.spec : CompactSpec(r.spec);
+    jobs[i].spec = Json();
+  });
   for (size_t at = 0; at < jobs.size(); at += kChunk) {
     const size_t end = std::min(jobs.size(), at + kChunk);
     std::vector<std::string> args = {client_->options().key_prefix, now};
@@ -499,7 +507,7 @@ Result<std::vector<BriefResult>> RedisJobStore::CreateQueued(const std::vector<N
         if (value != 0) text(name, std::to_string(value));
       };
       // Every JobRecord field but id, state and the creation times, as Apply would store them.
-      text("j", !jobs[i].spec.is_null() ? CompactSpecJson(jobs[i].spec) : r.spec.empty() ? r.spec : CompactSpec(r.spec));
+      text("j", stored[i]);
       text("m", r.model);
       text("d", r.dataset);
       number("p", r.priority);
