@@ -156,19 +156,29 @@ int RunCoordinator(const CoordinatorFlags& f) {
     if (!parsed.ok()) return Fail(parsed.message());
   }
   HttpApi api(&queue, &dispatcher, DefaultClock(), api_options);
-  // Batch submissions run on a worker thread with a Redis connection of their own, so the event loop
-  // (health checks, heartbeats, dispatch) never waits behind them.
-  auto bulk_client = std::make_shared<RedisClient>(*redis_options);
-  RedisJobStore bulk_store(bulk_client);
-  JobQueue bulk_queue(&bulk_store, DefaultClock(), queue_options);
-  HttpApi bulk_api(&bulk_queue, nullptr, DefaultClock(), api_options);
+  // Requests that wait on Redis or files run on two worker threads, each with a Redis connection of its
+  // own, so the event loop (health checks, heartbeats, dispatch) never waits behind them and a big batch
+  // on one does not hold up listings and cancels on the other.
+  struct OffloadLane {
+    std::shared_ptr<RedisClient> client;
+    std::unique_ptr<RedisJobStore> store;
+    std::unique_ptr<JobQueue> queue;
+    std::unique_ptr<HttpApi> api;
+  };
+  std::vector<OffloadLane> lanes(2);
+  for (auto& lane : lanes) {
+    lane.client = std::make_shared<RedisClient>(*redis_options);
+    lane.store = std::make_unique<RedisJobStore>(lane.client);
+    lane.queue = std::make_unique<JobQueue>(lane.store.get(), DefaultClock(), queue_options);
+    lane.api = std::make_unique<HttpApi>(lane.queue.get(), nullptr, DefaultClock(), api_options);
+  }
 
   ServerOptions server_options;
   server_options.listen_host = listen->host;
   server_options.listen_port = listen->port;
   server_options.http_host = http->host;
   server_options.http_port = http->port;
-  server_options.offload_api = &bulk_api;
+  for (auto& lane : lanes) server_options.offload_apis.push_back(lane.api.get());
   server_options.max_body_bytes = f.max_body_bytes;
   server_options.hello_timeout_ms = f.hello_timeout_ms;
   server_options.max_worker_connections = f.max_worker_connections;

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <mutex>
 #include <set>
 #include <sstream>
 
@@ -29,14 +30,47 @@ const char* StatusPageHtml();  // status_page.cc
 
 // ------------------------------------------------------------------------------------ public helpers
 
+namespace {
+
+// Checkpoint folders' descriptions by path, kept while the folder's model_index.json keeps its size and
+// modification time: listings resolve a model per row, and reading the folder's configs each time
+// would cost far more than the row. Bounded; shared by the loop and the worker threads.
+struct CachedFamily {
+  fs::file_time_type mtime;
+  uintmax_t size = 0;
+  models::ModelDescription description;
+};
+std::mutex family_cache_mu;
+std::map<std::string, CachedFamily> family_cache;
+constexpr size_t kMaxCachedFamilies = 256;
+
+Result<models::ModelDescription> InspectCheckpointFolder(const std::string& model) {
+  std::error_code mtime_ec, size_ec;
+  const fs::path index = fs::path(model) / "model_index.json";
+  const auto mtime = fs::last_write_time(index, mtime_ec);
+  const auto size = fs::file_size(index, size_ec);
+  const bool cacheable = !mtime_ec && !size_ec;
+  if (cacheable) {
+    std::lock_guard<std::mutex> lock(family_cache_mu);
+    auto it = family_cache.find(model);
+    if (it != family_cache.end() && it->second.mtime == mtime && it->second.size == size) return it->second.description;
+  }
+  auto description = models::InspectModel(model);
+  if (!description.ok()) return InvalidArgument("model: " + description.status().message());
+  if (cacheable) {
+    std::lock_guard<std::mutex> lock(family_cache_mu);
+    if (family_cache.size() >= kMaxCachedFamilies) family_cache.clear();
+    family_cache[model] = CachedFamily{mtime, size, *description};
+  }
+  return description;
+}
+
+}  // namespace
+
 Result<models::ModelDescription> ResolveModelFamily(const std::string& model, const std::vector<std::string>& served) {
   if (models::IsBuiltInModel(model)) return models::InspectModel(model);
   std::error_code ec;
-  if (fs::is_directory(model, ec)) {
-    auto description = models::InspectModel(model);
-    if (!description.ok()) return InvalidArgument("model: " + description.status().message());
-    return description;
-  }
+  if (fs::is_directory(model, ec)) return InspectCheckpointFolder(model);
   if (auto hinted = models::GuessFamilyFromName(model)) return *hinted;
   for (const auto& m : served)
     if (ModelMatches(model, m)) return models::FallbackDescription();
@@ -194,13 +228,26 @@ HttpResponse HttpApi::Handle(const HttpRequest& request) {
 }
 
 bool HttpApi::ShouldOffload(const HttpRequest& request) const {
-  return request.method == "POST" && request.body.size() > (16u << 10) &&
-         request.target.substr(0, request.target.find('?')) == "/jobs";
+  // Everything but the static page, the health check (one PING) and the worker list (memory): the rest
+  // wait on Redis or the filesystem.
+  const std::string path = request.target.substr(0, request.target.find('?'));
+  return !(path == "/" || path == "/healthz" || path == "/workers");
 }
 
-HttpResponse HttpApi::HandleOffLoop(const HttpRequest& request, std::vector<std::string> served_models) {
+HttpResponse HttpApi::HandleOffLoop(const HttpRequest& request, std::vector<std::string> served_models,
+                                    std::optional<Dispatcher::Snapshot> snapshot) {
   served_models_ = std::move(served_models);
+  loop_snapshot_ = std::move(snapshot);
   return Handle(request);
+}
+
+std::vector<std::string> HttpApi::ServedModels() const {
+  return dispatcher_ ? dispatcher_->ServedModels() : served_models_;
+}
+
+std::optional<Dispatcher::Snapshot> HttpApi::Snapshot() const {
+  if (dispatcher_) return dispatcher_->snapshot();
+  return loop_snapshot_;
 }
 
 HttpResponse HttpApi::Route(const HttpRequest& req) {

@@ -69,7 +69,8 @@ std::optional<std::string> CheckHost(const std::map<std::string, std::string>& h
 // The rules of a submission's model (models/registry.h): "tiny", an existing checkpoint folder (its
 // configs), a name that suggests a family (models::GuessFamilyFromName), or a model a connected group
 // serves (models::FallbackDescription when its name suggests none). InvalidArgument("model: ...")
-// otherwise.
+// otherwise. A checkpoint folder's description is cached until its model_index.json changes (size or
+// modification time). Thread-safe.
 Result<models::ModelDescription> ResolveModelFamily(const std::string& model, const std::vector<std::string>& served);
 
 // OpenAI "seconds" at `fps` -> the nearest frame count of the form 4k+1 (at least 1).
@@ -87,13 +88,17 @@ class HttpApi {
   // Never throws.
   HttpResponse Handle(const HttpRequest& request);
 
-  // Whether `request` may keep a thread busy for long (a POST /jobs body over 16 KiB: a batch): the
-  // server then runs it with HandleOffLoop on another thread. Cheap; no I/O.
+  // Whether `request` waits on Redis or the filesystem (submissions, listings, lookups, cancels, counts,
+  // videos, calibrations, /stats, /metrics: every path but /, /healthz (one PING) and /workers (memory
+  // only)): the server then runs it with HandleOffLoop on a worker thread, so the event loop never
+  // waits for it. Cheap; no I/O.
   bool ShouldOffload(const HttpRequest& request) const;
   // Handle() for an instance built for a worker thread (no dispatcher, a JobQueue on its own Redis
-  // connection): `served_models` (captured on the loop) stand in for the dispatcher's. Calls must not
-  // overlap (one worker thread).
-  HttpResponse HandleOffLoop(const HttpRequest& request, std::vector<std::string> served_models);
+  // connection): `served_models` (captured on the loop) stand in for the dispatcher's. Calls on one
+  // instance must not overlap (one worker thread at a time).
+  // `snapshot` (captured on the loop too) stands in for the dispatcher's in /stats and /metrics.
+  HttpResponse HandleOffLoop(const HttpRequest& request, std::vector<std::string> served_models,
+                             std::optional<Dispatcher::Snapshot> snapshot = std::nullopt);
 
   const HttpApiOptions& options() const { return options_; }
 
@@ -138,6 +143,10 @@ class HttpApi {
   const Clock* clock_;
   HttpApiOptions options_;
   std::vector<std::string> served_models_;  // HandleOffLoop's stand-in for the dispatcher's list
+  std::optional<Dispatcher::Snapshot> loop_snapshot_;  // and for its snapshot
+  // The dispatcher's served models and snapshot, or the loop's copies off the loop.
+  std::vector<std::string> ServedModels() const;
+  std::optional<Dispatcher::Snapshot> Snapshot() const;
 };
 
 }  // namespace stas::coordinator

@@ -196,7 +196,7 @@ HttpResponse HttpApi::ListVideos(const std::map<std::string, std::string>& query
   std::vector<std::string> ids = *page;
   const bool has_more = static_cast<int64_t>(ids.size()) > *limit;
   if (has_more) ids.resize(*limit);
-  auto records = store.GetMany(ids);
+  auto records = store.GetManyForListing(ids);
   if (!records.ok()) return OpenAiError(HttpStatusFor(records.status()), records.status().message());
   Json data = Json::array();
   for (const auto& r : *records) data.push_back(VideoJson(r));

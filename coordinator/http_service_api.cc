@@ -63,8 +63,8 @@ HttpResponse HttpApi::Stats() {
     auto datasets = store.Datasets();
     if (datasets.ok()) body["datasets"] = *datasets;
   }
-  if (dispatcher_) {
-    const auto snap = dispatcher_->snapshot();
+  if (const auto snapshot = Snapshot()) {
+    const auto& snap = *snapshot;
     body["workers"] = {{"connected", snap.workers}, {"busy", snap.busy}, {"waiting", snap.waiting}};
     body["pending_results"] = snap.pending_results;
     body["steps_per_second"] = snap.steps_per_second;
@@ -76,8 +76,7 @@ HttpResponse HttpApi::Stats() {
 Result<std::pair<Json, Json>> HttpApi::QueuesJson() {
   STAS_ASSIGN_OR_RETURN(auto depths, queue_->store().ReadyDepths());
   std::set<std::string> served;
-  if (dispatcher_)
-    for (const auto& m : dispatcher_->ServedModels()) served.insert(ReadyQueueName(m));
+  for (const auto& m : ServedModels()) served.insert(ReadyQueueName(m));
   Json queues = Json::object();
   Json orphans = Json::array();
   for (const auto& [name, depth] : depths) {
@@ -135,8 +134,8 @@ HttpResponse HttpApi::Metrics() {
       out << "stas_models_without_group " << queues->second.size() << "\n";
     }
   }
-  if (dispatcher_) {
-    const auto snap = dispatcher_->snapshot();
+  if (const auto snapshot = Snapshot()) {
+    const auto& snap = *snapshot;
     metric("stas_workers_connected", "gauge", "Worker groups connected.");
     out << "stas_workers_connected " << snap.workers << "\n";
     metric("stas_workers_busy", "gauge", "Worker groups running a job.");

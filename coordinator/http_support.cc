@@ -196,7 +196,9 @@ double ProgressFraction(const JobRecord& r) {
 Shape ShapeOf(const JobRecord& r) {
   Shape s;
   auto j = ParseJson(r.spec, "spec");
-  if (!j.ok()) return s;
+  if (!j.ok() || !j->is_object()) return s;
+  // A listing's record may carry the store's compact spec, which leaves the model to the record.
+  if (!j->contains("model")) (*j)["model"] = r.model;
   auto spec = worker::RenderSpec::FromJson(*j);
   if (!spec.ok()) return s;
   auto family = ResolveModelFamily(spec->model, {});

@@ -53,6 +53,7 @@ double ProgressFraction(const JobRecord& r);
 struct Shape {
   int width = 0, height = 0, frames = 0, fps = 16;
 };
+// `r.spec` may be the full spec or a listing's compact one (JobStore::GetManyForListing).
 Shape ShapeOf(const JobRecord& r);
 std::string FormatSeconds(double s);
 

@@ -3,11 +3,13 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <unordered_map>
 
 #include "common/check.h"
 #include "common/log.h"
 #include "common/text.h"
 #include "coordinator/auth.h"
+#include "coordinator/parallel_for.h"
 
 namespace stas::coordinator {
 
@@ -104,19 +106,21 @@ Result<SubmitResult> JobQueue::Submit(const worker::RenderSpec& spec, const Json
 
 Result<std::vector<SubmitResult>> JobQueue::SubmitMany(const std::vector<SubmitItem>& items, size_t* done) {
   if (done) *done = 0;
-  std::vector<std::string> ids;
-  ids.reserve(items.size());
-  for (size_t i = 0; i < items.size(); ++i) {
-    Status st = items[i].spec.Validate();
-    if (!st.ok()) return InvalidArgument("jobs[" + std::to_string(i) + "]: " + st.message());
-    ids.push_back(items[i].spec.JobId());
-  }
+  std::vector<std::string> ids(items.size());
+  std::vector<Status> invalid(items.size());
+  ParallelFor(items.size(), [&](size_t i) {
+    invalid[i] = items[i].spec.Validate();
+    if (invalid[i].ok()) ids[i] = items[i].spec.JobId();
+  });
+  for (size_t i = 0; i < items.size(); ++i)
+    if (!invalid[i].ok()) return InvalidArgument("jobs[" + std::to_string(i) + "]: " + invalid[i].message());
   std::vector<SubmitResult> out(items.size());
   STAS_ASSIGN_OR_RETURN(auto states, store_->GetStates(ids));
   // Creations for absent ids (the first of duplicates within the batch); the rest are answered below.
-  std::vector<Transition> creates;
+  std::vector<NewJob> creates;
   std::vector<size_t> create_index;
-  std::map<std::string, size_t> first_of;
+  std::unordered_map<std::string, size_t> first_of;
+  first_of.reserve(items.size());
   std::vector<size_t> slow;  // re-queues and lost races: one at a time through Submit
   const int64_t now = clock_->NowMs();
   for (size_t i = 0; i < items.size(); ++i) {
@@ -125,22 +129,13 @@ Result<std::vector<SubmitResult>> JobQueue::SubmitMany(const std::vector<SubmitI
     if (!fresh) continue;  // a duplicate within the batch: same answer as its first
     if (!states[i]) {
       const auto& spec = items[i].spec;
-      JobRecord rec;
-      rec.id = ids[i];
-      rec.spec = spec.ToJson().dump();
-      rec.model = spec.model;
-      rec.dataset = spec.dataset;
-      rec.priority = spec.priority;
-      rec.api = items[i].api.is_null() ? "" : items[i].api.dump();
-      rec.created_ms = now;
-      Transition create = Base(ids[i], now);
-      create.require_absent = true;
-      create.set = rec.ToFields();
-      create.to = JobState::kQueued;
-      create.enqueue = true;
-      create.stats = {{"submitted", 1}};
-      create.dataset = spec.dataset;
-      creates.push_back(std::move(create));
+      NewJob job;
+      job.record.id = ids[i];
+      job.record.model = spec.model;
+      job.record.dataset = spec.dataset;
+      job.record.priority = spec.priority;
+      job.record.api = items[i].api.is_null() ? "" : items[i].api.dump();
+      creates.push_back(std::move(job));
       create_index.push_back(i);
     } else if (*states[i] == JobState::kFailed || *states[i] == JobState::kDead || *states[i] == JobState::kCancelled) {
       slow.push_back(i);
@@ -150,8 +145,9 @@ Result<std::vector<SubmitResult>> JobQueue::SubmitMany(const std::vector<SubmitI
       out[i].record.state = *states[i];
     }
   }
-  STAS_ASSIGN_OR_RETURN(auto created, store_->ApplyBrief(creates));
-  for (size_t k = 0; k < creates.size(); ++k) {
+  ParallelFor(creates.size(), [&](size_t k) { creates[k].spec = items[create_index[k]].spec.ToJson(); });
+  STAS_ASSIGN_OR_RETURN(auto created, store_->CreateQueued(std::move(creates), now));
+  for (size_t k = 0; k < create_index.size(); ++k) {
     const size_t i = create_index[k];
     if (created[k].applied) {
       out[i].outcome = SubmitOutcome::kCreated;
@@ -171,7 +167,7 @@ Result<std::vector<SubmitResult>> JobQueue::SubmitMany(const std::vector<SubmitI
     out[i] = std::move(*r);
   }
   for (size_t i = 0; i < items.size(); ++i) {
-    const size_t first = first_of[ids[i]];
+    const size_t first = first_of.at(ids[i]);
     if (first != i) {
       out[i] = out[first];
       out[i].outcome = SubmitOutcome::kExisting;
@@ -195,7 +191,7 @@ Result<std::vector<JobRecord>> JobQueue::List(const ListQuery& q) {
   } else {
     STAS_ASSIGN_OR_RETURN(ids, store_->ListIds(index, q.offset, limit));
   }
-  return store_->GetMany(ids);
+  return q.prompt_only ? store_->GetManyForListing(ids) : store_->GetMany(ids);
 }
 
 Result<std::map<JobState, int64_t>> JobQueue::Counts(const std::string& dataset) {

@@ -80,6 +80,9 @@ struct ListQuery {
   int64_t offset = 0;
   std::string after;    // cursor: list the jobs after this id (offset is then ignored)
   int64_t limit = 100;
+  // The caller reads the spec's fields but not model, dataset and priority from it: the spec may stay in
+  // the store's form (JobStore::GetManyForListing).
+  bool prompt_only = false;
 };
 
 // One submission of a batch: its spec and the optional `api` JSON stored with it.

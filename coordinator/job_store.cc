@@ -106,6 +106,28 @@ Result<JobRecord> JobRecord::FromFields(const std::string& id, const std::map<st
   return r;
 }
 
+Result<std::vector<BriefResult>> JobStore::CreateQueued(std::vector<NewJob> jobs, int64_t now_ms) {
+  std::vector<Transition> creates;
+  creates.reserve(jobs.size());
+  for (const NewJob& job : jobs) {
+    JobRecord rec = job.record;
+    if (rec.spec.empty() && !job.spec.is_null()) rec.spec = job.spec.dump();
+    rec.state = JobState::kQueued;
+    rec.created_ms = now_ms;
+    Transition t;
+    t.job_id = rec.id;
+    t.now_ms = now_ms;
+    t.require_absent = true;
+    t.set = rec.ToFields();
+    t.to = JobState::kQueued;
+    t.enqueue = true;
+    t.stats = {{"submitted", 1}};
+    t.dataset = rec.dataset;
+    creates.push_back(std::move(t));
+  }
+  return ApplyBrief(creates);
+}
+
 std::string ReadyQueueName(const std::string& model) {
   std::string path = model;
   while (!path.empty() && path.back() == '/') path.pop_back();

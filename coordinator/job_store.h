@@ -32,6 +32,7 @@
 #include <string>
 #include <vector>
 
+#include "common/json.h"
 #include "common/status.h"
 
 namespace stas::coordinator {
@@ -141,6 +142,13 @@ struct IndexRef {
   static IndexRef DatasetState(std::string name, JobState s) { return {Kind::kDatasetState, s, std::move(name)}; }
 };
 
+// A job for CreateQueued: its record with `spec` left empty, and the spec as JSON (RenderSpec::ToJson),
+// which the store writes in its own form (one serialization instead of a dump and a re-parse).
+struct NewJob {
+  JobRecord record;
+  Json spec;
+};
+
 // Per-transition outcome of ApplyBrief: whether it applied and the job's state before (nullopt: absent).
 struct BriefResult {
   bool applied = false;
@@ -162,11 +170,21 @@ class JobStore {
   // Many independent transitions (each atomic on its own, in order) in few round trips; only whether
   // each applied and the state before come back.
   virtual Result<std::vector<BriefResult>> ApplyBrief(const std::vector<Transition>& ts) = 0;
+  // Batch creation: each job (its record's state is ignored) becomes a queued job in its model's ready
+  // queue, indexed, counted in stats `submitted`, with created_ms = updated_ms = now_ms, unless a job
+  // with its id exists; each result says whether it was created, else the existing job's state. Atomic
+  // per job, in order, in few round trips. The default runs one create Transition per job through
+  // ApplyBrief; RedisJobStore has a leaner script.
+  virtual Result<std::vector<BriefResult>> CreateQueued(std::vector<NewJob> jobs, int64_t now_ms);
   // The state of each job (nullopt: absent), in the order of `ids`; one round trip.
   virtual Result<std::vector<std::optional<JobState>>> GetStates(const std::vector<std::string>& ids) = 0;
   virtual Result<std::optional<JobRecord>> Get(const std::string& id) = 0;
   // Records in the order of `ids`; missing jobs are left out.
   virtual Result<std::vector<JobRecord>> GetMany(const std::vector<std::string>& ids) = 0;
+  // GetMany for listings: `spec` may stay in the store's own form, a JSON object with every spec field
+  // that is not at its default except model, dataset and priority (the record holds those), which
+  // spares RedisJobStore rebuilding every row's full spec.
+  virtual Result<std::vector<JobRecord>> GetManyForListing(const std::vector<std::string>& ids) { return GetMany(ids); }
   // Removes a job and every trace of it (indexes, ready queue, lease, delay). False when absent.
   virtual Result<bool> Delete(const std::string& id) = 0;
 

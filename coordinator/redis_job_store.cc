@@ -1,10 +1,12 @@
 #include "coordinator/redis_job_store.h"
 
+#include <algorithm>
 #include <cstdlib>
 
 #include "common/json.h"
 #include "common/log.h"
 #include "common/text.h"
+#include "coordinator/parallel_for.h"
 #include "worker/render_spec.h"
 
 namespace stas::coordinator {
@@ -155,6 +157,64 @@ end
 return out
 )lua";
 
+// Batch creation (JobStore::CreateQueued), leaner than one transition per job: arguments travel flat
+// (no JSON to decode), the hash is written with one HSET, and each index gets one ZADD per script call
+// for all its new members. ARGV[1] = key prefix, ARGV[2] = now (ms), then per record: id, ready-queue
+// name, clamped priority, dataset, field count n, then n field/value pairs (short names). Returns per
+// record '' when created, else the existing job's state ('?' for a hash without one).
+constexpr const char* kCreateScript = R"lua(
+local p = ARGV[1]
+local now = ARGV[2]
+local out = {}
+local zadds = {}
+local function zadd(key, member)
+  local t = zadds[key]
+  if not t then t = {} zadds[key] = t end
+  t[#t + 1] = now
+  t[#t + 1] = member
+end
+local ready, queues, datasets = {}, {}, {}
+local i = 3
+while i <= #ARGV do
+  local id, q, prio, ds, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3], tonumber(ARGV[i + 4])
+  local jk = p .. 'job:' .. id
+  if redis.call('EXISTS', jk) == 1 then
+    out[#out + 1] = redis.call('HGET', jk, 's') or '?'
+  else
+    local args = {'s', 'queued', 'c', now, 'u', now}
+    for k = i + 5, i + 4 + 2 * n do args[#args + 1] = ARGV[k] end
+    redis.call('HSET', jk, unpack(args))
+    zadd(p .. 'all', id)
+    zadd(p .. 'state:queued', id)
+    if ds ~= '' then
+      zadd(p .. 'dataset:' .. ds, id)
+      zadd(p .. 'dstate:queued:' .. ds, id)
+      datasets[ds] = true
+    end
+    ready[#ready + 1] = {p .. 'ready:' .. q, prio, id}
+    queues[q] = true
+    out[#out + 1] = ''
+  end
+  i = i + 5 + 2 * n
+end
+if #ready > 0 then
+  local first = redis.call('INCRBY', p .. 'seq', #ready) - #ready
+  for k, r in ipairs(ready) do
+    local t = zadds[r[1]]
+    if not t then t = {} zadds[r[1]] = t end
+    t[#t + 1] = string.format('%.0f', -r[2] * 4294967296 + (first + k) % 4294967296)
+    t[#t + 1] = r[3]
+  end
+  for q in pairs(queues) do redis.call('SADD', p .. 'queues', q) end
+  for ds in pairs(datasets) do redis.call('ZADD', p .. 'datasets', 'NX', now, ds) end
+  redis.call('HINCRBY', p .. 'stats', 'submitted', #ready)
+end
+for key, t in pairs(zadds) do
+  for a = 1, #t, 4000 do redis.call('ZADD', key, unpack(t, a, math.min(#t, a + 3999))) end
+end
+return out
+)lua";
+
 // Removes a job and every trace of it. ARGV[1] = prefix, ARGV[2] = id. Returns 1 when it existed.
 constexpr const char* kDeleteScript = R"lua(
 local p = ARGV[1]
@@ -248,7 +308,8 @@ std::map<std::string, std::string> FlatToMap(const RedisValue& v) {
 
 std::string ExpandSpec(const std::string& stored, const JobRecord& r);
 
-Result<std::optional<JobRecord>> RecordFromFlat(const std::string& id, const RedisValue& v) {
+// `expand`: rebuild the full RenderSpec JSON from the stored compact spec (false: leave it compact).
+Result<std::optional<JobRecord>> RecordFromFlat(const std::string& id, const RedisValue& v, bool expand = true) {
   if (!v.is_array()) return Internal("redis: expected a hash reply for job " + id);
   if (v.elements.empty()) return std::optional<JobRecord>();
   std::map<std::string, std::string> fields;
@@ -257,19 +318,17 @@ Result<std::optional<JobRecord>> RecordFromFlat(const std::string& id, const Red
     if (it != LongNames().end()) fields[it->second] = value;
   }
   STAS_ASSIGN_OR_RETURN(JobRecord r, JobRecord::FromFields(id, fields));
-  if (!r.spec.empty()) r.spec = ExpandSpec(r.spec, r);
+  if (expand && !r.spec.empty()) r.spec = ExpandSpec(r.spec, r);
   return std::optional<JobRecord>(std::move(r));
 }
 
 // A stored spec leaves out what the record holds anyway (model, dataset, priority) and every field at
 // its default (nulls, empty strings, a disabled default steering block): about 100 bytes instead of
 // 500 for a plain prompt. ExpandSpec restores the RenderSpec::ToJson form the queue wrote.
-std::string CompactSpec(const std::string& spec) {
-  auto parsed = ParseJson(spec, "spec");
-  if (!parsed.ok() || !parsed->is_object()) return spec;
+std::string CompactSpecJson(const Json& spec) {
   static const Json kDefaultStas = worker::RenderSpec().stas.ToJson();
   Json out = Json::object();
-  for (auto it = parsed->begin(); it != parsed->end(); ++it) {
+  for (auto it = spec.begin(); it != spec.end(); ++it) {
     const std::string& k = it.key();
     if (k == "model" || k == "dataset" || k == "priority" || it->is_null()) continue;
     if (it->is_string() && it->get<std::string>().empty()) continue;
@@ -277,6 +336,12 @@ std::string CompactSpec(const std::string& spec) {
     out[k] = *it;
   }
   return out.dump();
+}
+
+std::string CompactSpec(const std::string& spec) {
+  auto parsed = ParseJson(spec, "spec");
+  if (!parsed.ok() || !parsed->is_object()) return spec;
+  return CompactSpecJson(*parsed);
 }
 
 std::string ExpandSpec(const std::string& stored, const JobRecord& r) {
@@ -406,6 +471,74 @@ Result<std::vector<BriefResult>> RedisJobStore::ApplyBrief(const std::vector<Tra
   return out;
 }
 
+Result<std::vector<BriefResult>> RedisJobStore::CreateQueued(std::vector<NewJob> jobs, int64_t now_ms) {
+  // Chunks as in ApplyBrief: each script call stays short so other clients' commands interleave.
+  constexpr size_t kChunk = 500;
+  std::vector<BriefResult> out;
+  out.reserve(jobs.size());
+  const std::string now = std::to_string(now_ms);
+  // The stored (compact) specs, built on two threads for a big batch; each spec's JSON is freed there too.
+  std::vector<std::string> stored(jobs.size());
+  ParallelFor(jobs.size(), [&](size_t i) {
+    const JobRecord& r = jobs[i].record;
+    stored[i] = !jobs[i].spec.is_null() ? CompactSpecJson(jobs[i].spec) : r.spec.empty() ? r.spec : CompactSpec(r.spec);
+    jobs[i].spec = Json();
+  });
+  for (size_t at = 0; at < jobs.size(); at += kChunk) {
+    const size_t end = std::min(jobs.size(), at + kChunk);
+    std::vector<std::string> args = {client_->options().key_prefix, now};
+    args.reserve(2 + (end - at) * 16);
+    for (size_t i = at; i < end; ++i) {
+      const JobRecord& r = jobs[i].record;
+      args.push_back(r.id);
+      args.push_back(ReadyQueueName(r.model));
+      args.push_back(std::to_string(std::clamp(r.priority, -kMaxQueuePriority, kMaxQueuePriority)));
+      args.push_back(r.dataset);
+      const size_t count_at = args.size();
+      args.emplace_back();
+      int fields = 0;
+      auto text = [&](const char* name, const std::string& value) {
+        if (value.empty()) return;
+        args.push_back(name);
+        args.push_back(value);
+        ++fields;
+      };
+      auto number = [&](const char* name, int64_t value) {
+        if (value != 0) text(name, std::to_string(value));
+      };
+      // Every JobRecord field but id, state and the creation times, as Apply would store them.
+      text("j", stored[i]);
+      text("m", r.model);
+      text("d", r.dataset);
+      number("p", r.priority);
+      number("a", r.attempts);
+      number("t", r.step);
+      number("n", r.steps);
+      text("g", r.stage);
+      text("w", r.worker);
+      text("l", r.lease);
+      text("e", r.error);
+      text("o", r.output);
+      text("f", r.manifest);
+      text("i", r.timings);
+      text("x", r.api);
+      number("b", r.started_ms);
+      number("z", r.finished_ms);
+      number("h", r.heartbeat_ms);
+      number("r", r.retry_at_ms);
+      args[count_at] = std::to_string(fields);
+    }
+    STAS_ASSIGN_OR_RETURN(RedisValue reply, client_->Eval(kCreateScript, {}, args));
+    if (!reply.is_array() || reply.elements.size() != end - at)
+      return Internal("redis: unexpected create script reply");
+    for (const RedisValue& v : reply.elements) {
+      const std::string state = v.AsString();
+      out.push_back({state.empty(), state.empty() ? std::nullopt : ParseJobState(state)});
+    }
+  }
+  return out;
+}
+
 Result<std::vector<std::optional<JobState>>> RedisJobStore::GetStates(const std::vector<std::string>& ids) {
   std::vector<std::vector<std::string>> commands;
   commands.reserve(ids.size());
@@ -434,6 +567,20 @@ Result<std::vector<JobRecord>> RedisJobStore::GetMany(const std::vector<std::str
   for (size_t i = 0; i < ids.size(); ++i) {
     if (!replies[i].ok()) return replies[i].status();
     STAS_ASSIGN_OR_RETURN(std::optional<JobRecord> r, RecordFromFlat(ids[i], *replies[i]));
+    if (r) out.push_back(std::move(*r));
+  }
+  return out;
+}
+
+Result<std::vector<JobRecord>> RedisJobStore::GetManyForListing(const std::vector<std::string>& ids) {
+  std::vector<std::vector<std::string>> commands;
+  commands.reserve(ids.size());
+  for (const auto& id : ids) commands.push_back({"HGETALL", JobKey(id)});
+  STAS_ASSIGN_OR_RETURN(auto replies, client_->Pipeline(commands));
+  std::vector<JobRecord> out;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (!replies[i].ok()) return replies[i].status();
+    STAS_ASSIGN_OR_RETURN(std::optional<JobRecord> r, RecordFromFlat(ids[i], *replies[i], /*expand=*/false));
     if (r) out.push_back(std::move(*r));
   }
   return out;

@@ -26,9 +26,11 @@ class RedisJobStore : public JobStore {
   Status Initialize() override;
   Result<TransitionResult> Apply(const Transition& t) override;
   Result<std::vector<BriefResult>> ApplyBrief(const std::vector<Transition>& ts) override;
+  Result<std::vector<BriefResult>> CreateQueued(std::vector<NewJob> jobs, int64_t now_ms) override;
   Result<std::vector<std::optional<JobState>>> GetStates(const std::vector<std::string>& ids) override;
   Result<std::optional<JobRecord>> Get(const std::string& id) override;
   Result<std::vector<JobRecord>> GetMany(const std::vector<std::string>& ids) override;
+  Result<std::vector<JobRecord>> GetManyForListing(const std::vector<std::string>& ids) override;
   Result<bool> Delete(const std::string& id) override;
   Result<std::vector<std::string>> ListIds(const IndexRef& index, int64_t offset, int64_t limit) override;
   Result<std::vector<std::string>> ListIdsAfter(const IndexRef& index, const std::string& after_id,

@@ -11,6 +11,7 @@
 #include <csignal>
 #include <deque>
 #include <map>
+#include <mutex>
 #include <optional>
 
 #include "common/log.h"
@@ -153,9 +154,24 @@ struct CoordinatorServer::Impl {
   Dispatcher::ConnectionId next_id = 1;
   bool stopping = false;
   std::atomic<int> stop_signal{0};
+  // The offload instances not serving a request now. A pool thread takes one for each request; there are
+  // as many instances as threads, so one is always free.
+  std::mutex free_apis_mu;
+  std::vector<HttpApi*> free_apis = options.offload_apis;
   // Runs offloaded requests; declared last so it is joined before the loop's state goes away.
   std::unique_ptr<net::thread_pool> pool =
-      options.offload_api ? std::make_unique<net::thread_pool>(1) : nullptr;
+      options.offload_apis.empty() ? nullptr : std::make_unique<net::thread_pool>(options.offload_apis.size());
+
+  HttpApi* TakeOffloadApi() {
+    std::lock_guard<std::mutex> lock(free_apis_mu);
+    HttpApi* api = free_apis.back();
+    free_apis.pop_back();
+    return api;
+  }
+  void ReturnOffloadApi(HttpApi* api) {
+    std::lock_guard<std::mutex> lock(free_apis_mu);
+    free_apis.push_back(api);
+  }
 
   Status Bind(tcp::acceptor& acceptor, const std::string& host, int port, const char* what) {
     STAS_ASSIGN_OR_RETURN(tcp::endpoint ep, ResolveEndpoint(ioc, host, port));
@@ -440,19 +456,23 @@ void HttpSession::OnRead(beast::error_code ec) {
   const bool head = msg.method() == http::verb::head;
   if (head) request.method = "GET";
   const bool keep_alive = msg.keep_alive();
-  HttpApi* offload = server_->options.offload_api;
-  if (offload && server_->pool && offload->ShouldOffload(request)) {
-    // A big batch runs on the worker thread (its own Redis connection); the loop keeps serving
-    // /healthz, heartbeats and dispatch meanwhile. The response and a dispatch come back to the loop.
+  if (server_->pool && server_->api->ShouldOffload(request)) {
+    // Redis and file work runs on a worker thread (an HttpApi with its own Redis connection); the loop
+    // keeps serving /healthz, heartbeats and dispatch meanwhile. The response and a dispatch come back
+    // to the loop.
     auto self = shared_from_this();
     auto served = server_->dispatcher->ServedModels();
-    net::post(*server_->pool, [self, offload, request = std::move(request), served = std::move(served), keep_alive,
-                               head]() {
-      HttpResponse response = offload->HandleOffLoop(request, served);
-      net::post(self->server_->ioc, [self, response = std::move(response), keep_alive, head]() {
+    auto snapshot = server_->dispatcher->snapshot();
+    net::post(*server_->pool, [self, request = std::move(request), served = std::move(served),
+                               snapshot = std::move(snapshot), keep_alive, head]() {
+      HttpApi* offload = self->server_->TakeOffloadApi();
+      HttpResponse response = offload->HandleOffLoop(request, served, snapshot);
+      self->server_->ReturnOffloadApi(offload);
+      const bool changed = request.method != "GET" && response.status < 300;
+      net::post(self->server_->ioc, [self, response = std::move(response), keep_alive, head, changed]() {
         STAS_LOG_DEBUG("HTTP (off the loop) -> {}", response.status);
         self->Respond(response, keep_alive, head);
-        if (response.status < 300) self->server_->dispatcher->Poke();
+        if (changed) self->server_->dispatcher->Poke();
       });
     });
     return;

@@ -10,7 +10,7 @@
 //   Bodies above the limit get 413, unparsable requests 400, idle connections close after 60 s.
 //   Videos are streamed from disk (file_body).
 // - A timer runs Dispatcher::Tick every tick_ms.
-// - Batch submissions run off the loop (ServerOptions::offload_api) on one worker thread.
+// - Requests that wait on Redis or files run off the loop (ServerOptions::offload_apis) on worker threads.
 // - SIGINT/SIGTERM (when handle_signals) stop it gracefully: listeners close, worker connections
 //   close (groups reconnect to the next coordinator and keep their leases), then the loop ends.
 // No exception leaves an Asio handler: each handler catches and logs.
@@ -19,6 +19,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "common/status.h"
 #include "coordinator/dispatcher.h"
@@ -35,9 +36,11 @@ struct ServerOptions {
   size_t max_body_bytes = 8u << 20;
   int http_idle_timeout_s = 60;
   bool handle_signals = true;
-  // When set, requests it accepts (HttpApi::ShouldOffload: batch submissions) run on one worker thread
-  // through this instance, which must use its own Redis connection; the loop never waits for them.
-  HttpApi* offload_api = nullptr;
+  // When not empty, requests that wait on Redis or files (HttpApi::ShouldOffload) run on a pool of
+  // worker threads, one per instance here; each instance must use a Redis connection of its own and
+  // serves one request at a time. The loop never waits for them, and a big batch on one thread does
+  // not hold up listings or cancels on another.
+  std::vector<HttpApi*> offload_apis;
   int hello_timeout_ms = 5000;          // a worker connection must say a valid hello within this
   int max_worker_connections = 256;     // open worker connections, all peers together
   int max_worker_connections_per_peer = 32;  // per remote IP address

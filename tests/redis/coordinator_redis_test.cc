@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <map>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -272,6 +273,66 @@ TEST_F(RedisQueueTest, BatchesIndexesCursorsAndCounts) {
   EXPECT_EQ(from_cancelled->size() + from_cancelled_asc->size(), 597u);
   EXPECT_EQ(store_->ListIdsAfter(IndexRef::All(), "0123456789abcdef0123456789abcdef", 5).status().code(),
             StatusCode::kInvalidArgument);
+}
+
+TEST_F(RedisQueueTest, BatchCreationStoresWhatOneByOneSubmissionStores) {
+  // One job through Submit (a transition script), its twin (other prompt) through SubmitMany (the batch
+  // create script): the same fields, indexes, ready-queue order and counters.
+  worker::RenderSpec single = Spec("single heron");
+  single.dataset = "twins";
+  single.priority = 5;
+  single.negative_prompt = "blurry";
+  auto one = queue_->Submit(single);
+  ASSERT_TRUE(one.ok()) << one.status().ToString();
+  std::vector<SubmitItem> items;
+  for (int i = 0; i < 6; ++i) {
+    worker::RenderSpec s = single;
+    s.prompt = "batch heron " + std::to_string(i);
+    s.priority = i % 2 ? 5 : 0;
+    items.push_back({s, Json()});
+  }
+  items.push_back({single, Json()});  // exists already: answered, not re-created
+  auto many = queue_->SubmitMany(items);
+  ASSERT_TRUE(many.ok()) << many.status().ToString();
+  EXPECT_EQ(many->back().outcome, SubmitOutcome::kExisting);
+  auto fields = [&](const std::string& id) {
+    std::map<std::string, std::string> out;
+    auto r = client_->Command({"HGETALL", store_->JobKey(id)});
+    for (size_t i = 0; r.ok() && i + 1 < r->elements.size(); i += 2) out[r->elements[i].AsString()] = r->elements[i + 1].AsString();
+    return out;
+  };
+  auto a = fields(one->id), b = fields(many->at(1).id);
+  std::set<std::string> names_a, names_b;
+  for (const auto& [k, v] : a) names_a.insert(k);
+  for (const auto& [k, v] : b) names_b.insert(k);
+  EXPECT_EQ(names_a, names_b);
+  for (const char* k : {"s", "m", "d", "p"}) EXPECT_EQ(a[k], b[k]) << k;
+  EXPECT_EQ(b["c"], b["u"]);
+  Json spec_a = Json::parse(a["j"]), spec_b = Json::parse(b["j"]);
+  spec_b["prompt"] = spec_a["prompt"];
+  EXPECT_EQ(spec_a, spec_b) << "the same compact spec";
+  // Read back, the batch-made record is the full spec again.
+  auto rec = queue_->Get(many->at(1).id);
+  ASSERT_TRUE(rec.ok() && rec->has_value());
+  EXPECT_EQ(Json::parse((*rec)->spec), items[1].spec.ToJson());
+  EXPECT_EQ(Stat("submitted"), 7);
+  EXPECT_EQ(Ready(), 7);
+  EXPECT_EQ(*store_->Count(IndexRef::DatasetState("twins", JobState::kQueued)), 7);
+  EXPECT_EQ(*store_->Count(IndexRef::State(JobState::kQueued)), 7);
+  EXPECT_EQ(*store_->Count(IndexRef::All()), 7);
+  EXPECT_EQ(Integer({"SISMEMBER", client_->Key("queues"), "tiny"}), 1);
+  EXPECT_EQ(Integer({"ZCARD", client_->Key("datasets")}), 1);
+  // Priority 5 first (the single one, then the batch's odd ones in order), then priority 0 in order.
+  std::vector<std::string> expected = {one->id, many->at(1).id, many->at(3).id, many->at(5).id,
+                                       many->at(0).id, many->at(2).id, many->at(4).id};
+  for (const auto& id : expected) EXPECT_EQ(StartNext().job_id, id);
+  // A listing may leave the spec compact; it still holds the prompt.
+  ListQuery q{JobState::kRunning, "twins", 0, "", 100};
+  q.prompt_only = true;
+  auto listed = queue_->List(q);
+  ASSERT_TRUE(listed.ok()) << listed.status().ToString();
+  ASSERT_EQ(listed->size(), 7u);
+  for (const auto& r : *listed) EXPECT_TRUE(Json::parse(r.spec).value("prompt", "").find("heron") != std::string::npos);
 }
 
 TEST_F(RedisQueueTest, AQueuedJobTakesLittleRedisMemory) {

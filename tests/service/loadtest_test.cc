@@ -23,7 +23,9 @@ TEST(LoadTest, SmallRunHoldsEveryCheck) {
                            "check: served job started within 2 s after the cancellations: yes",
                            "check: priority-100 job dispatched next behind 200 priority-0 jobs: yes",
                            "check: resubmitted ids are the same: yes", "redis bytes per queued job:",
-                           "GET /jobs cursor page (after=) median", "stas watch --dataset first line",
+                           "GET /jobs cursor page (after=) median", "GET /v1/videos cursor page median",
+                           "submit new jobs/s", "resubmit existing jobs/s", "/healthz worst latency during the batches",
+                           "stas watch --dataset first line",
                            "all checks held"})
     EXPECT_NE(run.output.find(line), std::string::npos) << line << "\n" << run.output;
   // Every job the load test made is accounted for: nothing lost, nothing twice.

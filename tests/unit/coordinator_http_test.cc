@@ -348,12 +348,18 @@ TEST_F(HttpApiTest, CountsLookupAndCursorPages) {
   EXPECT_EQ(asc["data"][0]["id"], rest["data"].back()["id"]);
 }
 
-TEST_F(HttpApiTest, BigBatchesRunOffTheLoopWithTheServedModelsOfTheLoop) {
+TEST_F(HttpApiTest, RedisAndFileWorkRunsOffTheLoopWithTheServedModelsOfTheLoop) {
   HttpRequest big{"POST", "/jobs", {}, std::string(20 << 10, ' ') + "{}"};
   EXPECT_TRUE(api_->ShouldOffload(big));
-  EXPECT_FALSE(api_->ShouldOffload({"POST", "/jobs", {}, "{}"})) << "single jobs stay on the loop";
-  EXPECT_FALSE(api_->ShouldOffload({"GET", "/jobs", {}, std::string(20 << 10, ' ')}));
-  EXPECT_FALSE(api_->ShouldOffload({"POST", "/v1/videos", {}, std::string(20 << 10, ' ')}));
+  for (const char* target : {"/jobs", "/jobs?state=queued&dataset=d", "/counts?dataset=d", "/jobs/0123", "/v1/videos",
+                             "/v1/videos/abc/content", "/calibrations/abc"})
+    EXPECT_TRUE(api_->ShouldOffload({"GET", target, {}, ""})) << target;
+  EXPECT_TRUE(api_->ShouldOffload({"POST", "/jobs", {}, "{}"})) << "single jobs too";
+  EXPECT_TRUE(api_->ShouldOffload({"DELETE", "/jobs/0123", {}, ""}));
+  EXPECT_TRUE(api_->ShouldOffload({"POST", "/v1/videos", {}, "{}"}));
+  for (const char* target : {"/stats", "/metrics"}) EXPECT_TRUE(api_->ShouldOffload({"GET", target, {}, ""})) << target;
+  for (const char* target : {"/", "/healthz", "/workers"})
+    EXPECT_FALSE(api_->ShouldOffload({"GET", target, {}, ""})) << target << " needs no Redis round trip but a PING";
   // The worker thread's instance has no dispatcher: the served models come with the request.
   HttpApi bulk(&queue_, nullptr, &clock_, HttpApiOptions{});
   const std::string batch = R"({"jobs":[{"prompt":"x","model":"my-own-model"}]})";
@@ -361,6 +367,15 @@ TEST_F(HttpApiTest, BigBatchesRunOffTheLoopWithTheServedModelsOfTheLoop) {
   EXPECT_EQ(bulk.HandleOffLoop(r, {}).status, 400) << "no group serves that model";
   auto ok = bulk.HandleOffLoop(r, {"/models/my-own-model"});
   EXPECT_EQ(ok.status, 201) << ok.body;
+  // /stats off the loop reports the loop's dispatcher snapshot and served models.
+  Dispatcher::Snapshot snap;
+  snap.workers = 3;
+  auto stats = bulk.HandleOffLoop({"GET", "/stats", {}, ""}, {"/models/my-own-model"}, snap);
+  ASSERT_EQ(stats.status, 200) << stats.body;
+  const Json sb = Json::parse(stats.body);
+  EXPECT_EQ(sb["workers"]["connected"], 3) << sb.dump();
+  EXPECT_EQ(sb["queues"]["my-own-model"]["served"], true) << sb.dump();
+  EXPECT_EQ(sb["queues"]["my-own-model"]["depth"], 1) << sb.dump();
 }
 
 // ------------------------------------------------------------------------------------------- OpenAI
@@ -477,6 +492,28 @@ TEST_F(HttpApiTest, OpenAiLifecycleListContentAndDelete) {
 }
 
 // --------------------------------------------------------------------------------------- parsers
+
+TEST(CoordinatorModels, ACheckpointFolderIsReadOnceUntilItsModelIndexChanges) {
+  testing::TempDir dir;
+  dir.Write("ckpt/model_index.json", R"({"_class_name": "WanPipeline", "vae": ["diffusers", "AutoencoderKLWan"]})");
+  dir.Write("ckpt/vae/config.json", R"({"z_dim": 16})");
+  auto first = ResolveModelFamily(dir.File("ckpt"), {});
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  EXPECT_EQ(first->family, "wan2.1");
+  // A change the cache does not watch (another config file) is not seen: the description came from memory.
+  dir.Write("ckpt/vae/config.json", R"({"is_residual": true})");
+  auto cached = ResolveModelFamily(dir.File("ckpt"), {});
+  ASSERT_TRUE(cached.ok());
+  EXPECT_EQ(cached->family, "wan2.1") << "read again instead of cached";
+  // A new model_index.json (another size) is read again.
+  dir.Write("ckpt/model_index.json", R"({"_class_name": "CogVideoXPipeline"})");
+  auto changed = ResolveModelFamily(dir.File("ckpt"), {});
+  ASSERT_TRUE(changed.ok()) << changed.status().ToString();
+  EXPECT_EQ(changed->family, "cogvideox");
+  // A broken one is an error, not a stale description.
+  dir.Write("ckpt/model_index.json", "{oops, not json at all}");
+  EXPECT_FALSE(ResolveModelFamily(dir.File("ckpt"), {}).ok());
+}
 
 TEST(CoordinatorParsers, RedisUrls) {
   auto a = ParseRedisUrl("redis://127.0.0.1:6380");
