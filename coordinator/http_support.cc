@@ -197,7 +197,7 @@ Shape ShapeOf(const JobRecord& r) {
   Shape s;
   auto j = ParseJson(r.spec, "spec");
   if (!j.ok()) return s;
-  auto spec = worker::RenderSpec::FromJson(*j);
+  auto spec = jobspec::RenderSpec::FromJson(*j);
   if (!spec.ok()) return s;
   auto family = ResolveModelFamily(spec->model, {});
   spec->ResolveDefaults(family.ok() ? *family : models::FallbackDescription());

@@ -5,7 +5,7 @@
 #include "common/json.h"
 #include "common/log.h"
 #include "common/text.h"
-#include "worker/render_spec.h"
+#include "jobspec/render_spec.h"
 
 namespace stas::coordinator {
 
@@ -267,7 +267,7 @@ Result<std::optional<JobRecord>> RecordFromFlat(const std::string& id, const Red
 std::string CompactSpec(const std::string& spec) {
   auto parsed = ParseJson(spec, "spec");
   if (!parsed.ok() || !parsed->is_object()) return spec;
-  static const Json kDefaultStas = worker::RenderSpec().stas.ToJson();
+  static const Json kDefaultStas = jobspec::RenderSpec().stas.ToJson();
   Json out = Json::object();
   for (auto it = parsed->begin(); it != parsed->end(); ++it) {
     const std::string& k = it.key();
@@ -285,7 +285,7 @@ std::string ExpandSpec(const std::string& stored, const JobRecord& r) {
   (*parsed)["model"] = r.model;
   (*parsed)["dataset"] = r.dataset;
   (*parsed)["priority"] = r.priority;
-  auto spec = worker::RenderSpec::FromJson(*parsed);
+  auto spec = jobspec::RenderSpec::FromJson(*parsed);
   return spec.ok() ? spec->ToJson().dump() : stored;
 }
 

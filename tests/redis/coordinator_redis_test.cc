@@ -20,8 +20,8 @@ namespace {
 
 using namespace std::chrono_literals;
 
-worker::RenderSpec Spec(const std::string& prompt, uint64_t seed = 0) {
-  worker::RenderSpec s;
+jobspec::RenderSpec Spec(const std::string& prompt, uint64_t seed = 0) {
+  jobspec::RenderSpec s;
   s.prompt = prompt;
   s.seed = seed;
   s.model = "tiny";
@@ -143,7 +143,7 @@ TEST_F(RedisQueueTest, AThousandDuplicateSubmissionsMakeOneJob) {
   auto first = queue_->Submit(Spec("same"));
   ASSERT_TRUE(first.ok());
   for (int i = 0; i < 1000; ++i) {
-    worker::RenderSpec s = Spec("same");
+    jobspec::RenderSpec s = Spec("same");
     s.priority = i % 3;
     auto r = queue_->Submit(s);
     ASSERT_TRUE(r.ok()) << r.status().ToString();
@@ -195,10 +195,10 @@ TEST_F(RedisQueueTest, ConcurrentSubmittersAndStartersNeverDoubleUp) {
 TEST_F(RedisQueueTest, ReadyQueuesHoldPriorityOverABacklogAndCancelRemovesAtOnce) {
   std::vector<std::string> backlog;
   for (int i = 0; i < 200; ++i) backlog.push_back(queue_->Submit(Spec("low " + std::to_string(i)))->id);
-  worker::RenderSpec high = Spec("high");
+  jobspec::RenderSpec high = Spec("high");
   high.priority = 100;
   const std::string high_id = queue_->Submit(high)->id;
-  worker::RenderSpec unserved = Spec("unserved");
+  jobspec::RenderSpec unserved = Spec("unserved");
   unserved.model = "/ckpt/Wan2.1-T2V-1.3B-Diffusers";
   ASSERT_TRUE(queue_->Submit(unserved).ok());
   auto depths = *store_->ReadyDepths();
@@ -224,7 +224,7 @@ TEST_F(RedisQueueTest, ReadyQueuesHoldPriorityOverABacklogAndCancelRemovesAtOnce
 TEST_F(RedisQueueTest, BatchesIndexesCursorsAndCounts) {
   std::vector<SubmitItem> items;
   for (int i = 0; i < 1200; ++i) {  // more than one script chunk
-    worker::RenderSpec s = Spec("batch " + std::to_string(i));
+    jobspec::RenderSpec s = Spec("batch " + std::to_string(i));
     s.dataset = i % 2 ? "odd" : "even";
     items.push_back({s, Json()});
   }
@@ -276,7 +276,7 @@ TEST_F(RedisQueueTest, BatchesIndexesCursorsAndCounts) {
 
 TEST_F(RedisQueueTest, AQueuedJobTakesLittleRedisMemory) {
   // Field names are short and empty fields absent, so a queued job stays well under 1.5 KB.
-  worker::RenderSpec s = Spec("a heron standing in a misty river at dawn, cinematic lighting");
+  jobspec::RenderSpec s = Spec("a heron standing in a misty river at dawn, cinematic lighting");
   s.dataset = "herons";
   auto sub = queue_->Submit(s);
   ASSERT_TRUE(sub.ok());
@@ -347,7 +347,7 @@ TEST_F(RedisQueueTest, AHeartbeatRecreatesAnExpiredLeaseKey) {
 }
 
 TEST_F(RedisQueueTest, CancelListAndDelete) {
-  worker::RenderSpec s = Spec("one");
+  jobspec::RenderSpec s = Spec("one");
   s.dataset = "d1";
   auto one = queue_->Submit(s);
   s.prompt = "two";
