@@ -49,7 +49,7 @@ int main(int argc, char** argv) {
   std::printf("model %s on %s, loaded in %.1f s\n", options.model.c_str(), device.str().c_str(),
               (*renderer)->load_seconds());
 
-  worker::RenderSpec spec;
+  jobspec::RenderSpec spec;
   spec.model = options.model;
   spec.prompt = Arg(argc, argv, "--prompt", "a red fox running through fresh snow at dawn, cinematic lighting");
   spec.height = std::stoi(Arg(argc, argv, "--height", "480"));
@@ -60,7 +60,7 @@ int main(int argc, char** argv) {
   const int repeats = std::stoi(Arg(argc, argv, "--repeats", "1"));
   const int warmup_steps = std::stoi(Arg(argc, argv, "--warmup-steps", "0"));
   if (warmup_steps > 0) {
-    worker::RenderSpec warmup = spec;
+    jobspec::RenderSpec warmup = spec;
     warmup.steps = warmup_steps;
     if (auto w = (*renderer)->RenderFrames(warmup); !w.ok()) {
       std::fprintf(stderr, "render_bench: warm-up: %s\n", w.status().ToString().c_str());

@@ -40,8 +40,8 @@
 #include "eval/eval_settings.h"
 #include "eval/mp4_reader.h"
 #include "eval/video_metrics.h"
+#include "jobspec/render_spec.h"
 #include "models/registry.h"
-#include "worker/render_spec.h"
 #include "worker/renderer.h"
 
 extern char** environ;
@@ -83,7 +83,7 @@ int Fail(const std::string& command, const Status& st) {
 
 // One video to produce.
 struct RenderJob {
-  worker::RenderSpec spec;
+  jobspec::RenderSpec spec;
   std::string out_path;  // the MP4 to write
   std::string label;     // for progress lines
 };
@@ -240,7 +240,7 @@ Result<std::vector<DatasetRecord>> ReadPrompts(const std::string& file, const Re
   if (!render.prompt.empty()) return InvalidArgument("give prompts with --prompts FILE, not --prompt");
   RenderFlags base = render;
   base.prompt = "(from the prompts file)";
-  STAS_ASSIGN_OR_RETURN(worker::RenderSpec spec, base.ToSpec());
+  STAS_ASSIGN_OR_RETURN(jobspec::RenderSpec spec, base.ToSpec());
   Json base_json = spec.ToJson();
   base_json.erase("prompt");
   STAS_ASSIGN_OR_RETURN(auto records, ReadDataset(file, base_json));
@@ -272,7 +272,7 @@ struct AbFlags {
 
 // Runs `stas analyze` (this executable) on one spec into `dir`: the same analysis, flags and files as
 // the command itself. Its output goes to our stderr.
-Status RunAnalyzeChild(const worker::RenderSpec& spec, const std::string& dir, const std::string& device) {
+Status RunAnalyzeChild(const jobspec::RenderSpec& spec, const std::string& dir, const std::string& device) {
   std::error_code ec;
   const fs::path self = fs::read_symlink("/proc/self/exe", ec);
   if (ec) return Internal("cannot find this executable (/proc/self/exe): " + ec.message());
@@ -331,7 +331,7 @@ Json MaSummary(const Json& analysis, const std::string& channels_file) {
   return s;
 }
 
-void AddMaReport(const AbFlags& flags, const worker::RenderSpec& spec, eval::AbReport* report) {
+void AddMaReport(const AbFlags& flags, const jobspec::RenderSpec& spec, eval::AbReport* report) {
   report->ma_prompt = spec.prompt;
   if (flags.no_analysis) {
     report->ma_note = "skipped (--no-analysis)";
@@ -393,7 +393,7 @@ int RunAb(const AbFlags& flags) {
 
   // Cases: prompt x seed, each an A (baseline) and a B (STAS) job with the same noise.
   struct Case {
-    worker::RenderSpec a, b;
+    jobspec::RenderSpec a, b;
     std::string a_rel, b_rel;
   };
   std::vector<Case> cases;

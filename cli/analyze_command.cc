@@ -16,9 +16,9 @@
 #include "cli/render_flags.h"
 #include "common/fs.h"
 #include "common/log.h"
+#include "jobspec/render_spec.h"
 #include "models/registry.h"
 #include "steering/ma_analysis.h"
-#include "worker/render_spec.h"
 #include "worker/renderer.h"
 
 namespace stas::cli {
@@ -62,17 +62,18 @@ Result<at::Device> ParseDevice(const std::string& text) {
 
 // The specs to analyse: the flags' own prompt, or one per record of --prompts (records may override the
 // seed and prompts; the video size and step count must be the same for all).
-Result<std::vector<worker::RenderSpec>> CollectSpecs(const AnalyzeFlags& flags, const models::ModelDescription& model) {
-  std::vector<worker::RenderSpec> specs;
+Result<std::vector<jobspec::RenderSpec>> CollectSpecs(const AnalyzeFlags& flags,
+                                                      const models::ModelDescription& model) {
+  std::vector<jobspec::RenderSpec> specs;
   if (flags.prompts_file.empty()) {
     if (flags.render.prompt.empty()) return InvalidArgument("give --prompt TEXT or --prompts FILE");
-    STAS_ASSIGN_OR_RETURN(worker::RenderSpec spec, flags.render.ToSpec());
+    STAS_ASSIGN_OR_RETURN(jobspec::RenderSpec spec, flags.render.ToSpec());
     specs.push_back(std::move(spec));
   } else {
     if (!flags.render.prompt.empty()) return InvalidArgument("give either --prompt or --prompts, not both");
     RenderFlags base_flags = flags.render;
     base_flags.prompt = "-";  // a placeholder so the base spec validates; every record sets its prompt
-    STAS_ASSIGN_OR_RETURN(worker::RenderSpec base, base_flags.ToSpec());
+    STAS_ASSIGN_OR_RETURN(jobspec::RenderSpec base, base_flags.ToSpec());
     STAS_ASSIGN_OR_RETURN(auto records, ReadDataset(flags.prompts_file, base.ToJson()));
     if (records.empty()) return InvalidArgument("--prompts: " + flags.prompts_file + " has no prompts");
     for (auto& r : records) specs.push_back(std::move(r.spec));
@@ -119,7 +120,7 @@ int RunAnalyze(const AnalyzeFlags& flags) {
   if (!model.ok()) return Fail(model.status());
   auto specs = CollectSpecs(flags, *model);
   if (!specs.ok()) return Fail(specs.status());
-  const worker::RenderSpec& first = specs->front();
+  const jobspec::RenderSpec& first = specs->front();
   auto options = AnalysisOptions(flags, first.stas);
   if (!options.ok()) return Fail(options.status());
   if (options->branch == models::CfgBranch::kUncond && !(*first.guidance > 1.0))
@@ -150,7 +151,7 @@ int RunAnalyze(const AnalyzeFlags& flags) {
     if (p.stage == worker::RenderStage::kDenoise && p.step > 0) STAS_LOG_INFO("analyze: step {}/{}", p.step, p.steps);
   };
   for (size_t i = 0; i < specs->size(); ++i) {
-    const worker::RenderSpec& spec = (*specs)[i];
+    const jobspec::RenderSpec& spec = (*specs)[i];
     std::cerr << "analyze: prompt " << (i + 1) << "/" << specs->size() << " (" << *spec.steps << " steps, "
               << *spec.width << "x" << *spec.height << "x" << *spec.frames << ", seed " << spec.seed << ")\n";
     analysis.BeginRun({{"prompt", spec.prompt}, {"negative_prompt", spec.negative_prompt}, {"seed", spec.seed}});

@@ -18,7 +18,7 @@
 #include "cli/dataset_file.h"
 #include "cli/http_client.h"
 #include "cli/render_flags.h"
-#include "worker/render_spec.h"
+#include "jobspec/render_spec.h"
 
 namespace stas::cli {
 
@@ -133,7 +133,7 @@ int Submit(const SubmitFlags& flags) {
     return Fail(cmd, "give exactly one of --prompt TEXT or --dataset FILE", 2);
 
   // Everything is validated before anything is sent: bad input changes nothing.
-  std::vector<worker::RenderSpec> specs;
+  std::vector<jobspec::RenderSpec> specs;
   std::vector<int> lines;
   if (!flags.render.prompt.empty()) {
     auto spec = flags.render.ToSpec();

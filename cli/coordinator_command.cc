@@ -152,7 +152,7 @@ int RunCoordinator(const CoordinatorFlags& f) {
   if (http->host != "0.0.0.0" && http->host != "::") api_options.allowed_hosts.push_back(http->host);
   for (const auto& h : f.allowed_hosts) api_options.allowed_hosts.push_back(h);
   for (const auto& text : f.limits) {
-    Status parsed = worker::ParseCostLimitOverride(text, &api_options.cost_limits);
+    Status parsed = jobspec::ParseCostLimitOverride(text, &api_options.cost_limits);
     if (!parsed.ok()) return Fail(parsed.message());
   }
   HttpApi api(&queue, &dispatcher, DefaultClock(), api_options);

@@ -128,7 +128,7 @@ Result<std::vector<DatasetRecord>> ReadDataset(const std::string& path, const Js
   std::string name = dataset_name;
   if (name.empty()) name = std::filesystem::path(path).stem().string();
   {
-    worker::RenderSpec probe;
+    jobspec::RenderSpec probe;
     probe.prompt = "x";
     probe.dataset = name;
     Status st = probe.Validate();
@@ -205,7 +205,7 @@ Result<std::vector<DatasetRecord>> ReadDataset(const std::string& path, const Js
     if (!merged.contains("dataset") || merged["dataset"].is_null() ||
         (merged["dataset"].is_string() && merged["dataset"].get<std::string>().empty()))
       merged["dataset"] = name;
-    auto spec = worker::RenderSpec::FromJson(merged);
+    auto spec = jobspec::RenderSpec::FromJson(merged);
     if (!spec.ok()) return fail(record_line, spec.status());
     Status valid = spec->Validate();
     if (!valid.ok()) return fail(record_line, valid);

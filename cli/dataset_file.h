@@ -16,13 +16,13 @@
 
 #include "common/json.h"
 #include "common/status.h"
-#include "worker/render_spec.h"
+#include "jobspec/render_spec.h"
 
 namespace stas::cli {
 
 struct DatasetRecord {
   int line = 0;  // 1-based line of the record in the file
-  worker::RenderSpec spec;
+  jobspec::RenderSpec spec;
 };
 
 // Reads and validates every record. `base` is the RenderSpec JSON of the command line's flags;

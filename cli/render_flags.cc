@@ -78,8 +78,8 @@ void RenderFlags::AddTo(CLI::App* cmd) {
       ->needs(on);
 }
 
-Result<worker::RenderSpec> RenderFlags::ToSpec() const {
-  worker::RenderSpec s;
+Result<jobspec::RenderSpec> RenderFlags::ToSpec() const {
+  jobspec::RenderSpec s;
   s.model = model;
   s.prompt = prompt;
   s.negative_prompt = negative_prompt;

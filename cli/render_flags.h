@@ -10,7 +10,7 @@
 #include <string>
 
 #include "common/status.h"
-#include "worker/render_spec.h"
+#include "jobspec/render_spec.h"
 
 namespace stas::cli {
 
@@ -37,7 +37,7 @@ struct RenderFlags {
 
   // The RenderSpec these flags describe, validated (RenderSpec::Validate). InvalidArgument names the
   // flag when a value is malformed (e.g. "--stas-blocks: 'x' is not a block index").
-  Result<worker::RenderSpec> ToSpec() const;
+  Result<jobspec::RenderSpec> ToSpec() const;
 };
 
 // Parses "0,1,5" (spaces allowed) into block indices; InvalidArgument naming `flag` otherwise.

@@ -353,7 +353,7 @@ HttpResponse HttpApi::Route(const HttpRequest& req) {
 
 // ------------------------------------------------------------------------------------ native: jobs
 
-Status HttpApi::CheckModel(const worker::RenderSpec& spec, models::ModelDescription* description) {
+Status HttpApi::CheckModel(const jobspec::RenderSpec& spec, models::ModelDescription* description) {
   const auto served = dispatcher_ ? dispatcher_->ServedModels() : served_models_;
   STAS_ASSIGN_OR_RETURN(models::ModelDescription d, ResolveModelFamily(spec.model, served));
   STAS_RETURN_IF_ERROR(CheckForFamily(spec, d));
@@ -361,9 +361,9 @@ Status HttpApi::CheckModel(const worker::RenderSpec& spec, models::ModelDescript
   return Status::Ok();
 }
 
-Status HttpApi::CheckForFamily(const worker::RenderSpec& spec, const models::ModelDescription& model) const {
+Status HttpApi::CheckForFamily(const jobspec::RenderSpec& spec, const models::ModelDescription& model) const {
   STAS_RETURN_IF_ERROR(spec.ValidateFor(model));
-  return spec.CheckCostLimits(model, worker::CostLimitsFor(model, options_.cost_limits));
+  return spec.CheckCostLimits(model, jobspec::CostLimitsFor(model, options_.cost_limits));
 }
 
 

@@ -27,8 +27,8 @@
 #include "coordinator/clock.h"
 #include "coordinator/dispatcher.h"
 #include "coordinator/job_queue.h"
+#include "jobspec/render_spec.h"
 #include "models/model_description.h"
-#include "worker/render_spec.h"
 
 namespace stas::coordinator {
 
@@ -57,8 +57,8 @@ struct HttpApiOptions {
   // (localhost, 127.0.0.1, ::1). "*" allows any (a proxy in front checks it). Browsers' Origin on
   // state-changing requests must name one of them too (DNS rebinding, cross-site requests).
   std::vector<std::string> allowed_hosts;
-  // Cost limits by family name (`--limit`); families without one use worker::DefaultCostLimits.
-  worker::CostLimitOverrides cost_limits;
+  // Cost limits by family name (`--limit`); families without one use jobspec::DefaultCostLimits.
+  jobspec::CostLimitOverrides cost_limits;
 };
 
 // The request guards every request passes before routing (exposed for tests): Host allow-list,
@@ -126,14 +126,14 @@ class HttpApi {
   // Request guards (Host, Origin, content type, UTF-8): an error response, or nullopt to go on.
   std::optional<HttpResponse> Guard(const HttpRequest& request, bool openai);
   // Puts the channels of stas.calibration inline (from the calibration store); NotFound if unknown.
-  Status ResolveCalibration(worker::RenderSpec& spec) const;
+  Status ResolveCalibration(jobspec::RenderSpec& spec) const;
   std::string CalibrationPath(const std::string& id) const;
 
   // Checks a parsed spec against its model and the family's cost limits; InvalidArgument names the
   // field or the limit.
-  Status CheckModel(const worker::RenderSpec& spec, models::ModelDescription* description);
+  Status CheckModel(const jobspec::RenderSpec& spec, models::ModelDescription* description);
   // The same checks for a model already resolved: the spec's rules and the family's cost limits.
-  Status CheckForFamily(const worker::RenderSpec& spec, const models::ModelDescription& model) const;
+  Status CheckForFamily(const jobspec::RenderSpec& spec, const models::ModelDescription& model) const;
   Json JobJson(const JobRecord& r, bool with_spec) const;
   Json VideoJson(const JobRecord& r) const;
   Result<std::string> VideoPath(const JobRecord& r) const;

@@ -29,7 +29,7 @@ std::string HttpApi::CalibrationPath(const std::string& id) const {
   return options_.storage + "/.stas/calibrations/" + id + ".json";
 }
 
-Status HttpApi::ResolveCalibration(worker::RenderSpec& spec) const {
+Status HttpApi::ResolveCalibration(jobspec::RenderSpec& spec) const {
   if (spec.stas.calibration.empty() || !spec.stas.channels.is_null()) return Status::Ok();
   auto stored = ReadJsonFile(CalibrationPath(spec.stas.calibration));
   if (!stored.ok())
@@ -48,7 +48,7 @@ HttpResponse HttpApi::PostCalibration(const HttpRequest& req) {
   if (!channels.ok()) return NativeError(400, "not a calibration (ma_channels.json): " + channels.status().message(), "body");
   // Content-addressed: the id is a hash of the canonical form, so the same upload gets the same id.
   const std::string canonical = SafeDump(channels->ToJson());
-  worker::RenderSpec identity;
+  jobspec::RenderSpec identity;
   identity.prompt = canonical;
   const std::string id = identity.JobId();
   const std::string path = CalibrationPath(id);
@@ -106,13 +106,13 @@ HttpResponse HttpApi::PostJobs(const HttpRequest& req) {
   // dataset is checked once, on the first job that takes it.
   const auto served = dispatcher_ ? dispatcher_->ServedModels() : served_models_;
   std::map<std::string, Result<models::ModelDescription>> families;
-  std::vector<worker::RenderSpec> specs;
+  std::vector<jobspec::RenderSpec> specs;
   specs.reserve(count);
   bool batch_dataset_checked = false;
   for (size_t i = 0; i < count; ++i) {
     const std::string where = batch ? "jobs[" + std::to_string(i) + "]" : "";
     const Json& item = batch ? items[i] : items;
-    auto spec = worker::RenderSpec::FromJson(item);
+    auto spec = jobspec::RenderSpec::FromJson(item);
     Status st = spec.ok() ? Status::Ok() : spec.status();
     if (st.ok() && batch && !batch_dataset.empty() && (!item.contains("dataset") || item["dataset"].is_null())) {
       spec->dataset = batch_dataset;

@@ -138,7 +138,7 @@ HttpResponse HttpApi::CreateVideo(const HttpRequest& req) {
     api["size"] = std::to_string(w) + "x" + std::to_string(h);
   }
   // Parse once without frames to learn the model family and its fps.
-  auto partial = worker::RenderSpec::FromJson(spec);
+  auto partial = jobspec::RenderSpec::FromJson(spec);
   if (!partial.ok()) return OpenAiError(400, partial.status().message(), GuessField(partial.status().message()));
   models::ModelDescription family = models::FallbackDescription();
   Status model_ok = CheckModel(*partial, &family);
@@ -161,12 +161,12 @@ HttpResponse HttpApi::CreateVideo(const HttpRequest& req) {
       seconds = -1;
     }
     if (!(seconds > 0) || seconds > 120) return OpenAiError(400, "seconds must be a number in (0, 120]", "seconds");
-    worker::RenderSpec resolved = *partial;
+    jobspec::RenderSpec resolved = *partial;
     resolved.ResolveDefaults(family);
     spec["frames"] = FramesForSeconds(seconds, resolved.fps.value_or(16));
     api["seconds"] = FormatSeconds(seconds);
   }
-  auto parsed = worker::RenderSpec::FromJson(spec);
+  auto parsed = jobspec::RenderSpec::FromJson(spec);
   if (!parsed.ok()) return OpenAiError(400, parsed.status().message(), GuessField(parsed.status().message()));
   Status checked = ResolveCalibration(*parsed);
   if (checked.ok()) checked = CheckModel(*parsed, nullptr);

@@ -199,7 +199,7 @@ Shape ShapeOf(const JobRecord& r) {
   if (!j.ok() || !j->is_object()) return s;
   // A listing's record may carry the store's compact spec, which leaves the model to the record.
   if (!j->contains("model")) (*j)["model"] = r.model;
-  auto spec = worker::RenderSpec::FromJson(*j);
+  auto spec = jobspec::RenderSpec::FromJson(*j);
   if (!spec.ok()) return s;
   auto family = ResolveModelFamily(spec->model, {});
   spec->ResolveDefaults(family.ok() ? *family : models::FallbackDescription());

@@ -56,7 +56,7 @@ std::string JobQueue::NewLeaseToken(int attempt) {
 
 // ---------------------------------------------------------------------------------------------- users
 
-Result<SubmitResult> JobQueue::Submit(const worker::RenderSpec& spec, const Json& api) {
+Result<SubmitResult> JobQueue::Submit(const jobspec::RenderSpec& spec, const Json& api) {
   STAS_RETURN_IF_ERROR(spec.Validate());
   const std::string id = spec.JobId();
   const std::string api_text = api.is_null() ? "" : api.dump();

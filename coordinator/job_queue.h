@@ -38,7 +38,7 @@
 #include "common/status.h"
 #include "coordinator/clock.h"
 #include "coordinator/job_store.h"
-#include "worker/render_spec.h"
+#include "jobspec/render_spec.h"
 
 namespace stas::coordinator {
 
@@ -87,7 +87,7 @@ struct ListQuery {
 
 // One submission of a batch: its spec and the optional `api` JSON stored with it.
 struct SubmitItem {
-  worker::RenderSpec spec;
+  jobspec::RenderSpec spec;
   Json api;
 };
 
@@ -102,7 +102,7 @@ class JobQueue {
 
   // --- Users ---
   // `api` (optional JSON object) is stored with the job (e.g. the OpenAI request's size and seconds).
-  Result<SubmitResult> Submit(const worker::RenderSpec& spec, const Json& api = Json());
+  Result<SubmitResult> Submit(const jobspec::RenderSpec& spec, const Json& api = Json());
   // Submits many jobs in few store round trips: one read of every id's state (ids that exist and need
   // nothing are answered from it), then the new jobs created in batches; re-queues of failed, dead or
   // cancelled jobs and creations that raced go through Submit one by one. Results in input order.

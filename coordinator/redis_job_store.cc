@@ -7,7 +7,7 @@
 #include "common/log.h"
 #include "common/text.h"
 #include "coordinator/parallel_for.h"
-#include "worker/render_spec.h"
+#include "jobspec/render_spec.h"
 
 namespace stas::coordinator {
 
@@ -326,7 +326,7 @@ Result<std::optional<JobRecord>> RecordFromFlat(const std::string& id, const Red
 // its default (nulls, empty strings, a disabled default steering block): about 100 bytes instead of
 // 500 for a plain prompt. ExpandSpec restores the RenderSpec::ToJson form the queue wrote.
 std::string CompactSpecJson(const Json& spec) {
-  static const Json kDefaultStas = worker::RenderSpec().stas.ToJson();
+  static const Json kDefaultStas = jobspec::RenderSpec().stas.ToJson();
   Json out = Json::object();
   for (auto it = spec.begin(); it != spec.end(); ++it) {
     const std::string& k = it.key();
@@ -350,7 +350,7 @@ std::string ExpandSpec(const std::string& stored, const JobRecord& r) {
   (*parsed)["model"] = r.model;
   (*parsed)["dataset"] = r.dataset;
   (*parsed)["priority"] = r.priority;
-  auto spec = worker::RenderSpec::FromJson(*parsed);
+  auto spec = jobspec::RenderSpec::FromJson(*parsed);
   return spec.ok() ? spec->ToJson().dump() : stored;
 }
 

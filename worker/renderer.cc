@@ -174,9 +174,9 @@ class Renderer::Impl {
   std::unique_ptr<models::VideoModel> model;
 
   steering::StasModelInfo stas_model_info() const;
-  Status CheckResolved(const RenderSpec& spec) const;
-  Result<std::unique_ptr<steering::StasHook>> MakeHook(const RenderSpec& spec) const;
-  Result<RenderedVideo> Render(const RenderSpec& spec, const RenderControl& control, bool decode);
+  Status CheckResolved(const jobspec::RenderSpec& spec) const;
+  Result<std::unique_ptr<steering::StasHook>> MakeHook(const jobspec::RenderSpec& spec) const;
+  Result<RenderedVideo> Render(const jobspec::RenderSpec& spec, const RenderControl& control, bool decode);
   // One prompt's embedding [1, L, D] on the render device and dtype.
   Result<at::Tensor> EncodePrompt(const std::string& prompt);
   Result<at::Tensor> NegativeEmbedding(const std::string& negative_prompt);
@@ -196,7 +196,7 @@ class Renderer::Impl {
   // Saves a checkpoint after `done` of `steps` steps when the control asks for one here.
   void MaybeCheckpoint(const DenoiseInputs& in, int done, int steps, const at::Tensor& latents,
                        const std::function<models::TensorMap()>& scheduler_state) const;
-  Result<at::Tensor> Denoise(const RenderSpec& spec, const DenoiseInputs& in, storage::Manifest& m);
+  Result<at::Tensor> Denoise(const jobspec::RenderSpec& spec, const DenoiseInputs& in, storage::Manifest& m);
   // Final latents -> uint8 frames [T, H, W, 3] on the CPU, each piece handed to control.on_frames too.
   Result<at::Tensor> Decode(const at::Tensor& latents, int frames, const RenderControl& control) const;
 };
@@ -210,7 +210,7 @@ steering::StasModelInfo Renderer::Impl::stas_model_info() const {
 }
 
 // Checks that need the resolved sizes and the loaded model.
-Status Renderer::Impl::CheckResolved(const RenderSpec& spec) const {
+Status Renderer::Impl::CheckResolved(const jobspec::RenderSpec& spec) const {
   STAS_RETURN_IF_ERROR(model->CheckVideoSize(*spec.height, *spec.width, *spec.frames));
   if (options.parallelism.sequence)
     STAS_RETURN_IF_ERROR(parallel::UlyssesAttention::CheckHeads(model->geometry().num_attention_heads,
@@ -218,7 +218,7 @@ Status Renderer::Impl::CheckResolved(const RenderSpec& spec) const {
   return Status::Ok();
 }
 
-Result<std::unique_ptr<steering::StasHook>> Renderer::Impl::MakeHook(const RenderSpec& spec) const {
+Result<std::unique_ptr<steering::StasHook>> Renderer::Impl::MakeHook(const jobspec::RenderSpec& spec) const {
   return steering::MakeStasHook(spec.stas, stas_model_info());
 }
 
@@ -257,7 +257,8 @@ void Renderer::Impl::MaybeCheckpoint(const DenoiseInputs& in, int done, int step
     STAS_LOG_WARN("job {}: latent checkpoint not saved: {}", in.job_id, st.message());
 }
 
-Result<at::Tensor> Renderer::Impl::Denoise(const RenderSpec& spec, const DenoiseInputs& in, storage::Manifest& m) {
+Result<at::Tensor> Renderer::Impl::Denoise(const jobspec::RenderSpec& spec, const DenoiseInputs& in,
+                                           storage::Manifest& m) {
   const int steps = *spec.steps;
   STAS_ASSIGN_OR_RETURN(at::Tensor noise, model->InitialNoise(spec.seed, *spec.height, *spec.width, *spec.frames));
   std::optional<models::SamplerCheckpoint> resume;
@@ -315,11 +316,12 @@ Result<at::Tensor> Renderer::Impl::NegativeEmbedding(const std::string& negative
   return embedding;
 }
 
-Result<RenderedVideo> Renderer::Impl::Render(const RenderSpec& input, const RenderControl& control, bool decode) {
+Result<RenderedVideo> Renderer::Impl::Render(const jobspec::RenderSpec& input, const RenderControl& control,
+                                             bool decode) {
   const auto total_start = Clock::now();
   RenderedVideo out;
   out.spec = input;
-  RenderSpec& spec = out.spec;
+  jobspec::RenderSpec& spec = out.spec;
   spec.ResolveDefaults(model->description());
   STAS_RETURN_IF_ERROR(CheckResolved(spec));
   STAS_ASSIGN_OR_RETURN(std::unique_ptr<steering::StasHook> hook, MakeHook(spec));
@@ -454,24 +456,24 @@ at::Device Renderer::text_encoder_device() const { return impl_->text_device; }
 int64_t Renderer::prompt_encodings() const { return impl_->prompt_encodings; }
 double Renderer::load_seconds() const { return impl_->load_seconds; }
 
-Status Renderer::Check(const RenderSpec& spec) const {
+Status Renderer::Check(const jobspec::RenderSpec& spec) const {
   STAS_RETURN_IF_ERROR(spec.Validate());
   STAS_RETURN_IF_ERROR(spec.ValidateFor(impl_->model->description()));
   if (!SameModel(spec.model, impl_->options.model))
     return InvalidArgument("this renderer serves model '" + impl_->options.model + "', the job asks for '" +
                            spec.model + "'");
-  RenderSpec resolved = spec;
+  jobspec::RenderSpec resolved = spec;
   resolved.ResolveDefaults(impl_->model->description());
   STAS_RETURN_IF_ERROR(impl_->CheckResolved(resolved));
   return impl_->MakeHook(resolved).status();
 }
 
-Result<RenderedVideo> Renderer::RenderFrames(const RenderSpec& spec, const RenderControl& control) {
+Result<RenderedVideo> Renderer::RenderFrames(const jobspec::RenderSpec& spec, const RenderControl& control) {
   STAS_RETURN_IF_ERROR(Check(spec));
   return impl_->Render(spec, control, /*decode=*/true);
 }
 
-Result<storage::Manifest> Renderer::Sample(const RenderSpec& spec, const RenderControl& control) {
+Result<storage::Manifest> Renderer::Sample(const jobspec::RenderSpec& spec, const RenderControl& control) {
   STAS_RETURN_IF_ERROR(Check(spec));
   STAS_ASSIGN_OR_RETURN(RenderedVideo run, impl_->Render(spec, control, /*decode=*/false));
   return std::move(run.manifest);
@@ -493,14 +495,14 @@ Status CheckFolderOf(const std::string& path) {
 // Renders and encodes to a finished temporary MP4 beside `video_path` (output rank; other ranks only
 // render and return an empty path). The encoder runs on its own thread while the VAE decodes: each
 // decoded piece goes to it at once, so the "encode" timing is only what is left after the decode.
-Result<std::string> RenderAndEncode(Renderer& renderer, bool output_rank, const RenderSpec& spec,
+Result<std::string> RenderAndEncode(Renderer& renderer, bool output_rank, const jobspec::RenderSpec& spec,
                                     const std::string& video_path, const RenderControl& control, RenderedVideo& video) {
   STAS_RETURN_IF_ERROR(renderer.Check(spec));
   if (!output_rank) {
     STAS_ASSIGN_OR_RETURN(video, renderer.RenderFrames(spec, control));
     return std::string();
   }
-  RenderSpec resolved = spec;
+  jobspec::RenderSpec resolved = spec;
   resolved.ResolveDefaults(renderer.description());
   storage::Mp4Options options;
   options.width = *resolved.width;
@@ -541,7 +543,7 @@ Result<std::string> RenderAndEncode(Renderer& renderer, bool output_rank, const 
 
 }  // namespace
 
-Result<RenderResult> Renderer::RenderToFile(const RenderSpec& spec, const std::string& out_path,
+Result<RenderResult> Renderer::RenderToFile(const jobspec::RenderSpec& spec, const std::string& out_path,
                                             const RenderControl& control) {
   if (!EndsWithMp4(out_path)) return InvalidArgument("output file " + out_path + " must end in .mp4");
   STAS_RETURN_IF_ERROR(CheckFolderOf(out_path));
@@ -577,7 +579,7 @@ Result<RenderResult> Renderer::RenderToFile(const RenderSpec& spec, const std::s
   return result;
 }
 
-Result<RenderResult> Renderer::RenderStaged(const RenderSpec& spec, const std::string& video_path,
+Result<RenderResult> Renderer::RenderStaged(const jobspec::RenderSpec& spec, const std::string& video_path,
                                             const RenderControl& control) {
   STAS_RETURN_IF_ERROR(CheckFolderOf(video_path));
   RenderResult result;

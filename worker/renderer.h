@@ -28,12 +28,12 @@
 
 #include "common/status.h"
 #include "common/torch_compat.h"
+#include "jobspec/render_spec.h"
 #include "models/dit.h"
 #include "models/model_description.h"
 #include "models/video_model.h"
 #include "steering/stas_hook.h"
 #include "storage/manifest.h"
-#include "worker/render_spec.h"
 
 namespace stas::worker {
 
@@ -102,7 +102,7 @@ struct RenderControl {
 // A render before encoding.
 struct RenderedVideo {
   at::Tensor frames;           // [T, H, W, 3] uint8 on the CPU; undefined on non-output ranks
-  RenderSpec spec;             // defaults resolved
+  jobspec::RenderSpec spec;    // defaults resolved
   storage::Manifest manifest;  // complete except the "encode" timing, codec and video file
 };
 
@@ -139,22 +139,22 @@ class Renderer {
   // Everything that can be checked before rendering: the spec's own validation, the model's size
   // rules, that the spec names this model, the STAS blocks/channels and the sequence-parallel split.
   // InvalidArgument (or NotFound for a missing STAS channels file).
-  Status Check(const RenderSpec& spec) const;
+  Status Check(const jobspec::RenderSpec& spec) const;
 
   // Encodes the prompts and samples, without decoding or writing anything: for runs that only watch the
   // residual stream through control.observer. Returns the manifest (no decode/encode timings).
-  Result<storage::Manifest> Sample(const RenderSpec& spec, const RenderControl& control = {});
+  Result<storage::Manifest> Sample(const jobspec::RenderSpec& spec, const RenderControl& control = {});
   // Renders to decoded frames (no file written).
-  Result<RenderedVideo> RenderFrames(const RenderSpec& spec, const RenderControl& control = {});
+  Result<RenderedVideo> RenderFrames(const jobspec::RenderSpec& spec, const RenderControl& control = {});
   // Renders and writes `out_path` (must end in .mp4; its folder must exist) via a temporary file and a
   // rename, and the manifest beside it (same stem, .json). Replaces existing files at those paths.
-  Result<RenderResult> RenderToFile(const RenderSpec& spec, const std::string& out_path,
+  Result<RenderResult> RenderToFile(const jobspec::RenderSpec& spec, const std::string& out_path,
                                     const RenderControl& control = {});
   // Renders and leaves the finished MP4 at a temporary name beside `video_path` (whose folder must
   // exist): result.video_path is that temporary file, which the caller commits to `video_path`
   // (storage::CommitOutput) or removes. The manifest is returned, not written; latent checkpoints are
   // left for the caller to remove after the commit.
-  Result<RenderResult> RenderStaged(const RenderSpec& spec, const std::string& video_path,
+  Result<RenderResult> RenderStaged(const jobspec::RenderSpec& spec, const std::string& video_path,
                                     const RenderControl& control = {});
 
   class Impl;

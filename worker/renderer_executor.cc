@@ -32,7 +32,7 @@ Result<int64_t> AttentionHeadsOf(const std::string& model) {
 class RendererExecutor final : public JobExecutor {
  public:
   Result<std::optional<StagedOutput>> Render(const JobContext& job, const RenderCallbacks& callbacks) override {
-    RenderSpec spec = job.spec;
+    jobspec::RenderSpec spec = job.spec;
     // The coordinator pairs jobs and groups by model name; a job naming this group's checkpoint by
     // another path still belongs here. A real mismatch is the dispatcher's mistake: retryable.
     if (!SameModel(spec.model, renderer->model()))

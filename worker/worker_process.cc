@@ -304,7 +304,7 @@ Status WorkerProcess::Impl::RunJob(const Json& message) {
   job.checkpoint_every = options_.checkpoint_every;
   Status prepared = Status::Ok();
   {
-    auto spec = RenderSpec::FromJson(message.value("spec", Json()));
+    auto spec = jobspec::RenderSpec::FromJson(message.value("spec", Json()));
     if (!spec.ok()) {
       prepared = InvalidArgument("bad job spec: " + spec.status().message());
     } else {

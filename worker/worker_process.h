@@ -31,10 +31,10 @@
 
 #include "common/json.h"
 #include "common/status.h"
+#include "jobspec/render_spec.h"
 #include "storage/manifest.h"
 #include "storage/output_layout.h"
 #include "worker/coordinator_link.h"
-#include "worker/render_spec.h"
 
 namespace stas::parallel {
 class ProcessGroups;
@@ -69,7 +69,7 @@ struct WorkerOptions {
 struct JobContext {
   std::string job_id;
   int attempt = 1;
-  RenderSpec spec;       // validated
+  jobspec::RenderSpec spec;  // validated
   Json resume;           // the coordinator's resume hint (null: none); checkpoints are looked up by job id
   std::string storage;   // storage root
   storage::OutputPaths output;  // where the video goes: the coordinator's assignment, checked

@@ -21,8 +21,8 @@ namespace {
 
 using namespace std::chrono_literals;
 
-worker::RenderSpec Spec(const std::string& prompt, uint64_t seed = 0) {
-  worker::RenderSpec s;
+jobspec::RenderSpec Spec(const std::string& prompt, uint64_t seed = 0) {
+  jobspec::RenderSpec s;
   s.prompt = prompt;
   s.seed = seed;
   s.model = "tiny";
@@ -144,7 +144,7 @@ TEST_F(RedisQueueTest, AThousandDuplicateSubmissionsMakeOneJob) {
   auto first = queue_->Submit(Spec("same"));
   ASSERT_TRUE(first.ok());
   for (int i = 0; i < 1000; ++i) {
-    worker::RenderSpec s = Spec("same");
+    jobspec::RenderSpec s = Spec("same");
     s.priority = i % 3;
     auto r = queue_->Submit(s);
     ASSERT_TRUE(r.ok()) << r.status().ToString();
@@ -196,10 +196,10 @@ TEST_F(RedisQueueTest, ConcurrentSubmittersAndStartersNeverDoubleUp) {
 TEST_F(RedisQueueTest, ReadyQueuesHoldPriorityOverABacklogAndCancelRemovesAtOnce) {
   std::vector<std::string> backlog;
   for (int i = 0; i < 200; ++i) backlog.push_back(queue_->Submit(Spec("low " + std::to_string(i)))->id);
-  worker::RenderSpec high = Spec("high");
+  jobspec::RenderSpec high = Spec("high");
   high.priority = 100;
   const std::string high_id = queue_->Submit(high)->id;
-  worker::RenderSpec unserved = Spec("unserved");
+  jobspec::RenderSpec unserved = Spec("unserved");
   unserved.model = "/ckpt/Wan2.1-T2V-1.3B-Diffusers";
   ASSERT_TRUE(queue_->Submit(unserved).ok());
   auto depths = *store_->ReadyDepths();
@@ -225,7 +225,7 @@ TEST_F(RedisQueueTest, ReadyQueuesHoldPriorityOverABacklogAndCancelRemovesAtOnce
 TEST_F(RedisQueueTest, BatchesIndexesCursorsAndCounts) {
   std::vector<SubmitItem> items;
   for (int i = 0; i < 1200; ++i) {  // more than one script chunk
-    worker::RenderSpec s = Spec("batch " + std::to_string(i));
+    jobspec::RenderSpec s = Spec("batch " + std::to_string(i));
     s.dataset = i % 2 ? "odd" : "even";
     items.push_back({s, Json()});
   }
@@ -278,7 +278,7 @@ TEST_F(RedisQueueTest, BatchesIndexesCursorsAndCounts) {
 TEST_F(RedisQueueTest, BatchCreationStoresWhatOneByOneSubmissionStores) {
   // One job through Submit (a transition script), its twin (other prompt) through SubmitMany (the batch
   // create script): the same fields, indexes, ready-queue order and counters.
-  worker::RenderSpec single = Spec("single heron");
+  jobspec::RenderSpec single = Spec("single heron");
   single.dataset = "twins";
   single.priority = 5;
   single.negative_prompt = "blurry";
@@ -286,7 +286,7 @@ TEST_F(RedisQueueTest, BatchCreationStoresWhatOneByOneSubmissionStores) {
   ASSERT_TRUE(one.ok()) << one.status().ToString();
   std::vector<SubmitItem> items;
   for (int i = 0; i < 6; ++i) {
-    worker::RenderSpec s = single;
+    jobspec::RenderSpec s = single;
     s.prompt = "batch heron " + std::to_string(i);
     s.priority = i % 2 ? 5 : 0;
     items.push_back({s, Json()});
@@ -337,7 +337,7 @@ TEST_F(RedisQueueTest, BatchCreationStoresWhatOneByOneSubmissionStores) {
 
 TEST_F(RedisQueueTest, AQueuedJobTakesLittleRedisMemory) {
   // Field names are short and empty fields absent, so a queued job stays well under 1.5 KB.
-  worker::RenderSpec s = Spec("a heron standing in a misty river at dawn, cinematic lighting");
+  jobspec::RenderSpec s = Spec("a heron standing in a misty river at dawn, cinematic lighting");
   s.dataset = "herons";
   auto sub = queue_->Submit(s);
   ASSERT_TRUE(sub.ok());
@@ -408,7 +408,7 @@ TEST_F(RedisQueueTest, AHeartbeatRecreatesAnExpiredLeaseKey) {
 }
 
 TEST_F(RedisQueueTest, CancelListAndDelete) {
-  worker::RenderSpec s = Spec("one");
+  jobspec::RenderSpec s = Spec("one");
   s.dataset = "d1";
   auto one = queue_->Submit(s);
   s.prompt = "two";

@@ -45,7 +45,7 @@ class ProtocolRulesTest : public ::testing::Test {
   }
   // Submits one job and hands it to a connected group; returns the lease.
   std::string Dispatched(const std::string& prompt, const std::string& output_name = "") {
-    worker::RenderSpec s;
+    jobspec::RenderSpec s;
     s.prompt = prompt;
     s.output_name = output_name;
     auto sub = queue_->Submit(s);
@@ -85,7 +85,7 @@ TEST_F(ProtocolRulesTest, DoneWithoutAGrantedCommitIsRefused) {
 TEST_F(ProtocolRulesTest, TheJobMessageAssignsTheOutputPath) {
   Dispatched("a named job", "fox");
   EXPECT_EQ(job_.value("output", ""), "single/fox.mp4") << job_.dump();
-  worker::RenderSpec s;
+  jobspec::RenderSpec s;
   s.prompt = "an unnamed job in a dataset";
   s.dataset = "birds";
   auto sub = queue_->Submit(s);

@@ -14,7 +14,7 @@
 #include "storage/output_layout.h"
 #include "support/temp_dir.h"
 #include "models/registry.h"
-#include "worker/render_spec.h"
+#include "jobspec/render_spec.h"
 #include "worker/worker_process.h"
 
 namespace stas {
@@ -46,7 +46,7 @@ TEST(Frames, PreHelloFramesAreSmall) {
 }
 
 TEST(JobSpecs, NameNoFileOfTheWorker) {
-  auto spec = worker::RenderSpec::FromJson(
+  auto spec = jobspec::RenderSpec::FromJson(
       {{"prompt", "p"}, {"stas", {{"enabled", true}, {"channels_file", "/dev/zero"}}}});
   ASSERT_FALSE(spec.ok());
   EXPECT_NE(spec.status().message().find("calibration"), std::string::npos) << spec.status().message();
@@ -74,12 +74,12 @@ TEST(JobSpecs, IntegersDoNotWrap) {
   EXPECT_FALSE(steering::StasOptions::FromJson({{"steps", wraps_to_one}}).ok());
   EXPECT_FALSE(steering::StasOptions::FromJson({{"blocks", {wraps_to_one}}}).ok());
   EXPECT_FALSE(steering::StasOptions::FromJson({{"max_channels", wraps_to_one}}).ok());
-  EXPECT_FALSE(worker::RenderSpec::FromJson({{"prompt", "p"}, {"steps", wraps_to_one}}).ok());
+  EXPECT_FALSE(jobspec::RenderSpec::FromJson({{"prompt", "p"}, {"steps", wraps_to_one}}).ok());
 }
 
 TEST(Names, OneCheckForServerAndWorker) {
   for (const char* bad : {".hidden", "a\x7f" "b", "a/b", "..", "bad\xff"}) {
-    worker::RenderSpec s;
+    jobspec::RenderSpec s;
     s.prompt = "p";
     s.output_name = bad;
     EXPECT_FALSE(s.Validate().ok()) << bad;
@@ -88,7 +88,7 @@ TEST(Names, OneCheckForServerAndWorker) {
     s.dataset = bad;
     EXPECT_FALSE(s.Validate().ok()) << bad;
   }
-  worker::RenderSpec s;
+  jobspec::RenderSpec s;
   s.prompt = "p";
   s.output_name = "0123456789abcdef0123456789abcdef";
   EXPECT_FALSE(s.Validate().ok()) << "an output name shaped like a job id could take another job's path";
@@ -128,29 +128,29 @@ TEST(CostLimits, TheTinyModelRefusesALargeVideoNamingTheLimit) {
   auto tiny = models::DescribeFamily("tiny");
   auto wan21 = models::DescribeFamily("wan2.1");
   ASSERT_TRUE(tiny.ok() && wan21.ok());
-  worker::RenderSpec s;
+  jobspec::RenderSpec s;
   s.prompt = "p";
   s.frames = 81;
   s.height = 720;
   s.width = 1280;
-  auto st = s.CheckCostLimits(*tiny, worker::DefaultCostLimits(*tiny));
+  auto st = s.CheckCostLimits(*tiny, jobspec::DefaultCostLimits(*tiny));
   ASSERT_FALSE(st.ok());
   EXPECT_NE(st.message().find("limit"), std::string::npos);
   EXPECT_NE(st.message().find("--limit tiny:"), std::string::npos) << st.message();
-  worker::RenderSpec small;
+  jobspec::RenderSpec small;
   small.prompt = "p";
-  EXPECT_TRUE(small.CheckCostLimits(*tiny, worker::DefaultCostLimits(*tiny)).ok());
-  worker::RenderSpec wan = s;
+  EXPECT_TRUE(small.CheckCostLimits(*tiny, jobspec::DefaultCostLimits(*tiny)).ok());
+  jobspec::RenderSpec wan = s;
   wan.frames = 1001;
-  EXPECT_FALSE(wan.CheckCostLimits(*wan21, worker::DefaultCostLimits(*wan21)).ok());
-  EXPECT_TRUE(s.CheckCostLimits(*wan21, worker::DefaultCostLimits(*wan21)).ok());
-  worker::CostLimitOverrides overrides;
-  ASSERT_TRUE(worker::ParseCostLimitOverride("tiny:frames=81,pixels=921600", &overrides).ok());
-  EXPECT_TRUE(s.CheckCostLimits(*tiny, worker::CostLimitsFor(*tiny, overrides)).ok());
-  EXPECT_FALSE(s.CheckCostLimits(*wan21, worker::CostLimitsFor(*wan21, {{"wan2.1", {41, 1280 * 720, 1000}}})).ok());
-  EXPECT_FALSE(worker::ParseCostLimitOverride("tiny:frames=-1", &overrides).ok());
-  EXPECT_FALSE(worker::ParseCostLimitOverride("nope:frames=1", &overrides).ok());
-  EXPECT_FALSE(worker::ParseCostLimitOverride("tiny:colour=1", &overrides).ok());
+  EXPECT_FALSE(wan.CheckCostLimits(*wan21, jobspec::DefaultCostLimits(*wan21)).ok());
+  EXPECT_TRUE(s.CheckCostLimits(*wan21, jobspec::DefaultCostLimits(*wan21)).ok());
+  jobspec::CostLimitOverrides overrides;
+  ASSERT_TRUE(jobspec::ParseCostLimitOverride("tiny:frames=81,pixels=921600", &overrides).ok());
+  EXPECT_TRUE(s.CheckCostLimits(*tiny, jobspec::CostLimitsFor(*tiny, overrides)).ok());
+  EXPECT_FALSE(s.CheckCostLimits(*wan21, jobspec::CostLimitsFor(*wan21, {{"wan2.1", {41, 1280 * 720, 1000}}})).ok());
+  EXPECT_FALSE(jobspec::ParseCostLimitOverride("tiny:frames=-1", &overrides).ok());
+  EXPECT_FALSE(jobspec::ParseCostLimitOverride("nope:frames=1", &overrides).ok());
+  EXPECT_FALSE(jobspec::ParseCostLimitOverride("tiny:colour=1", &overrides).ok());
 }
 
 }  // namespace

@@ -12,8 +12,8 @@
 namespace stas::coordinator {
 namespace {
 
-worker::RenderSpec Spec(const std::string& prompt, uint64_t seed = 0) {
-  worker::RenderSpec s;
+jobspec::RenderSpec Spec(const std::string& prompt, uint64_t seed = 0) {
+  jobspec::RenderSpec s;
   s.prompt = prompt;
   s.seed = seed;
   s.model = "tiny";
@@ -75,7 +75,7 @@ TEST_F(QueueTest, ResubmittingTheSameJobIsANoOpReturningTheSameId) {
   const auto first = queue_->Submit(Spec("a cat"));
   ASSERT_TRUE(first.ok());
   for (int i = 0; i < 1000; ++i) {
-    worker::RenderSpec s = Spec("a cat");
+    jobspec::RenderSpec s = Spec("a cat");
     s.priority = i % 7;  // priority, dataset and output name are not part of the identity
     s.dataset = i % 2 ? "other" : "";
     auto r = queue_->Submit(s);
@@ -290,13 +290,13 @@ TEST_F(QueueTest, CancellationStopsQueuedAndRunningJobs) {
 TEST_F(QueueTest, ListsByStateAndDatasetNewestFirst) {
   std::vector<std::string> a_ids;
   for (int i = 0; i < 3; ++i) {
-    worker::RenderSpec s = Spec("a" + std::to_string(i));
+    jobspec::RenderSpec s = Spec("a" + std::to_string(i));
     s.dataset = "set-a";
     a_ids.push_back(queue_->Submit(s)->id);
     clock_.AdvanceMs(10);
   }
   for (int i = 0; i < 2; ++i) {
-    worker::RenderSpec s = Spec("b" + std::to_string(i));
+    jobspec::RenderSpec s = Spec("b" + std::to_string(i));
     s.dataset = "set-b";
     ASSERT_TRUE(queue_->Submit(s).ok());
     clock_.AdvanceMs(10);
@@ -330,10 +330,10 @@ TEST_F(QueueTest, AStoreOutageIsAnErrorAndChangesNothing) {
 TEST_F(QueueTest, ReadyQueuesAreKeptPerModelInPriorityThenSubmissionOrder) {
   std::vector<std::string> low;
   for (int i = 0; i < 5; ++i) low.push_back(queue_->Submit(Spec("low" + std::to_string(i)))->id);
-  worker::RenderSpec high = Spec("high");
+  jobspec::RenderSpec high = Spec("high");
   high.priority = 100;
   const std::string high_id = queue_->Submit(high)->id;
-  worker::RenderSpec other = Spec("other model");
+  jobspec::RenderSpec other = Spec("other model");
   other.model = "/ckpt/Wan2.1-T2V-1.3B-Diffusers/";
   const std::string other_id = queue_->Submit(other)->id;
   auto depths = *store_.ReadyDepths();
@@ -364,7 +364,7 @@ TEST_F(QueueTest, CancellingABacklogLeavesNothingInFrontOfNewJobs) {
 TEST_F(QueueTest, SubmitManyCreatesNewAnswersExistingAndRequeuesFinished) {
   std::vector<SubmitItem> items;
   for (int i = 0; i < 50; ++i) {
-    worker::RenderSpec s = Spec("batch" + std::to_string(i));
+    jobspec::RenderSpec s = Spec("batch" + std::to_string(i));
     s.dataset = "ds";
     items.push_back({s, Json()});
   }
@@ -405,7 +405,7 @@ TEST_F(QueueTest, SubmitManyCreatesNewAnswersExistingAndRequeuesFinished) {
 TEST_F(QueueTest, DatasetStateIndexCursorPagesAndCounts) {
   std::vector<std::string> ids;  // oldest first
   for (int i = 0; i < 7; ++i) {
-    worker::RenderSpec s = Spec("p" + std::to_string(i));
+    jobspec::RenderSpec s = Spec("p" + std::to_string(i));
     s.dataset = "set";
     ids.push_back(queue_->Submit(s)->id);
     if (i % 2) clock_.AdvanceMs(5);  // some equal creation times, as in a batch
@@ -585,12 +585,12 @@ TEST_F(DispatcherTest, AJobRunsToCompletionThroughTheProtocol) {
 }
 
 TEST_F(DispatcherTest, JobsGoOnlyToGroupsServingTheirModelByPriority) {
-  worker::RenderSpec wan = Spec("wan job");
+  jobspec::RenderSpec wan = Spec("wan job");
   wan.model = "Wan2.1-T2V-1.3B-Diffusers";
   auto wan_job = queue_->Submit(wan);
-  worker::RenderSpec low = Spec("low");
+  jobspec::RenderSpec low = Spec("low");
   auto low_job = queue_->Submit(low);
-  worker::RenderSpec high = Spec("high");
+  jobspec::RenderSpec high = Spec("high");
   high.priority = 5;
   auto high_job = queue_->Submit(high);
   dispatcher_->Tick();
@@ -710,7 +710,7 @@ TEST_F(DispatcherTest, ARestartedCoordinatorKeepsQueuedJobsAndRunningGroups) {
 
 TEST_F(DispatcherTest, AnUnservedBacklogDoesNotDelayAServedModel) {
   for (int i = 0; i < 300; ++i) {
-    worker::RenderSpec s = Spec("unserved" + std::to_string(i));
+    jobspec::RenderSpec s = Spec("unserved" + std::to_string(i));
     s.model = "Wan2.1-T2V-1.3B-Diffusers";
     ASSERT_TRUE(queue_->Submit(s).ok());
   }

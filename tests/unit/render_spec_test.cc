@@ -8,9 +8,9 @@
 #include "common/json.h"
 #include "support/temp_dir.h"
 #include "models/registry.h"
-#include "worker/render_spec.h"
+#include "jobspec/render_spec.h"
 
-namespace stas::worker {
+namespace stas::jobspec {
 namespace {
 
 // A registered family's rules by name (models/registry.h).
@@ -348,4 +348,4 @@ TEST(JobId, ChangesWithEverythingThatChangesTheVideoAndNothingElse) {
 }
 
 }  // namespace
-}  // namespace stas::worker
+}  // namespace stas::jobspec

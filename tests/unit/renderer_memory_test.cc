@@ -9,8 +9,8 @@
 namespace stas::worker {
 namespace {
 
-RenderSpec SmallSpec(const std::string& prompt) {
-  RenderSpec spec;
+jobspec::RenderSpec SmallSpec(const std::string& prompt) {
+  jobspec::RenderSpec spec;
   spec.model = "tiny";
   spec.prompt = prompt;
   spec.frames = 5;
@@ -36,7 +36,7 @@ double Psnr(const at::Tensor& a, const at::Tensor& b) {
 TEST(RendererMemory, TheNegativePromptIsEncodedOnceAndTheVideosDoNotChange) {
   auto cached = LoadTiny();
   ASSERT_TRUE(cached);
-  RenderSpec first = SmallSpec("a red fox"), second = SmallSpec("a grey wolf");
+  jobspec::RenderSpec first = SmallSpec("a red fox"), second = SmallSpec("a grey wolf");
   auto a = cached->RenderFrames(first);
   ASSERT_TRUE(a.ok()) << a.status().ToString();
   EXPECT_EQ(cached->prompt_encodings(), 2);  // the prompt and the empty negative prompt
@@ -44,7 +44,7 @@ TEST(RendererMemory, TheNegativePromptIsEncodedOnceAndTheVideosDoNotChange) {
   ASSERT_TRUE(b.ok()) << b.status().ToString();
   EXPECT_EQ(cached->prompt_encodings(), 3);  // only the new prompt
   // Another negative prompt is encoded (once) too.
-  RenderSpec third = SmallSpec("a grey wolf");
+  jobspec::RenderSpec third = SmallSpec("a grey wolf");
   third.negative_prompt = "blurry";
   ASSERT_TRUE(cached->RenderFrames(third).ok());
   ASSERT_TRUE(cached->RenderFrames(third).ok());
@@ -96,7 +96,7 @@ TEST(RendererMemory, TheBfloat16DecodeStaysCloseToFloat32AndCpuDefaultsStayFloat
   bf16_options.vae_dtype = at::kBFloat16;
   auto bf16 = LoadTiny(bf16_options);
   ASSERT_TRUE(f32 && bf16);
-  const RenderSpec spec = SmallSpec("a red fox");
+  const jobspec::RenderSpec spec = SmallSpec("a red fox");
   auto reference = f32->RenderFrames(spec);
   auto approx = bf16->RenderFrames(spec);
   ASSERT_TRUE(reference.ok() && approx.ok());

@@ -1,4 +1,4 @@
-#include "worker/render_spec.h"
+#include "jobspec/render_spec.h"
 
 #include <algorithm>
 #include <cmath>
@@ -9,7 +9,7 @@
 #include "models/registry.h"
 #include "storage/output_layout.h"
 
-namespace stas::worker {
+namespace stas::jobspec {
 
 namespace {
 
@@ -242,4 +242,4 @@ std::string RenderSpec::JobId() const {
   return buf;
 }
 
-}  // namespace stas::worker
+}  // namespace stas::jobspec

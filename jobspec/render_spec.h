@@ -15,7 +15,7 @@
 #include "models/model_description.h"
 #include "steering/stas_options.h"
 
-namespace stas::worker {
+namespace stas::jobspec {
 
 // Limits (docs/DESIGN.md#bad-input).
 constexpr size_t kMaxPromptBytes = 8 * 1024;
@@ -73,4 +73,4 @@ struct RenderSpec {
   std::string JobId() const;
 };
 
-}  // namespace stas::worker
+}  // namespace stas::jobspec
