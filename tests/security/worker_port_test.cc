@@ -18,6 +18,7 @@
 #include "coordinator/memory_job_store.h"
 #include "coordinator/server.h"
 #include "protocol/protocol.h"
+#include "support/loopback.h"
 #include "support/temp_dir.h"
 #include "worker/coordinator_link.h"
 #include "worker/worker_process.h"
@@ -26,19 +27,6 @@ namespace stas::coordinator {
 namespace {
 
 using namespace std::chrono_literals;
-
-int Connect(int port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
 
 // True when the peer closed the connection within `timeout` (reads past any error frame).
 bool ClosedWithin(int fd, std::chrono::milliseconds timeout) {
@@ -88,7 +76,7 @@ TEST_F(WorkerPortTest, ASilentConnectionIsClosedAfterTheHelloDeadline) {
   ServerOptions o;
   o.hello_timeout_ms = 300;
   Start(o);
-  const int fd = Connect(port());
+  const int fd = testing::ConnectLoopback(port());
   ASSERT_GE(fd, 0);
   EXPECT_TRUE(ClosedWithin(fd, 3000ms)) << "a connection that never says hello must not stay open";
   ::close(fd);
@@ -96,7 +84,7 @@ TEST_F(WorkerPortTest, ASilentConnectionIsClosedAfterTheHelloDeadline) {
 
 TEST_F(WorkerPortTest, ALargeFrameBeforeHelloIsRefusedAtOnce) {
   Start(ServerOptions());
-  const int fd = Connect(port());
+  const int fd = testing::ConnectLoopback(port());
   ASSERT_GE(fd, 0);
   const uint32_t n = 2u << 20;
   const unsigned char header[4] = {static_cast<unsigned char>(n >> 24), static_cast<unsigned char>(n >> 16),
@@ -111,9 +99,9 @@ TEST_F(WorkerPortTest, ConnectionsPerPeerAreCapped) {
   o.max_worker_connections_per_peer = 4;
   Start(o);
   std::vector<int> fds;
-  for (int i = 0; i < 4; ++i) fds.push_back(Connect(port()));
+  for (int i = 0; i < 4; ++i) fds.push_back(testing::ConnectLoopback(port()));
   std::this_thread::sleep_for(200ms);
-  const int extra = Connect(port());
+  const int extra = testing::ConnectLoopback(port());
   ASSERT_GE(extra, 0);
   EXPECT_TRUE(ClosedWithin(extra, 2000ms)) << "the fifth connection from one address must be closed";
   for (int fd : fds) EXPECT_FALSE(ClosedWithin(fd, 10ms));

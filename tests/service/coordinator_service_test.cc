@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "common/json.h"
+#include "support/loopback.h"
 #include "support/optional_dependency.h"
 #include "support/redis_test_server.h"
 #include "support/run_command.h"
@@ -24,19 +25,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-int ConnectLoopback(int port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
-
 struct HttpResult {
   int status = 0;
   std::string body;
@@ -47,7 +35,7 @@ struct HttpResult {
 // Sends `req` as is on a fresh connection and reads the response until the server closes.
 HttpResult RawHttp(int port, const std::string& req) {
   HttpResult r;
-  int fd = ConnectLoopback(port);
+  int fd = testing::ConnectLoopback(port);
   if (fd < 0) return r;
   size_t sent = 0;
   while (sent < req.size()) {
@@ -161,7 +149,7 @@ class Coordinator {
 // A worker group leader scripted by the test.
 class FakeWorker {
  public:
-  explicit FakeWorker(int port) : fd_(ConnectLoopback(port)) {}
+  explicit FakeWorker(int port) : fd_(testing::ConnectLoopback(port)) {}
   ~FakeWorker() {
     if (fd_ >= 0) ::close(fd_);
   }
