@@ -558,7 +558,7 @@ Result<std::optional<JobRecord>> RedisJobStore::Get(const std::string& id) {
   return RecordFromFlat(id, v);
 }
 
-Result<std::vector<JobRecord>> RedisJobStore::GetMany(const std::vector<std::string>& ids) {
+Result<std::vector<JobRecord>> RedisJobStore::ReadRecords(const std::vector<std::string>& ids, bool expand) {
   std::vector<std::vector<std::string>> commands;
   commands.reserve(ids.size());
   for (const auto& id : ids) commands.push_back({"HGETALL", JobKey(id)});
@@ -566,24 +566,18 @@ Result<std::vector<JobRecord>> RedisJobStore::GetMany(const std::vector<std::str
   std::vector<JobRecord> out;
   for (size_t i = 0; i < ids.size(); ++i) {
     if (!replies[i].ok()) return replies[i].status();
-    STAS_ASSIGN_OR_RETURN(std::optional<JobRecord> r, RecordFromFlat(ids[i], *replies[i]));
+    STAS_ASSIGN_OR_RETURN(std::optional<JobRecord> r, RecordFromFlat(ids[i], *replies[i], expand));
     if (r) out.push_back(std::move(*r));
   }
   return out;
 }
 
+Result<std::vector<JobRecord>> RedisJobStore::GetMany(const std::vector<std::string>& ids) {
+  return ReadRecords(ids, /*expand=*/true);
+}
+
 Result<std::vector<JobRecord>> RedisJobStore::GetManyForListing(const std::vector<std::string>& ids) {
-  std::vector<std::vector<std::string>> commands;
-  commands.reserve(ids.size());
-  for (const auto& id : ids) commands.push_back({"HGETALL", JobKey(id)});
-  STAS_ASSIGN_OR_RETURN(auto replies, client_->Pipeline(commands));
-  std::vector<JobRecord> out;
-  for (size_t i = 0; i < ids.size(); ++i) {
-    if (!replies[i].ok()) return replies[i].status();
-    STAS_ASSIGN_OR_RETURN(std::optional<JobRecord> r, RecordFromFlat(ids[i], *replies[i], /*expand=*/false));
-    if (r) out.push_back(std::move(*r));
-  }
-  return out;
+  return ReadRecords(ids, /*expand=*/false);
 }
 
 Result<bool> RedisJobStore::Delete(const std::string& id) {

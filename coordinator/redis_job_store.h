@@ -57,6 +57,8 @@ class RedisJobStore : public JobStore {
  private:
   // Runs transitions in one script call; the script's per-transition replies.
   Result<std::vector<RedisValue>> RunTransitions(const std::vector<Transition>& ts, bool brief);
+  // The records of `ids` that exist, in one pipelined round trip; `expand`: rebuild each full spec.
+  Result<std::vector<JobRecord>> ReadRecords(const std::vector<std::string>& ids, bool expand);
 
   std::shared_ptr<RedisClient> client_;
 };
