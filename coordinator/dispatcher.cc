@@ -375,13 +375,19 @@ void Dispatcher::Dispatch() {
     s->waiting = false;
     s->job = RunningJob{a.job_id, a.lease, 0, 0, "assigned", clock_->NowMs()};
     ++dispatched_;
-    s->channel->Send({{"type", "job"},
-                      {"job_id", a.job_id},
-                      {"lease", a.lease},
-                      {"attempt", a.attempt},
-                      {"spec", a.spec},
-                      {"resume", a.resume},
-                      {"output", AssignedOutput(a.job_id, a.spec).first}});
+    Json message = {{"type", "job"},
+                    {"job_id", a.job_id},
+                    {"lease", a.lease},
+                    {"attempt", a.attempt},
+                    {"spec", a.spec},
+                    {"resume", a.resume},
+                    {"output", AssignedOutput(a.job_id, a.spec).first}};
+    if (options_.upcoming_prompts > 0) {
+      // Only a hint: a store error costs the worker the early encode, nothing else.
+      auto upcoming = queue_->UpcomingPrompts(s->model, options_.upcoming_prompts);
+      if (upcoming.ok() && !upcoming->empty()) message["upcoming_prompts"] = *upcoming;
+    }
+    s->channel->Send(message);
     STAS_LOG_INFO("job {} (attempt {}) -> worker group '{}'", a.job_id, a.attempt, s->worker);
   }
 }

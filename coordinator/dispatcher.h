@@ -6,7 +6,9 @@
 //
 // Protocol handling:
 //   hello      -> welcome {worker, heartbeat_ms, lease_ms, storage}, or error + close (bad token, bad hello)
-//   ready      -> the group waits; a `job` is sent as soon as its model's ready queue holds one
+//   ready      -> the group waits; a `job` is sent as soon as its model's ready queue holds one, with
+//                 `upcoming_prompts`: the prompts of the jobs behind it in that queue (a hint; the
+//                 group encodes them while it renders, and they may still go to another group)
 //   heartbeat  -> heartbeat_ack {job_id, cancel}; cancel=true when the job was cancelled or the lease is
 //                 no longer this group's (it stalled past lease_ms and the job was re-queued)
 //   commit     -> commit_ack {job_id, granted}; granted only for the current lease (fencing)
@@ -63,6 +65,7 @@ struct DispatcherOptions {
   std::string token;              // when set, hello must carry it
   int64_t reap_interval_ms = 0;   // 0 = min(1000, lease_ms / 4)
   int64_t reaper_grace_ms = -1;   // -1 = 2 x lease_ms: groups reconnecting after a restart keep their jobs
+  int upcoming_prompts = 1;       // prompts of the jobs queued next sent with each job (0 = none)
 };
 
 // True when a job for `job_model` may run on a group serving `worker_model`.

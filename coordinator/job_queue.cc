@@ -225,6 +225,20 @@ Result<bool> JobQueue::Delete(const std::string& id) {
 
 // ------------------------------------------------------------------------------------------- dispatch
 
+Result<std::vector<std::string>> JobQueue::UpcomingPrompts(const std::string& model, int limit) {
+  std::vector<std::string> prompts;
+  if (limit < 1) return prompts;
+  STAS_ASSIGN_OR_RETURN(std::vector<std::string> ids, store_->ReadyHead(ReadyQueueName(model), limit));
+  if (ids.empty()) return prompts;
+  STAS_ASSIGN_OR_RETURN(std::vector<JobRecord> records, store_->GetMany(ids));
+  for (const JobRecord& r : records) {
+    auto spec = ParseJson(r.spec, "job " + r.id + " spec");
+    if (spec.ok() && spec->is_object() && spec->contains("prompt") && (*spec)["prompt"].is_string())
+      prompts.push_back((*spec)["prompt"].get<std::string>());
+  }
+  return prompts;
+}
+
 Result<std::optional<Assignment>> JobQueue::StartNext(const std::string& model, const std::string& worker) {
   const int64_t now = clock_->NowMs();
   // The attempt number is not known before the pop; the token's prefix only helps reading logs.

@@ -124,6 +124,9 @@ class JobQueue {
   // Takes the next job of the ready queue of `model` (highest priority, then oldest) and starts an
   // attempt of it for `worker`, atomically. nullopt when no job of that model waits.
   Result<std::optional<Assignment>> StartNext(const std::string& model, const std::string& worker);
+  // The prompts of the next `limit` jobs that StartNext(model, ...) would take, in that order, without
+  // taking them: a hint for the worker, which encodes them while it renders (they may go elsewhere).
+  Result<std::vector<std::string>> UpcomingPrompts(const std::string& model, int limit);
   Result<HeartbeatOutcome> Heartbeat(const std::string& job_id, const std::string& lease, int step, int steps,
                                      const std::string& stage);
   // True when `lease` is the job's current lease and the job is running (the lease is renewed).

@@ -202,6 +202,9 @@ class JobStore {
 
   // Number of jobs waiting in each ready queue (queues that ever held a job; 0 when empty now).
   virtual Result<std::map<std::string, int64_t>> ReadyDepths() = 0;
+  // The first `limit` job ids of one ready queue in pop order, without popping them (the dispatcher's
+  // look-ahead: workers encode upcoming prompts early).
+  virtual Result<std::vector<std::string>> ReadyHead(const std::string& queue, int64_t limit) = 0;
   // Puts queued jobs that are in no ready queue and not delayed back into their queue (records written
   // by an older layout, hand edits). Returns how many. Idempotent; run at start-up.
   virtual Result<int64_t> RepairReadyQueues() = 0;

@@ -289,6 +289,19 @@ Result<std::map<std::string, int64_t>> MemoryJobStore::ReadyDepths() {
   return out;
 }
 
+Result<std::vector<std::string>> MemoryJobStore::ReadyHead(const std::string& queue, int64_t limit) {
+  std::lock_guard<std::mutex> lock(mu_);
+  STAS_RETURN_IF_ERROR(CheckAvailable());
+  std::vector<std::string> out;
+  auto it = ready_.find(queue);
+  if (it == ready_.end()) return out;
+  for (const auto& [score, id] : it->second) {
+    if (static_cast<int64_t>(out.size()) >= limit) break;
+    out.push_back(id);
+  }
+  return out;
+}
+
 Result<int64_t> MemoryJobStore::RepairReadyQueues() {
   std::lock_guard<std::mutex> lock(mu_);
   STAS_RETURN_IF_ERROR(CheckAvailable());

@@ -652,6 +652,15 @@ Result<std::map<std::string, int64_t>> RedisJobStore::ReadyDepths() {
   return out;
 }
 
+Result<std::vector<std::string>> RedisJobStore::ReadyHead(const std::string& queue, int64_t limit) {
+  std::vector<std::string> out;
+  if (limit < 1) return out;
+  STAS_ASSIGN_OR_RETURN(RedisValue v, client_->Command({"ZRANGE", client_->Key("ready:" + queue), "0",
+                                                        std::to_string(limit - 1)}));
+  for (const auto& e : v.elements) out.push_back(e.AsString());
+  return out;
+}
+
 Result<int64_t> RedisJobStore::RepairReadyQueues() {
   STAS_ASSIGN_OR_RETURN(RedisValue v, client_->Eval(kRepairScript, {}, {client_->options().key_prefix}));
   return v.AsInteger();

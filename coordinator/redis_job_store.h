@@ -39,6 +39,7 @@ class RedisJobStore : public JobStore {
   Result<std::map<JobState, int64_t>> CountByState(const std::string& dataset) override;
   Result<std::vector<std::string>> Datasets() override;
   Result<std::map<std::string, int64_t>> ReadyDepths() override;
+  Result<std::vector<std::string>> ReadyHead(const std::string& queue, int64_t limit) override;
   Result<int64_t> RepairReadyQueues() override;
   Result<std::vector<bool>> LeasesAlive(const std::vector<std::string>& ids) override;
   Result<std::vector<std::string>> DueDelayed(int64_t now_ms, int limit) override;

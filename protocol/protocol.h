@@ -27,7 +27,9 @@
 //                                                                 by the coordinator); a worker writes
 //                                                                 exactly there and refuses the job (not
 //                                                                 retryable) when it is missing or not a
-//                                                                 safe path under its storage folder
+//                                                                 safe path under its storage folder;
+//              [upcoming_prompts]                                 optional: prompts of the jobs queued
+//                                                                 next (a hint to encode them early)
 //   heartbeat_ack {job_id, cancel}                                cancel=true: stop between steps
 //   commit_ack {job_id, granted}                                  false: the lease was lost; discard output
 //   error      {message}

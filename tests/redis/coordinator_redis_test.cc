@@ -205,6 +205,11 @@ TEST_F(RedisQueueTest, ReadyQueuesHoldPriorityOverABacklogAndCancelRemovesAtOnce
   auto depths = *store_->ReadyDepths();
   EXPECT_EQ(depths["tiny"], 201);
   EXPECT_EQ(depths["Wan2.1-T2V-1.3B-Diffusers"], 1);
+  // The dispatcher's look-ahead reads the queue in pop order without taking anything.
+  EXPECT_EQ(*store_->ReadyHead("tiny", 3), (std::vector<std::string>{high_id, backlog[0], backlog[1]}));
+  EXPECT_EQ(*queue_->UpcomingPrompts("tiny", 2), (std::vector<std::string>{"high", "low 0"}));
+  EXPECT_TRUE(store_->ReadyHead("no-such-model", 3)->empty());
+  EXPECT_EQ(store_->ReadyDepths()->at("tiny"), 201);
   EXPECT_EQ(StartNext().job_id, high_id) << "priority 100 goes first, behind 200 priority-0 jobs";
   EXPECT_EQ(StartNext().job_id, backlog[0]) << "then the oldest";
   for (size_t i = 1; i < backlog.size(); ++i) ASSERT_EQ(queue_->Cancel(backlog[i])->first, CancelOutcome::kCancelled);

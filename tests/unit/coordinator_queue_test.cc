@@ -609,6 +609,36 @@ TEST_F(DispatcherTest, JobsGoOnlyToGroupsServingTheirModelByPriority) {
   EXPECT_FALSE(ModelMatches("tiny", "/models/wan"));
 }
 
+// The job message names the prompts queued behind the job in its model's queue, in dispatch order,
+// so the group can encode them while it renders; other models' jobs never appear.
+TEST_F(DispatcherTest, AJobCarriesThePromptsQueuedBehindItInItsModelsQueue) {
+  jobspec::RenderSpec other = Spec("another model's job");
+  other.model = "Wan2.1-T2V-1.3B-Diffusers";
+  ASSERT_TRUE(queue_->Submit(other).ok());
+  ASSERT_TRUE(queue_->Submit(Spec("first")).ok());
+  ASSERT_TRUE(queue_->Submit(Spec("second")).ok());
+  jobspec::RenderSpec urgent = Spec("urgent");
+  urgent.priority = 9;
+  ASSERT_TRUE(queue_->Submit(urgent).ok());
+  auto ch = Connect(1);
+  dispatcher_->OnMessage(1, {{"type", "ready"}});
+  auto jobs = ch->Take("job");
+  ASSERT_EQ(jobs.size(), 1u);
+  EXPECT_EQ(jobs[0]["spec"]["prompt"], "urgent");
+  EXPECT_EQ(jobs[0]["upcoming_prompts"], Json::array({"first"})) << "one look-ahead by default, in pop order";
+  EXPECT_EQ(Record(jobs[0]["job_id"].get<std::string>()).state, JobState::kRunning);
+  auto peek = queue_->UpcomingPrompts("tiny", 5);
+  ASSERT_TRUE(peek.ok());
+  EXPECT_EQ(*peek, (std::vector<std::string>{"first", "second"})) << "a peek takes nothing";
+
+  // The last job of a queue has nothing behind it.
+  auto solo = Connect(2, "Wan2.1-T2V-1.3B-Diffusers");
+  dispatcher_->OnMessage(2, {{"type", "ready"}});
+  auto wan_jobs = solo->Take("job");
+  ASSERT_EQ(wan_jobs.size(), 1u);
+  EXPECT_FALSE(wan_jobs[0].contains("upcoming_prompts"));
+}
+
 TEST_F(DispatcherTest, AStalledGroupIsToldToStopAndItsCommitIsDenied) {
   auto slow = Connect(1, "tiny", "slow");
   auto sub = queue_->Submit(Spec("x"));
