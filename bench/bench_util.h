@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <functional>
 #include <string>
@@ -54,6 +55,12 @@ inline double PeakMemoryGiB(const at::Device& device) {
   }
 #endif
   return 0.0;
+}
+
+// PSNR in dB of two uint8 (or [0, 255] float) videos of one shape, peak 255; 100 dB when identical.
+inline double Psnr(const at::Tensor& a, const at::Tensor& b) {
+  const double mse = (a.to(at::kDouble) - b.to(at::kDouble)).pow(2).mean().item<double>();
+  return mse == 0 ? 100.0 : 10.0 * std::log10(255.0 * 255.0 / mse);
 }
 
 // Bytes allocated by the caching allocator now (0 on CPU): e.g. the resident weights before a forward.

@@ -90,11 +90,6 @@ DecodeRun Decode(const models::wan::WanVaeDecoder& vae, const at::Tensor& latent
   return run;
 }
 
-double Psnr(const at::Tensor& a, const at::Tensor& b) {
-  const double mse = (a.to(at::kDouble) - b.to(at::kDouble)).pow(2).mean().item<double>();
-  return mse == 0 ? 100.0 : 10.0 * std::log10(255.0 * 255.0 / mse);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -142,7 +137,7 @@ int main(int argc, char** argv) {
                   run.peak_gib, (long long)run.frames.size(0), (long long)run.frames.size(1),
                   (long long)run.frames.size(2));
       if (dtype == at::kFloat) reference = run.frames;
-      if (dtype != at::kFloat && reference.defined()) std::printf(", PSNR vs float32 %.2f dB", Psnr(run.frames, reference));
+      if (dtype != at::kFloat && reference.defined()) std::printf(", PSNR vs float32 %.2f dB", bench::Psnr(run.frames, reference));
       std::printf("\n");
     }
   }

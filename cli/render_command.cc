@@ -34,9 +34,7 @@ struct RenderCommandFlags {
   RenderFlags render;
   std::string out;
   std::string device;
-  std::string text_encoder_device;
-  std::string vae_dtype;
-  std::string attention;
+  worker::RendererFlags renderer;
   int sp = 1;
   bool cfg_parallel = false;
   int checkpoint_every = 5;  // only with --checkpoint-dir
@@ -192,9 +190,7 @@ int RunRender(const RenderCommandFlags& flags) {
       return Fail(InvalidArgument("--device: '" + flags.device + "' is not a device (cpu, cuda, cuda:N)"));
     }
   }
-  if (Status st = worker::ParseMemoryFlags(flags.text_encoder_device, flags.vae_dtype, &options); !st.ok())
-    return Fail(st);
-  if (Status st = worker::ParseAttentionFlag(flags.attention, &options); !st.ok()) return Fail(st);
+  if (Status st = worker::ApplyRendererFlags(flags.renderer, &options); !st.ok()) return Fail(st);
 
   // Under mpirun (or with --sp/--cfg-parallel) the ranks form one rendering group; the leader writes.
   const int cfg = flags.cfg_parallel ? 2 : 1;
@@ -249,12 +245,15 @@ void RegisterRender(CLI::App& app) {
   cmd->add_option("--out", flags->out, "the MP4 to write (required; its folder must exist); the manifest goes beside "
                                        "it as .json");
   cmd->add_option("--device", flags->device, "cpu, cuda or cuda:N (default: cuda:0 when available, else cpu)");
-  cmd->add_option("--text-encoder-device", flags->text_encoder_device,
+  cmd->add_option("--text-encoder-device", flags->renderer.text_encoder_device,
                   "where the text encoder runs: cpu keeps its weights off the GPU (default: --device)");
-  cmd->add_option("--vae-dtype", flags->vae_dtype,
+  cmd->add_option("--vae-dtype", flags->renderer.vae_dtype,
                   "float32, bfloat16 or float16 (default: bfloat16 on a GPU, float32 on the CPU)");
-  cmd->add_option("--attention", flags->attention,
+  cmd->add_option("--attention", flags->renderer.attention,
                   "the fused attention kernel on a GPU: auto (LibTorch's choice), flash or cudnn (default: auto)");
+  cmd->add_option("--fp8", flags->renderer.fp8,
+                  "opt-in float8 linear layers in the Wan transformer blocks: row or tensor scales (default: off; "
+                  "faster, about 5% error per forward)");
   cmd->add_option("--sp", flags->sp, "sequence-parallel degree (under mpirun)")->capture_default_str();
   cmd->add_flag("--cfg-parallel", flags->cfg_parallel, "run the two CFG branches on two halves of the ranks");
   cmd->add_option("--checkpoint-dir", flags->checkpoint_dir,

@@ -28,8 +28,7 @@ int RunWorker(WorkerFlags& flags) {
     if (env) options.token = env;
   }
   worker::RendererOptions checked;
-  Status st = worker::ParseMemoryFlags(options.text_encoder_device, options.vae_dtype, &checked);
-  if (st.ok()) st = worker::ParseAttentionFlag(options.attention, &checked);
+  Status st = worker::ApplyRendererFlags(options.renderer, &checked);
   if (!st.ok()) {
     std::cerr << "stas worker: " << st.message() << "\n";
     return 2;
@@ -76,11 +75,15 @@ void RegisterWorker(CLI::App& app) {
   cmd->add_option("--sp", o.sp, "sequence-parallel degree (ranks per CFG branch)")
       ->check(CLI::Range(1, 1024))
       ->capture_default_str();
-  cmd->add_option("--text-encoder-device", o.text_encoder_device,
+  cmd->add_option("--text-encoder-device", o.renderer.text_encoder_device,
                   "where the text encoder runs: cpu keeps its weights off the GPU (default: the rank's device)");
-  cmd->add_option("--vae-dtype", o.vae_dtype, "float32, bfloat16 or float16 (default: bfloat16 on a GPU, float32 on the CPU)");
-  cmd->add_option("--attention", o.attention,
+  cmd->add_option("--vae-dtype", o.renderer.vae_dtype,
+                  "float32, bfloat16 or float16 (default: bfloat16 on a GPU, float32 on the CPU)");
+  cmd->add_option("--attention", o.renderer.attention,
                   "the fused attention kernel on a GPU: auto (LibTorch's choice), flash or cudnn (default: auto)");
+  cmd->add_option("--fp8", o.renderer.fp8,
+                  "opt-in float8 linear layers in the Wan transformer blocks: row or tensor scales (default: off; "
+                  "faster, about 5% error per forward)");
   cmd->add_flag("--cfg-parallel", o.cfg_parallel, "run the two CFG branches on two halves of each group");
   cmd->add_option("--storage", o.storage,
                   "the storage folder as this host sees it (default: the path the coordinator announces)");

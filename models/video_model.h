@@ -32,6 +32,7 @@
 #include "common/checkpoint.h"
 #include "common/status.h"
 #include "models/dit.h"
+#include "models/fp8_linear.h"
 #include "models/model_description.h"
 
 namespace stas::models {
@@ -64,6 +65,9 @@ struct ModelLoadOptions {
   std::optional<at::ScalarType> text_encoder_dtype;  // default: dtype
   at::ScalarType vae_dtype = at::kFloat;
   uint64_t tiny_seed = 0;  // the built-in tiny model's weights (its identity)
+  // Opt-in float8 linear layers in the transformer blocks (models/fp8_linear.h); never the default.
+  // Wan transformers only (the tiny model too); CogVideoX answers NotImplemented.
+  std::optional<Fp8Scaling> fp8_linears;
 
   at::Device text_device() const { return text_encoder_device.value_or(device); }
   at::ScalarType text_dtype() const { return text_encoder_dtype.value_or(dtype); }

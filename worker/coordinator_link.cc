@@ -18,6 +18,7 @@
 #include "common/fs.h"
 #include "common/log.h"
 #include "common/text.h"
+#include "jobspec/render_spec.h"
 
 namespace stas::worker {
 
@@ -353,6 +354,14 @@ Status CoordinatorLink::HandleMessage(int fd, const Json& message) {
       job.spec = message.value("spec", Json());
       job.resume = message.value("resume", Json());
       if (message.contains("output") && message["output"].is_string()) job.output = message["output"].get<std::string>();
+      if (message.contains("upcoming_prompts") && message["upcoming_prompts"].is_array()) {
+        for (const Json& prompt : message["upcoming_prompts"]) {
+          if (job.upcoming_prompts.size() >= kMaxUpcomingPrompts) break;
+          if (prompt.is_string() && !prompt.get<std::string>().empty() &&
+              prompt.get<std::string>().size() <= jobspec::kMaxPromptBytes)
+            job.upcoming_prompts.push_back(prompt.get<std::string>());
+        }
+      }
     });
     if (!parsed.ok()) return parsed;  // the coordinator speaks another protocol: reconnect
     std::unique_lock<std::mutex> lock(mu_);

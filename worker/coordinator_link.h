@@ -22,6 +22,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "common/json.h"
 #include "common/status.h"
@@ -64,7 +65,11 @@ struct JobMessage {
   Json resume;  // opaque to the link; null when there is nothing to resume
   std::string output;  // the video path the coordinator assigned, relative to the storage folder
                        // (empty when the frame named none; the worker then refuses the job)
+  // Prompts of the jobs queued behind this one (a hint to encode them early): at most
+  // kMaxUpcomingPrompts, each at most jobspec::kMaxPromptBytes; anything else in the frame is dropped.
+  std::vector<std::string> upcoming_prompts;
 };
+inline constexpr size_t kMaxUpcomingPrompts = 4;
 
 struct JobProgress {
   int step = 0;

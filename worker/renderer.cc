@@ -1,10 +1,13 @@
 #include "worker/renderer.h"
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <future>
 #include <map>
 #include <optional>
 #include <thread>
@@ -12,6 +15,8 @@
 #if STAS_HAVE_CUDA
 #include <c10/cuda/CUDAFunctions.h>
 #endif
+
+#include <c10/core/DeviceGuard.h>
 
 #include "common/log.h"
 #include "models/registry.h"
@@ -50,34 +55,36 @@ at::Device DefaultRenderDevice() {
   return at::Device(at::kCPU);
 }
 
-Status ParseMemoryFlags(const std::string& text_encoder_device, const std::string& vae_dtype,
-                        RendererOptions* options) {
-  std::optional<at::Device> device;
-  if (!text_encoder_device.empty()) {
+Status ApplyRendererFlags(const RendererFlags& flags, RendererOptions* options) {
+  RendererOptions parsed = *options;  // every flag is checked before `options` changes
+  if (!flags.text_encoder_device.empty()) {
+    std::optional<at::Device> device;
     try {
-      device = at::Device(text_encoder_device);
+      device = at::Device(flags.text_encoder_device);
     } catch (const std::exception&) {
-      return InvalidArgument("--text-encoder-device: '" + text_encoder_device + "' is not a device (cpu, cuda, cuda:N)");
+      return InvalidArgument("--text-encoder-device: '" + flags.text_encoder_device +
+                             "' is not a device (cpu, cuda, cuda:N)");
     }
     if (!device->is_cpu() && !device->is_cuda())
-      return InvalidArgument("--text-encoder-device must be cpu or cuda[:N], not '" + text_encoder_device + "'");
+      return InvalidArgument("--text-encoder-device must be cpu or cuda[:N], not '" + flags.text_encoder_device + "'");
+    parsed.text_encoder_device = device;
   }
-  std::optional<at::ScalarType> dtype;
-  if (vae_dtype == "float32") dtype = at::kFloat;
-  else if (vae_dtype == "bfloat16") dtype = at::kBFloat16;
-  else if (vae_dtype == "float16") dtype = at::kHalf;
-  else if (!vae_dtype.empty())
-    return InvalidArgument("--vae-dtype must be float32, bfloat16 or float16, not '" + vae_dtype + "'");
-  if (device) options->text_encoder_device = device;
-  if (dtype) options->vae_dtype = dtype;
-  return Status::Ok();
-}
-
-Status ParseAttentionFlag(const std::string& attention, RendererOptions* options) {
-  if (attention.empty()) return Status::Ok();
-  const std::optional<compat::AttentionKernel> kernel = compat::ParseAttentionKernel(attention);
-  if (!kernel) return InvalidArgument("--attention must be auto, flash or cudnn, not '" + attention + "'");
-  options->attention = *kernel;
+  if (flags.vae_dtype == "float32") parsed.vae_dtype = at::kFloat;
+  else if (flags.vae_dtype == "bfloat16") parsed.vae_dtype = at::kBFloat16;
+  else if (flags.vae_dtype == "float16") parsed.vae_dtype = at::kHalf;
+  else if (!flags.vae_dtype.empty())
+    return InvalidArgument("--vae-dtype must be float32, bfloat16 or float16, not '" + flags.vae_dtype + "'");
+  if (!flags.attention.empty()) {
+    const std::optional<compat::AttentionKernel> kernel = compat::ParseAttentionKernel(flags.attention);
+    if (!kernel) return InvalidArgument("--attention must be auto, flash or cudnn, not '" + flags.attention + "'");
+    parsed.attention = *kernel;
+  }
+  if (!flags.fp8.empty()) {
+    Result<models::Fp8Scaling> scaling = models::ParseFp8Scaling(flags.fp8);
+    if (!scaling.ok()) return InvalidArgument("--fp8 must be row or tensor, not '" + flags.fp8 + "'");
+    parsed.fp8_linears = *scaling;
+  }
+  *options = std::move(parsed);
   return Status::Ok();
 }
 
@@ -165,13 +172,18 @@ class Renderer::Impl {
   std::string model_id;  // what STAS calibrations are compared with
   double load_seconds = 0;
   at::Device text_device = at::kCPU;
-  int64_t prompt_encodings = 0;
+  std::atomic<int64_t> prompt_encodings{0};  // background encodes count too
+  int64_t prefetched_prompt_hits = 0;
+  std::vector<std::string> prefetch_next;  // PrefetchPrompts: started after the next render's text stage
   // Embeddings of negative prompts already encoded (on `device`): most jobs share one, usually "".
   // Bounded so that a stream of distinct negative prompts cannot grow it without limit.
   std::map<std::string, at::Tensor> negative_embeddings;
   static constexpr size_t kMaxCachedNegatives = 8;
 
   std::unique_ptr<models::VideoModel> model;
+  // Background encodes (prompt -> embedding on the text encoder's device). Declared after `model`, so
+  // that destruction waits for them before the model goes.
+  std::map<std::string, std::shared_future<Result<at::Tensor>>> prefetched;
 
   steering::StasModelInfo stas_model_info() const;
   Status CheckResolved(const jobspec::RenderSpec& spec) const;
@@ -180,6 +192,11 @@ class Renderer::Impl {
   // One prompt's embedding [1, L, D] on the render device and dtype.
   Result<at::Tensor> EncodePrompt(const std::string& prompt);
   Result<at::Tensor> NegativeEmbedding(const std::string& negative_prompt);
+  // Waits for every background encode (the text encoder serves one caller at a time) and takes
+  // `prompt`'s embedding when one of them made it.
+  std::optional<at::Tensor> TakePrefetched(const std::string& prompt);
+  // Starts the background encodes that PrefetchPrompts asked for; drops finished ones nobody wants.
+  void StartPrefetch();
 
  private:
   // What the denoising stage needs besides the spec: prompt embeddings, the hooks, progress.
@@ -303,9 +320,51 @@ Result<at::Tensor> Renderer::Impl::Decode(const at::Tensor& latents, int frames,
 }
 
 Result<at::Tensor> Renderer::Impl::EncodePrompt(const std::string& prompt) {
-  ++prompt_encodings;
-  STAS_ASSIGN_OR_RETURN(at::Tensor embedding, model->EncodePrompts({prompt}));
+  at::Tensor embedding;
+  if (std::optional<at::Tensor> early = TakePrefetched(prompt)) {
+    embedding = *early;
+  } else {
+    ++prompt_encodings;
+    STAS_ASSIGN_OR_RETURN(embedding, model->EncodePrompts({prompt}));
+  }
   return text_device == device ? embedding : embedding.to(device, dtype);
+}
+
+std::optional<at::Tensor> Renderer::Impl::TakePrefetched(const std::string& prompt) {
+  std::optional<at::Tensor> found;
+  for (auto& [text, future] : prefetched) {
+    const Result<at::Tensor>& embedding = future.get();
+    if (text == prompt && embedding.ok()) found = *embedding;
+  }
+  if (found) {
+    prefetched.erase(prompt);
+    ++prefetched_prompt_hits;
+  }
+  return found;
+}
+
+void Renderer::Impl::StartPrefetch() {
+  std::vector<std::string> wanted;
+  wanted.swap(prefetch_next);
+  for (auto it = prefetched.begin(); it != prefetched.end();) {
+    const bool keep = std::find(wanted.begin(), wanted.end(), it->first) != wanted.end();
+    it = keep ? std::next(it) : prefetched.erase(it);  // finished: TakePrefetched waited for all
+  }
+  for (const std::string& prompt : wanted) {
+    if (prefetched.count(prompt)) continue;
+    // Same device and stream as the render thread: on a GPU the encode interleaves with the
+    // denoising kernels; with the text encoder on the CPU it runs beside them.
+    auto encode = [this, prompt]() -> Result<at::Tensor> {
+      try {
+        const c10::DeviceGuard on_text_device(text_device);  // a thread starts on the default device
+        ++prompt_encodings;
+        return model->EncodePrompts({prompt});
+      } catch (const std::exception& e) {
+        return Internal(std::string("background prompt encode: ") + e.what());
+      }
+    };
+    prefetched.emplace(prompt, std::async(std::launch::async, std::move(encode)).share());
+  }
 }
 
 Result<at::Tensor> Renderer::Impl::NegativeEmbedding(const std::string& negative_prompt) {
@@ -351,6 +410,8 @@ Result<RenderedVideo> Renderer::Impl::Render(const jobspec::RenderSpec& input, c
   m.stas["steered_steps"] = spec.stas.SteeredSteps(steps);
   m.device = device.str();
   m.dtype = DtypeName(dtype);
+  if (options.fp8_linears)
+    m.dtype += std::string(" with float8_e4m3 linears (") + models::Fp8ScalingName(*options.fp8_linears) + " scales)";
   m.sequence_parallel = par.sequence_degree();
   m.cfg_parallel = par.cfg_parallel();
 
@@ -364,6 +425,7 @@ Result<RenderedVideo> Renderer::Impl::Render(const jobspec::RenderSpec& input, c
   }
   SynchronizeDevice(device);
   m.timings_s["text_encode"] = Seconds(stage_start);
+  StartPrefetch();  // the next jobs' prompts encode while this one denoises
 
   // 2. Denoising, from the job's noise or from its latest latent checkpoint; STAS first, then any
   // observer (the MA analysis sees the steered stream).
@@ -439,6 +501,7 @@ Result<std::unique_ptr<Renderer>> Renderer::Load(const RendererOptions& options)
       impl->text_device == impl->device ? impl->dtype : (impl->text_device.is_cuda() ? at::kBFloat16 : at::kFloat);
   load.vae_dtype = vae_dtype;
   load.tiny_seed = options.tiny_seed;
+  load.fp8_linears = options.fp8_linears;
   STAS_ASSIGN_OR_RETURN(impl->model, models::LoadVideoModel(options.model, load));
   impl->model_id = ModelIdOf(options.model);
   impl->load_seconds = Seconds(start);
@@ -453,7 +516,9 @@ const std::string& Renderer::model() const { return impl_->options.model; }
 at::Device Renderer::device() const { return impl_->device; }
 at::ScalarType Renderer::dtype() const { return impl_->dtype; }
 at::Device Renderer::text_encoder_device() const { return impl_->text_device; }
-int64_t Renderer::prompt_encodings() const { return impl_->prompt_encodings; }
+int64_t Renderer::prompt_encodings() const { return impl_->prompt_encodings.load(); }
+int64_t Renderer::prefetched_prompt_hits() const { return impl_->prefetched_prompt_hits; }
+void Renderer::PrefetchPrompts(std::vector<std::string> prompts) { impl_->prefetch_next = std::move(prompts); }
 double Renderer::load_seconds() const { return impl_->load_seconds; }
 
 Status Renderer::Check(const jobspec::RenderSpec& spec) const {

@@ -25,6 +25,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "common/status.h"
 #include "common/torch_compat.h"
@@ -60,6 +61,9 @@ struct RendererOptions {
   std::optional<at::ScalarType> vae_dtype;
   // The fused attention kernel on a GPU (process-wide; kAuto: LibTorch's choice). See --attention.
   compat::AttentionKernel attention = compat::AttentionKernel::kAuto;
+  // Opt-in float8 linear layers in the transformer blocks (faster GEMMs, about 5% relative error per
+  // forward; never the default). Wan only; a GPU with LibTorch >= 2.5. The manifest's dtype says so.
+  std::optional<models::Fp8Scaling> fp8_linears;
   RenderParallelism parallelism;
   uint64_t tiny_seed = 0;                    // weights of the built-in tiny model (its identity)
 };
@@ -133,6 +137,14 @@ class Renderer {
   // Prompts run through the text encoder so far. Negative prompts are encoded once per Renderer and
   // reused (a job's empty negative prompt costs nothing after the first job).
   int64_t prompt_encodings() const;
+  // Prompts to encode in the background while the next Render* call denoises (the coordinator's look-
+  // ahead at the jobs queued behind the current one): a later job whose prompt is among them skips the
+  // text encoder. Replaces the list given before. Advisory: a failed background encode is dropped and
+  // the job encodes its prompt itself. The encodes start once the next render's own prompts are
+  // encoded; the render after that waits for them before it uses the text encoder.
+  void PrefetchPrompts(std::vector<std::string> prompts);
+  // Renders whose prompt embedding came from a background encode.
+  int64_t prefetched_prompt_hits() const;
   // What STAS and the MA analysis are told about the loaded transformer (model id, width, blocks).
   steering::StasModelInfo stas_model_info() const;
 
@@ -167,15 +179,17 @@ class Renderer {
 // The manifest path for an MP4 path: "dir/clip.mp4" -> "dir/clip.json".
 std::string ManifestPathFor(const std::string& video_path);
 
-// The memory flags of `stas render` and `stas worker`: --text-encoder-device (cpu, cuda, cuda:N) and
-// --vae-dtype (float32, bfloat16, float16); empty text leaves that option unset. InvalidArgument names
-// the flag; `options` is unchanged then.
-Status ParseMemoryFlags(const std::string& text_encoder_device, const std::string& vae_dtype,
-                        RendererOptions* options);
+// The renderer flags shared by `stas render`, `stas worker` and the benches, as typed ("" = default).
+struct RendererFlags {
+  std::string text_encoder_device;  // --text-encoder-device: cpu, cuda, cuda:N
+  std::string vae_dtype;            // --vae-dtype: float32, bfloat16, float16
+  std::string attention;            // --attention: auto, flash, cudnn
+  std::string fp8;                  // --fp8: row, tensor (opt-in float8 linears)
+};
 
-// --attention of `stas render` and `stas worker`: auto, flash or cudnn ("" = auto). InvalidArgument
-// names the flag; `options` is unchanged then.
-Status ParseAttentionFlag(const std::string& attention, RendererOptions* options);
+// Checks every flag and sets what they name in `options`. InvalidArgument names the first bad flag;
+// `options` is unchanged then.
+Status ApplyRendererFlags(const RendererFlags& flags, RendererOptions* options);
 
 // The device a Renderer picks by default: cuda:0 when this build has CUDA and a GPU is visible.
 at::Device DefaultRenderDevice();

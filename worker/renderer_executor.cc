@@ -56,6 +56,7 @@ class RendererExecutor final : public JobExecutor {
     control.checkpoint_root = job.checkpoint_every > 0 ? job.storage : std::string();
     control.checkpoint_every = job.checkpoint_every;
     control.job_id = job.job_id;
+    renderer->PrefetchPrompts(job.upcoming_prompts);  // encoded while this job denoises
     STAS_ASSIGN_OR_RETURN(RenderResult rendered, renderer->RenderStaged(spec, paths.video, control));
     if (!rendered.output_rank) return std::optional<StagedOutput>();
     StagedOutput staged;
@@ -86,8 +87,7 @@ Result<std::unique_ptr<JobExecutor>> MakeRendererExecutor(const WorkerOptions& o
   executor->fault_block_delay_ms = options.fault_block_delay_ms;
   RendererOptions render;
   render.model = options.model;
-  STAS_RETURN_IF_ERROR(ParseMemoryFlags(options.text_encoder_device, options.vae_dtype, &render));
-  STAS_RETURN_IF_ERROR(ParseAttentionFlag(options.attention, &render));
+  STAS_RETURN_IF_ERROR(ApplyRendererFlags(options.renderer, &render));
   const bool cuda = DefaultRenderDevice().is_cuda();
   render.device = groups ? parallel::ParallelRuntime::DeviceForRank(*groups, cuda) : DefaultRenderDevice();
   // Under MPI on the CPU, ranks share the cores: one intra-op thread each unless told otherwise.

@@ -260,7 +260,7 @@ int WorkerProcess::Impl::Run() {
           }
           message = {{"type", "job"},     {"job_id", job->job_id}, {"attempt", job->attempt},
                      {"spec", job->spec}, {"resume", job->resume}, {"storage", storage},
-                     {"output", job->output}};
+                     {"output", job->output}, {"upcoming_prompts", job->upcoming_prompts}};
         }
       }
     }
@@ -302,6 +302,8 @@ Status WorkerProcess::Impl::RunJob(const Json& message) {
   job.resume = message.value("resume", Json());
   job.storage = message.value("storage", "");
   job.checkpoint_every = options_.checkpoint_every;
+  if (message.contains("upcoming_prompts") && message["upcoming_prompts"].is_array())
+    job.upcoming_prompts = message["upcoming_prompts"].get<std::vector<std::string>>();
   Status prepared = Status::Ok();
   {
     auto spec = jobspec::RenderSpec::FromJson(message.value("spec", Json()));

@@ -28,6 +28,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "common/json.h"
 #include "common/status.h"
@@ -35,6 +36,7 @@
 #include "storage/manifest.h"
 #include "storage/output_layout.h"
 #include "worker/coordinator_link.h"
+#include "worker/renderer.h"
 
 namespace stas::parallel {
 class ProcessGroups;
@@ -45,9 +47,7 @@ namespace stas::worker {
 struct WorkerOptions {
   std::string coordinator;        // HOST:PORT of the coordinator's worker port
   std::string model = "tiny";     // "tiny" or a diffusers-format checkpoint folder
-  std::string text_encoder_device;  // "" = the rank's device; "cpu" keeps the text encoder off the GPU
-  std::string vae_dtype;          // "" = bfloat16 on a GPU, float32 on the CPU (RendererOptions::vae_dtype)
-  std::string attention;          // "" = auto; flash or cudnn (RendererOptions::attention)
+  RendererFlags renderer;         // --text-encoder-device, --vae-dtype, --attention, --fp8 (worker/renderer.h)
   int sp = 1;                     // sequence-parallel degree
   bool cfg_parallel = false;      // CFG branches on two halves of the group
   std::string storage;            // storage root; empty = the one the coordinator's welcome names
@@ -74,6 +74,7 @@ struct JobContext {
   std::string storage;   // storage root
   storage::OutputPaths output;  // where the video goes: the coordinator's assignment, checked
   int checkpoint_every = 0;
+  std::vector<std::string> upcoming_prompts;  // the coordinator's hint: prompts of the jobs queued next
 };
 
 // The paths of the output a job message assigns: `relative_video` is "<folder>/<name>.mp4" relative to

@@ -151,6 +151,8 @@ Result<std::unique_ptr<VideoModel>> LoadCogVideoXVideoModel(const CheckpointFold
                                                             const ModelLoadOptions& options) {
   STAS_ASSIGN_OR_RETURN(ModelDescription description, DescribeCogVideoXCheckpoint(ckpt));
   STAS_RETURN_IF_ERROR(RequireComponents(ckpt, {"text_encoder", "tokenizer", "transformer", "vae", "scheduler"}));
+  if (options.fp8_linears)
+    return NotImplemented("float8 linear layers are implemented for the Wan transformers only, not CogVideoX");
   const auto t0 = std::chrono::steady_clock::now();
   STAS_ASSIGN_OR_RETURN(auto text_encoder,
                         text::PromptEncoder::FromCheckpoint(ckpt, options.text_device(), options.text_dtype(),

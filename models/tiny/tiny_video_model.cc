@@ -25,6 +25,7 @@ Result<std::unique_ptr<VideoModel>> LoadTinyVideoModel(const ModelLoadOptions& o
   STAS_ASSIGN_OR_RETURN(auto tconfig, wan::WanTransformerConfig::FromJson(wan::TinyWanTransformerConfigJson()));
   STAS_ASSIGN_OR_RETURN(auto dit, wan::WanTransformer::Load(tconfig, wan::TinyWanTransformerWeights(options.tiny_seed),
                                                             options.device, options.dtype));
+  if (options.fp8_linears) STAS_RETURN_IF_ERROR(dit.UseFp8Linears(*options.fp8_linears));
   // The sampler settings of the released Wan2.1 scheduler_config.json.
   const Json scheduler_json = {{"num_train_timesteps", 1000}, {"solver_order", 2},         {"solver_type", "bh2"},
                                {"use_flow_sigmas", true},     {"prediction_type", "flow_prediction"},

@@ -182,6 +182,7 @@ Result<std::unique_ptr<VideoModel>> LoadWanVideoModel(const CheckpointFolder& ck
   STAS_ASSIGN_OR_RETURN(auto tconfig, WanTransformerConfig::FromJson(tjson));
   STAS_ASSIGN_OR_RETURN(WeightStore tweights, ckpt.ComponentWeights("transformer"));
   STAS_ASSIGN_OR_RETURN(auto dit, WanTransformer::Load(tconfig, tweights, options.device, options.dtype));
+  if (options.fp8_linears) STAS_RETURN_IF_ERROR(dit.UseFp8Linears(*options.fp8_linears));
   STAS_LOG_INFO("render: transformer loaded in {:.1f} s", SecondsSince(t1));
 
   STAS_ASSIGN_OR_RETURN(Json sjson, ckpt.ComponentConfig("scheduler"));

@@ -1,5 +1,5 @@
 // The Renderer's memory and caching options: negative-prompt embeddings encoded once per model,
-// --text-encoder-device / --vae-dtype parsing, and the bfloat16 VAE decode's distance from float32.
+// the renderer flags' parsing (--text-encoder-device, --vae-dtype, --attention, --fp8), and the bfloat16 VAE decode's distance from float32.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -58,36 +58,74 @@ TEST(RendererMemory, TheNegativePromptIsEncodedOnceAndTheVideosDoNotChange) {
   EXPECT_TRUE(at::equal(again->frames, b->frames));
 }
 
-TEST(RendererMemory, MemoryFlagsParseOrFailWithoutChangingTheOptions) {
-  RendererOptions options;
-  ASSERT_TRUE(ParseMemoryFlags("", "", &options).ok());
-  EXPECT_FALSE(options.text_encoder_device.has_value());
-  EXPECT_FALSE(options.vae_dtype.has_value());
-  ASSERT_TRUE(ParseMemoryFlags("cpu", "bfloat16", &options).ok());
-  EXPECT_TRUE(options.text_encoder_device->is_cpu());
-  EXPECT_EQ(*options.vae_dtype, at::kBFloat16);
+// The coordinator's look-ahead: prompts handed to PrefetchPrompts are encoded during the render before
+// the job that needs them, which then reuses the embedding (same frames as a fresh encode); a hint that
+// does not come true costs one encode and changes nothing else.
+TEST(RendererMemory, UpcomingPromptsAreEncodedDuringTheRenderBeforeTheirJob) {
+  auto renderer = LoadTiny();
+  auto fresh = LoadTiny();
+  ASSERT_TRUE(renderer && fresh);
+  renderer->PrefetchPrompts({"a blue heron"});
+  ASSERT_TRUE(renderer->RenderFrames(SmallSpec("a red fox")).ok());
+  auto heron = renderer->RenderFrames(SmallSpec("a blue heron"));
+  ASSERT_TRUE(heron.ok()) << heron.status().ToString();
+  EXPECT_EQ(renderer->prompt_encodings(), 3) << "the fox, the empty negative prompt and the heron, once each";
+  EXPECT_EQ(renderer->prefetched_prompt_hits(), 1);
+  auto expected = fresh->RenderFrames(SmallSpec("a blue heron"));
+  ASSERT_TRUE(expected.ok());
+  EXPECT_TRUE(at::equal(heron->frames, expected->frames));
 
-  RendererOptions untouched;
-  Status bad_device = ParseMemoryFlags("gpu7", "float32", &untouched);
-  EXPECT_EQ(bad_device.code(), StatusCode::kInvalidArgument);
-  EXPECT_NE(bad_device.message().find("--text-encoder-device"), std::string::npos) << bad_device.message();
-  Status bad_dtype = ParseMemoryFlags("cpu", "fp8", &untouched);
-  EXPECT_EQ(bad_dtype.code(), StatusCode::kInvalidArgument);
-  EXPECT_NE(bad_dtype.message().find("--vae-dtype"), std::string::npos) << bad_dtype.message();
-  EXPECT_FALSE(untouched.text_encoder_device.has_value());
-  EXPECT_FALSE(untouched.vae_dtype.has_value());
+  renderer->PrefetchPrompts({"an owl"});
+  ASSERT_TRUE(renderer->RenderFrames(SmallSpec("a grey wolf")).ok());
+  ASSERT_TRUE(renderer->RenderFrames(SmallSpec("a green frog")).ok());
+  EXPECT_EQ(renderer->prompt_encodings(), 6) << "wolf, owl (unused), frog";
+  EXPECT_EQ(renderer->prefetched_prompt_hits(), 1);
 }
 
-TEST(RendererMemory, AttentionFlagParsesOrFailsWithoutChangingTheOptions) {
+TEST(RendererMemory, RendererFlagsParseOrFailWithoutChangingTheOptions) {
   RendererOptions options;
-  ASSERT_TRUE(ParseAttentionFlag("", &options).ok());
+  ASSERT_TRUE(ApplyRendererFlags({}, &options).ok());
+  EXPECT_FALSE(options.text_encoder_device.has_value());
+  EXPECT_FALSE(options.vae_dtype.has_value());
   EXPECT_EQ(options.attention, compat::AttentionKernel::kAuto);
-  ASSERT_TRUE(ParseAttentionFlag("cudnn", &options).ok());
+  EXPECT_FALSE(options.fp8_linears.has_value());
+  ASSERT_TRUE(ApplyRendererFlags({"cpu", "bfloat16", "cudnn", "row"}, &options).ok());
+  EXPECT_TRUE(options.text_encoder_device->is_cpu());
+  EXPECT_EQ(*options.vae_dtype, at::kBFloat16);
   EXPECT_EQ(options.attention, compat::AttentionKernel::kCudnn);
-  Status bad = ParseAttentionFlag("flash3", &options);
-  EXPECT_EQ(bad.code(), StatusCode::kInvalidArgument);
-  EXPECT_NE(bad.message().find("--attention"), std::string::npos) << bad.message();
-  EXPECT_EQ(options.attention, compat::AttentionKernel::kCudnn);
+  ASSERT_TRUE(options.fp8_linears.has_value());
+  EXPECT_EQ(*options.fp8_linears, models::Fp8Scaling::kPerRow);
+
+  // Each bad flag is named, and a bad flag after good ones leaves every option as it was.
+  const std::pair<RendererFlags, const char*> bad[] = {
+      {{"gpu7", "", "", ""}, "--text-encoder-device"},
+      {{"cpu", "fp8", "", ""}, "--vae-dtype"},
+      {{"cpu", "float32", "flash3", ""}, "--attention"},
+      {{"cpu", "float32", "flash", "e5m2"}, "--fp8"},
+  };
+  for (const auto& [flags, name] : bad) {
+    RendererOptions untouched;
+    Status st = ApplyRendererFlags(flags, &untouched);
+    EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << name;
+    EXPECT_NE(st.message().find(name), std::string::npos) << st.message();
+    EXPECT_FALSE(untouched.text_encoder_device.has_value()) << name;
+    EXPECT_FALSE(untouched.vae_dtype.has_value()) << name;
+    EXPECT_EQ(untouched.attention, compat::AttentionKernel::kAuto) << name;
+    EXPECT_FALSE(untouched.fp8_linears.has_value()) << name;
+  }
+}
+
+// Float8 linears need a CUDA device (and LibTorch >= 2.5): on the CPU the load says so instead of
+// rendering in bfloat16 silently. The GPU path is measured by render_bench --fp8 --psnr-vs-bf16.
+TEST(RendererMemory, Fp8LinearsOnTheCpuAreRefusedAtLoad) {
+  RendererOptions options;
+  options.model = "tiny";
+  options.device = at::Device(at::kCPU);
+  options.fp8_linears = models::Fp8Scaling::kPerRow;
+  auto renderer = Renderer::Load(options);
+  ASSERT_FALSE(renderer.ok());
+  EXPECT_EQ(renderer.status().code(), StatusCode::kNotImplemented) << renderer.status().ToString();
+  EXPECT_NE(renderer.status().message().find("float8"), std::string::npos) << renderer.status().message();
 }
 
 TEST(RendererMemory, TheBfloat16DecodeStaysCloseToFloat32AndCpuDefaultsStayFloat32) {

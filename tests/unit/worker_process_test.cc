@@ -179,8 +179,14 @@ class FakeExecutor : public JobExecutor {
   bool throw_exception = false;
   std::atomic<int> renders{0};
   std::atomic<int> last_step{-1};
+  std::mutex mu;
+  std::vector<std::string> upcoming_prompts;  // of the last job rendered
 
   Result<std::optional<StagedOutput>> Render(const JobContext& job, const RenderCallbacks& callbacks) override {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      upcoming_prompts = job.upcoming_prompts;
+    }
     ++renders;
     if (throw_exception) throw std::runtime_error("simulated renderer crash");
     const int steps = job.spec.steps.value_or(4);
@@ -297,6 +303,25 @@ TEST_F(WorkerLeaderTest, HelloThenJobHeartbeatsCommitAndDone) {
   EXPECT_TRUE(std::filesystem::exists(storage_.File("single/job-a.json")));
   EXPECT_EQ(CountTemporaryFiles(storage_.path()), 0);
   EXPECT_TRUE(coordinator_.Next("ready")) << "worker did not ask for the next job";
+}
+
+// The coordinator's look-ahead reaches the executor, cut to what a worker accepts: at most four
+// non-empty strings, none longer than a prompt may be.
+TEST_F(WorkerLeaderTest, UpcomingPromptsReachTheExecutorBounded) {
+  StartWorker();
+  ASSERT_TRUE(coordinator_.Next("ready"));
+  const Json upcoming = {"next one", 42, "", std::string(jobspec::kMaxPromptBytes + 1, 'x'), "b", "c", "d", "e"};
+  coordinator_.Send({{"type", "job"}, {"job_id", "job-u"}, {"lease", "lease-1"}, {"attempt", 1},
+                     {"spec", Spec("a red fox", 1)}, {"resume", nullptr}, {"output", "single/job-u.mp4"},
+                     {"upcoming_prompts", upcoming}});
+  auto commit = coordinator_.Next("commit");
+  ASSERT_TRUE(commit);
+  {
+    std::lock_guard<std::mutex> lock(executor_.mu);
+    EXPECT_EQ(executor_.upcoming_prompts, (std::vector<std::string>{"next one", "b", "c", "d"}));
+  }
+  coordinator_.Send({{"type", "commit_ack"}, {"job_id", "job-u"}, {"granted", true}});
+  ASSERT_TRUE(coordinator_.Next("done"));
 }
 
 TEST_F(WorkerLeaderTest, HeartbeatsKeepComingWithoutProgress) {
