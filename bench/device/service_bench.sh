@@ -27,6 +27,7 @@ SERVER="http://127.0.0.1:$HP"
 PIDS=()
 cleanup() { [ -n "${OUT:-}" ] && mkdir -p "$OUT/service-logs" && cp -r "$W/logs/." "$OUT/service-logs/" 2>/dev/null; for (( i=${#PIDS[@]}-1; i>=0; i-- )); do kill -TERM "${PIDS[$i]}" 2>/dev/null; sleep 1; kill -KILL "${PIDS[$i]}" 2>/dev/null; done; }
 trap cleanup EXIT
+trap 'exit 143' TERM INT  # a time limit still stops the servers and keeps the logs
 now() { date +%s.%N; }
 sub() { python3 -c "print(round($1 - $2, 3))"; }
 healthy() { python3 -c "import urllib.request,sys; urllib.request.urlopen(sys.argv[1], timeout=1)" "$SERVER/healthz" 2>/dev/null; }
@@ -38,12 +39,43 @@ for _ in $(seq 100); do redis-cli -p "$RP" ping >/dev/null 2>&1 && break; sleep 
   --storage "$W/storage" > "$W/logs/coordinator.log" 2>&1 & PIDS+=($!)
 for _ in $(seq 300); do healthy && break; sleep 0.1; done
 kill -0 "${PIDS[-1]}" 2>/dev/null || { echo "service: the coordinator exited:"; tail -5 "$W/logs/coordinator.log"; exit 1; }
+# The worker: under mpirun (a group of one), or plain (WORKER_LAUNCH=plain: the same process without
+# MPI). Under mpirun it must say "serving model" within WORKER_START_S seconds; when it does not, the
+# script prints what the launcher and the worker are waiting on and, unless FALLBACK_PLAIN=0, measures
+# with a plain worker instead (and says so).
+launch_worker() {
+  local launcher=()
+  [ "$1" = mpirun ] && launcher=(mpirun --allow-run-as-root --bind-to none -np 1)
+  "${launcher[@]}" "$STAS" worker --coordinator "127.0.0.1:$WP" --model "$DIR" --storage "$W/storage" \
+    "${EXTRA[@]}" > "$W/logs/worker-$1.log" 2>&1 & PIDS+=($!)
+}
+wait_serving() {  # LAUNCH SECONDS -> 0 serving, 1 not within the time, 2 exited
+  for _ in $(seq $(( $2 * 10 ))); do
+    grep -q "serving model" "$W/logs/worker-$1.log" && return 0
+    kill -0 "${PIDS[-1]}" 2>/dev/null || return 2
+    sleep 0.1
+  done
+  return 1
+}
+LAUNCH="${WORKER_LAUNCH:-mpirun}"
 t_start=$(now)
-mpirun --allow-run-as-root --bind-to none -np 1 "$STAS" worker --coordinator "127.0.0.1:$WP" --model "$DIR" --storage "$W/storage" \
-  "${EXTRA[@]}" > "$W/logs/worker.log" 2>&1 & PIDS+=($!)
-for _ in $(seq 1800); do grep -q "serving model" "$W/logs/worker.log" && break; kill -0 "${PIDS[-1]}" 2>/dev/null || { echo "service: the worker exited:"; tail -5 "$W/logs/worker.log"; exit 1; }; sleep 0.1; done
+launch_worker "$LAUNCH"
+wait_serving "$LAUNCH" "${WORKER_START_S:-180}"; rc=$?
+if [ $rc -ne 0 ] && [ "$LAUNCH" = mpirun ] && [ "${FALLBACK_PLAIN:-1}" = 1 ]; then
+  echo "service: the worker under mpirun $([ $rc = 1 ] && echo "did not start within ${WORKER_START_S:-180} s" || echo exited); its log:"
+  tail -5 "$W/logs/worker-mpirun.log"
+  ps -eo pid,ppid,stat,wchan:28,etime,args | grep -E "mpirun|orted|prted|stas worker" | grep -v grep | cut -c1-200
+  for pid in $(pgrep -f "stas worker"); do echo "  $pid syscall: $(cat /proc/$pid/syscall 2>/dev/null)"; done
+  kill -TERM "${PIDS[-1]}" 2>/dev/null; sleep 2; pkill -KILL -f "stas worker"; kill -KILL "${PIDS[-1]}" 2>/dev/null
+  unset 'PIDS[-1]'
+  LAUNCH=plain
+  t_start=$(now)
+  launch_worker plain
+  wait_serving plain 300; rc=$?
+fi
+[ $rc -eq 0 ] || { echo "service: the worker ($LAUNCH) did not start:"; tail -5 "$W/logs/worker-$LAUNCH.log"; exit 1; }
 t_ready=$(now)
-echo "service: redis $(redis-server --version | cut -d' ' -f3), worker loaded in $(sub $t_ready $t_start) s"
+echo "service: redis $(redis-server --version | cut -d' ' -f3), worker ($LAUNCH launch) loaded in $(sub $t_ready $t_start) s"
 for i in $(seq "$JOBS"); do echo "a red fox running through fresh snow at dawn, cinematic lighting, take $i"; done > "$W/prompts.txt"
 t0=$(now)
 IDS="$("$STAS" submit --server "$SERVER" --dataset "$W/prompts.txt" --model "$DIR" "${SIZE[@]}")"
@@ -51,7 +83,7 @@ IDS="$("$STAS" submit --server "$SERVER" --dataset "$W/prompts.txt" --model "$DI
 "$STAS" watch --server "$SERVER" $IDS > "$W/logs/watch.log" 2>&1; WATCH_RC=$?
 t1=$(now)
 echo "service: $JOBS jobs submitted and done in $(sub $t1 $t0) s (stas watch exit $WATCH_RC)"
-tail -3 "$W/logs/worker.log"
+tail -3 "$W/logs/worker-$LAUNCH.log"
 ok=0
 for mp4 in "$W"/storage/prompts/*.mp4; do
   [ -f "$mp4" ] || continue
