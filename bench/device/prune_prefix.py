@@ -24,7 +24,10 @@ ROOTS = ["libavcodec.so.59", "libavformat.so.59", "libavutil.so.57", "libswscale
 PROGRAMS = ["redis-server", "redis-cli"]
 # The real libraries kept: FFmpeg itself, x264, hiredis and what redis-server needs.
 REAL = re.compile(r"^(libav(codec|format|util)|libsw(scale|resample)|libx264|libhiredis|libatomic|liblzf|libjemalloc|"
-                  r"libsystemd|libssl|libcrypto|libcap|libgcrypt|libgpg-error|liblz4)\.so")
+                  r"libsystemd|libssl|libcrypto|libcap|libgcrypt|libgpg-error|liblz4|"
+                  # The real OpenCL ICD loader (libc only, 0.1 MiB): other programs' plugins (hwloc's)
+                  # call it, and with no ICD installed it answers "no platform" properly.
+                  r"libOpenCL)\.so")
 
 def needed(path):
     out = subprocess.run(["readelf", "-d", path], capture_output=True, text=True, check=True).stdout
