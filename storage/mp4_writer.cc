@@ -82,6 +82,8 @@ Result<std::unique_ptr<Mp4Writer>> Mp4Writer::Open(const std::string& path, cons
                            "x" + std::to_string(options.height));
   if (options.fps < 1 || options.fps > 240) return InvalidArgument("fps must be in [1, 240], got " + std::to_string(options.fps));
   if (options.crf < 0 || options.crf > 51) return InvalidArgument("crf must be in [0, 51]");
+  if (options.threads < 0 || options.threads > 256)
+    return InvalidArgument("encoder threads must be in [0, 256] (0 = one per core), got " + std::to_string(options.threads));
   const fs::path p(path);
   if (p.filename().empty()) return InvalidArgument("output path " + path + " names a folder, not a file");
   const fs::path dir = p.parent_path().empty() ? fs::path(".") : p.parent_path();

@@ -29,6 +29,9 @@ struct Mp4Options {
   std::string codec;
   int crf = 18;                      // libx264 quality (lower = better); mpeg4 uses a fixed qscale
   std::string x264_preset = "medium";
+  // Encoder threads; 0 = FFmpeg picks (one per core). FFmpeg's library default is a single thread,
+  // which left x264 finishing seconds after the last decoded frame of a 480p video.
+  int threads = 0;
   bool faststart = true;             // moov atom in front, so HTTP clients can start playing early
 };
 

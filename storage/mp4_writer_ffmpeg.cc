@@ -184,6 +184,7 @@ class FfmpegMp4Encoder final : public Mp4Writer::Impl {
     c->time_base = AVRational{1, options_.fps};
     c->framerate = AVRational{options_.fps, 1};
     c->gop_size = std::max(1, options_.fps * 2);  // a key frame every 2 s keeps seeking cheap
+    c->thread_count = options_.threads;
     c->color_range = AVCOL_RANGE_MPEG;
     c->colorspace = AVCOL_SPC_BT709;
     c->color_primaries = AVCOL_PRI_BT709;

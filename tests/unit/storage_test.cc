@@ -90,6 +90,23 @@ TEST(Mp4Writer, WritesAVideoFfprobeReadsWithTheRequestedFramesSizeAndFps) {
   EXPECT_EQ(ListFolder(dir.path()), std::vector<std::string>{"clip.mp4"});
 }
 
+// Several encoder threads (the default: one per core) hold frames back in flight; Finish must drain
+// them all.
+TEST(Mp4Writer, ThreadedEncodingKeepsEveryFrame) {
+  SKIP_WITHOUT_FFMPEG();
+  testing::TempDir dir;
+  const at::Tensor frames = TestFrames(40, 48, 64);
+  for (int threads : {1, 4, 0}) {
+    Mp4Options o = Opts(64, 48, 16);
+    o.threads = threads;
+    const std::string out = dir.File("t" + std::to_string(threads) + ".mp4");
+    ASSERT_TRUE(WriteMp4(out, frames, o).ok()) << threads;
+    ProbeResult p = Probe(out);
+    ASSERT_TRUE(p.ok) << p.raw;
+    EXPECT_EQ(p.frames, 40) << threads << " threads";
+  }
+}
+
 TEST(Mp4Writer, EncodesIncrementallyWithTheRequestedCodec) {
   SKIP_WITHOUT_FFMPEG();
   testing::TempDir dir;
@@ -165,6 +182,9 @@ TEST(Mp4Writer, RefusesBadOptionsAndMissingFoldersCreatingNothing) {
   EXPECT_EQ(Mp4Writer::Open(dir.File("x.mp4"), Opts(33, 32, 8)).status().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(Mp4Writer::Open(dir.File("x.mp4"), Opts(32, 32, 0)).status().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(Mp4Writer::Open(dir.path(), Opts(32, 32, 8)).status().code(), StatusCode::kInvalidArgument);
+  Mp4Options negative_threads = Opts(32, 32, 8);
+  negative_threads.threads = -1;
+  EXPECT_EQ(Mp4Writer::Open(dir.File("x.mp4"), negative_threads).status().code(), StatusCode::kInvalidArgument);
   if (HaveFfmpeg()) {
     Mp4Options o = Opts(32, 32, 8);
     o.codec = "no-such-encoder";
