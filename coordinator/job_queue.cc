@@ -64,21 +64,12 @@ Result<SubmitResult> JobQueue::Submit(const jobspec::RenderSpec& spec, const Jso
     const int64_t now = clock_->NowMs();
     JobRecord rec;
     rec.id = id;
-    rec.state = JobState::kQueued;
     rec.spec = spec.ToJson().dump();
     rec.model = spec.model;
     rec.dataset = spec.dataset;
     rec.priority = spec.priority;
     rec.api = api_text;
-    rec.created_ms = now;
-    Transition create = Base(id, now);
-    create.require_absent = true;
-    create.set = rec.ToFields();
-    create.to = JobState::kQueued;
-    create.enqueue = true;
-    create.stats = {{"submitted", 1}};
-    create.dataset = spec.dataset;
-    STAS_ASSIGN_OR_RETURN(TransitionResult r, store_->Apply(create));
+    STAS_ASSIGN_OR_RETURN(TransitionResult r, store_->Apply(CreateQueuedTransition(rec, now)));
     if (r.applied) return SubmitResult{id, SubmitOutcome::kCreated, *r.after};
     if (!r.before) continue;  // deleted meanwhile: try again
     const JobState s = r.before->state;

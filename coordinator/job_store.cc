@@ -106,24 +106,27 @@ Result<JobRecord> JobRecord::FromFields(const std::string& id, const std::map<st
   return r;
 }
 
+Transition CreateQueuedTransition(JobRecord record, int64_t now_ms) {
+  record.state = JobState::kQueued;
+  record.created_ms = now_ms;
+  Transition t;
+  t.job_id = record.id;
+  t.now_ms = now_ms;
+  t.require_absent = true;
+  t.set = record.ToFields();
+  t.to = JobState::kQueued;
+  t.enqueue = true;
+  t.stats = {{"submitted", 1}};
+  t.dataset = record.dataset;
+  return t;
+}
+
 Result<std::vector<BriefResult>> JobStore::CreateQueued(std::vector<NewJob> jobs, int64_t now_ms) {
   std::vector<Transition> creates;
   creates.reserve(jobs.size());
-  for (const NewJob& job : jobs) {
-    JobRecord rec = job.record;
-    if (rec.spec.empty() && !job.spec.is_null()) rec.spec = job.spec.dump();
-    rec.state = JobState::kQueued;
-    rec.created_ms = now_ms;
-    Transition t;
-    t.job_id = rec.id;
-    t.now_ms = now_ms;
-    t.require_absent = true;
-    t.set = rec.ToFields();
-    t.to = JobState::kQueued;
-    t.enqueue = true;
-    t.stats = {{"submitted", 1}};
-    t.dataset = rec.dataset;
-    creates.push_back(std::move(t));
+  for (NewJob& job : jobs) {
+    if (job.record.spec.empty() && !job.spec.is_null()) job.record.spec = job.spec.dump();
+    creates.push_back(CreateQueuedTransition(std::move(job.record), now_ms));
   }
   return ApplyBrief(creates);
 }

@@ -142,6 +142,11 @@ struct IndexRef {
   static IndexRef DatasetState(std::string name, JobState s) { return {Kind::kDatasetState, s, std::move(name)}; }
 };
 
+// The transition that creates `record` as a new queued job at `now_ms` (state queued, created_ms set,
+// enqueued, counted as submitted, indexed in its dataset); it applies only when the id is unused.
+// JobQueue::Submit and the default CreateQueued both apply it.
+Transition CreateQueuedTransition(JobRecord record, int64_t now_ms);
+
 // A job for CreateQueued: its record with `spec` left empty, and the spec as JSON (RenderSpec::ToJson),
 // which the store writes in its own form (one serialization instead of a dump and a re-parse).
 struct NewJob {
