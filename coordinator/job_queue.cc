@@ -221,7 +221,8 @@ Result<std::vector<std::string>> JobQueue::UpcomingPrompts(const std::string& mo
   if (limit < 1) return prompts;
   STAS_ASSIGN_OR_RETURN(std::vector<std::string> ids, store_->ReadyHead(ReadyQueueName(model), limit));
   if (ids.empty()) return prompts;
-  STAS_ASSIGN_OR_RETURN(std::vector<JobRecord> records, store_->GetMany(ids));
+  // The listing form keeps the prompt (never at its default) without rebuilding the whole spec.
+  STAS_ASSIGN_OR_RETURN(std::vector<JobRecord> records, store_->GetManyForListing(ids));
   for (const JobRecord& r : records) {
     auto spec = ParseJson(r.spec, "job " + r.id + " spec");
     if (spec.ok() && spec->is_object() && spec->contains("prompt") && (*spec)["prompt"].is_string())
