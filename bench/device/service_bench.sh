@@ -122,13 +122,19 @@ t2=$(now)
 "$STAS" render --model "$DIR" --prompt "a red fox running through fresh snow at dawn, cinematic lighting, take 1" \
   "${SIZE[@]}" "${EXTRA[@]}" --out "$W/standalone.mp4" > "$W/logs/render.log" 2>&1; RC=$?
 t3=$(now)
-python3 - "$W/standalone.json" "$(sub $t1 $t0)" "$JOBS" "$(sub $t3 $t2)" "$RC" <<'PY'
-import json, sys
+python3 - "$W/standalone.json" "$(sub $t1 $t0)" "$JOBS" "$(sub $t3 $t2)" "$RC" "$W/storage/prompts" <<'PY'
+import glob, json, sys
 m = json.load(open(sys.argv[1])); wall, jobs, rwall = float(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
 t = m["timings_s"]; alone = t["total"]
 per = wall / jobs
+# The worker's own render time per job (its manifests): what the service adds on top of it is the
+# queue, the coordinator, the dispatch, the commit and the result's round trip.
+rendered = [json.load(open(f))["timings_s"]["total"] for f in glob.glob(sys.argv[6] + "/*.json")]
+inside = sum(rendered) / max(len(rendered), 1)
 print(f"standalone render: total {alone:.2f} s (text {t.get('text_encode',0):.2f}, denoise {t['denoise']:.2f}, decode "
       f"{t.get('decode',0):.2f}, encode {t.get('encode',0):.2f}); process wall {rwall:.1f} s with the model load (exit {sys.argv[5]})")
 print(f"service: {per:.2f} s per video = {3600 / per:.1f} videos per GPU-hour; standalone {3600 / alone:.1f}; "
-      f"service overhead {100 * (per / alone - 1):.2f}%")
+      f"per video against the standalone render {100 * (per / alone - 1):+.2f}%")
+print(f"service overhead: {per - inside:.3f} s per video beyond the worker's render ({inside:.2f} s) = "
+      f"{100 * (per / inside - 1):.2f}%")
 PY
