@@ -24,6 +24,16 @@ inline std::string Arg(int argc, char** argv, const char* name, const std::strin
     if (std::string(argv[i]) == name) return argv[i + 1];
   return fallback;
 }
+// "1,0,4" -> {1, 0, 4} (an empty text -> none).
+inline std::vector<int> IntList(const std::string& text) {
+  std::vector<int> values;
+  for (size_t begin = 0; begin < text.size();) {
+    const size_t end = std::min(text.find(',', begin), text.size());
+    values.push_back(std::stoi(text.substr(begin, end - begin)));
+    begin = end + 1;
+  }
+  return values;
+}
 // Whether `name` is on the command line.
 inline bool Flag(int argc, char** argv, const char* name) {
   for (int i = 1; i < argc; ++i)

@@ -9,7 +9,6 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
-#include <sstream>
 #include <string>
 
 #include "bench/bench_util.h"
@@ -21,7 +20,7 @@ int main(int argc, char** argv) {
   const int64_t height = std::stoi(bench::Arg(argc, argv, "--height", "480"));
   const int64_t width = std::stoi(bench::Arg(argc, argv, "--width", "832"));
   const int64_t frames = std::stoi(bench::Arg(argc, argv, "--frames", "81"));
-  std::stringstream thread_list(bench::Arg(argc, argv, "--threads", "1,0"));
+  const std::vector<int> thread_counts = bench::IntList(bench::Arg(argc, argv, "--threads", "1,0"));
 
   // Smooth: diagonal colour ramps that drift a few pixels per frame.
   const at::Tensor t = at::arange(frames, at::kFloat).view({frames, 1, 1, 1});
@@ -32,12 +31,12 @@ int main(int argc, char** argv) {
   const at::Tensor noise = at::randint(0, 256, {frames, height, width, 3}, at::kByte);
 
   const std::string out = (std::filesystem::temp_directory_path() / "stas-mp4-bench.mp4").string();
-  for (std::string item; std::getline(thread_list, item, ',');) {
+  for (int threads : thread_counts) {
     for (const auto& [name, video] : {std::pair{"smooth", smooth}, std::pair{"noise", noise}}) {
       storage::Mp4Options options;
       options.width = static_cast<int>(width);
       options.height = static_cast<int>(height);
-      options.threads = std::stoi(item);
+      options.threads = threads;
       const auto start = std::chrono::steady_clock::now();
       const Status st = storage::WriteMp4(out, video, options);
       const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -47,7 +46,7 @@ int main(int argc, char** argv) {
       }
       std::printf("%-6s %lldx%lldx%lld threads=%s: %.3f s (%.1f frames/s), %lld bytes\n", name,
                   static_cast<long long>(width), static_cast<long long>(height), static_cast<long long>(frames),
-                  item == "0" ? "auto" : item.c_str(), s, frames / s,
+                  threads == 0 ? "auto" : std::to_string(threads).c_str(), s, frames / s,
                   static_cast<long long>(std::filesystem::file_size(out)));
     }
   }

@@ -4,12 +4,19 @@
 // of video becomes uint8 frames on the CPU at once, so the float32 video never exists on the device.
 //
 //   vae_bench [--config wan21|wan22] [--height 480 --width 832 --frames 81] [--repeats 2] [--float32-too]
+//             [--bands 2,4]
+//
+// --bands N,...: the bfloat16 decode split as an N-GPU group shares it (WanVaeDecoder::DecodeShared's
+// bands with their exact halo), each band decoded here in turn on the one device: the slowest band's
+// time is one rank's share, so whole / slowest is the decode's speedup on N GPUs before the gather of
+// the bands; the stitched bands are compared with the whole decode.
 //
 // wan21: the Wan2.1 VAE (8x spatial, z 16); wan22: the Wan2.2 TI2V-5B VAE (16x spatial, z 48,
 // residual up blocks). The weights are random but well-scaled (the built-in tiny VAE's scheme), the
 // latents standard normal: timings and memory are those of the real networks.
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -72,12 +79,13 @@ struct DecodeRun {
   double peak_gib = 0;
 };
 
-DecodeRun Decode(const models::wan::WanVaeDecoder& vae, const at::Tensor& latents, at::Device device) {
+DecodeRun Decode(const models::wan::WanVaeDecoder& vae, const at::Tensor& latents, at::Device device,
+                 const models::wan::WanVaeDecodeOptions& options = {}) {
   bench::Synchronize(device);
   bench::ResetPeakMemory(device);
   const auto start = std::chrono::steady_clock::now();
   std::vector<at::Tensor> pieces;
-  Status st = vae.DecodeStreaming(latents, {}, [&](int64_t, const at::Tensor& video) -> Status {
+  Status st = vae.DecodeStreaming(latents, options, [&](int64_t, const at::Tensor& video) -> Status {
     pieces.push_back(storage::VideoToRgbFrames(video));
     return Status::Ok();
   });
@@ -90,6 +98,35 @@ DecodeRun Decode(const models::wan::WanVaeDecoder& vae, const at::Tensor& latent
   return run;
 }
 
+void PrintBands(const models::wan::WanVaeDecoder& vae, const at::Tensor& latents, at::Device device,
+                const std::vector<int>& band_counts, const DecodeRun& whole) {
+  const int64_t h = latents.size(3), w = latents.size(4);
+  for (int n : band_counts) {
+    const auto bands = models::wan::SplitIntoBands(h, w, n);
+    if (bands.empty()) {
+      std::printf("  %d bands: the %lldx%lld latent frame cannot be split that far\n", n, (long long)h, (long long)w);
+      continue;
+    }
+    std::vector<at::Tensor> stitched;
+    double slowest = 0, peak = 0;
+    for (const auto& band : bands) {
+      models::wan::WanVaeDecodeOptions options;
+      options.tile = band;
+      Decode(vae, latents, device, options);  // a band is a new problem size: warm up its kernels first
+      DecodeRun run = Decode(vae, latents, device, options);
+      slowest = std::max(slowest, run.seconds);
+      peak = std::max(peak, run.peak_gib);
+      stitched.push_back(run.frames);
+    }
+    const at::Tensor video = at::cat(stitched, h > w ? 1 : 2);
+    const int64_t differing = video.ne(whole.frames).sum().item<int64_t>();
+    std::printf("  %d bands (halo %lld latent positions): slowest band %.3f s, peak %.2f GiB -> %.2fx the whole "
+                "decode's %.3f s; stitched vs whole: PSNR %.2f dB, %lld of %lld bytes differ\n",
+                n, (long long)vae.config().UpBlocksReach(), slowest, peak, whole.seconds / slowest, whole.seconds,
+                bench::Psnr(video, whole.frames), (long long)differing, (long long)video.numel());
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -99,6 +136,7 @@ int main(int argc, char** argv) {
   const int64_t frames = std::stoi(Arg(argc, argv, "--frames", "81"));
   const int repeats = std::stoi(Arg(argc, argv, "--repeats", "2"));
   const bool float32_too = Flag(argc, argv, "--float32-too");
+  const std::vector<int> band_counts = bench::IntList(Arg(argc, argv, "--bands", ""));
   const at::Device device = at::hasCUDA() ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
 
   auto config = models::wan::WanVaeConfig::FromJson(ConfigJson(config_name));
@@ -139,6 +177,7 @@ int main(int argc, char** argv) {
       if (dtype == at::kFloat) reference = run.frames;
       if (dtype != at::kFloat && reference.defined()) std::printf(", PSNR vs float32 %.2f dB", bench::Psnr(run.frames, reference));
       std::printf("\n");
+      if (dtype == at::kBFloat16 && r == repeats - 1) PrintBands(*vae, latents, device, band_counts, run);
     }
   }
   return 0;

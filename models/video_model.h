@@ -139,6 +139,17 @@ class VideoModel {
   // device and float dtype).
   virtual Status Decode(const at::Tensor& latents, int frames,
                         const std::function<Status(const at::Tensor& video)>& on_video) const = 0;
+
+  // Whether the ranks of a sequence-parallel group of `ranks` can share the decode of a video of this
+  // size (DecodeShared). The same answer on every rank, so they agree on who decodes.
+  virtual bool CanShareDecode(int /*height*/, int /*width*/, int /*ranks*/) const { return false; }
+  // Decode with the work split over `group` (collective: every rank calls it with the same latents);
+  // `on_video` sees the same whole pieces as Decode's, on every rank. NotImplemented unless
+  // CanShareDecode said yes.
+  virtual Status DecodeShared(const at::Tensor& /*latents*/, int /*frames*/, SequenceParallel& /*group*/,
+                              const std::function<Status(const at::Tensor& video)>& /*on_video*/) const {
+    return NotImplemented("this model decodes on one rank only");
+  }
 };
 
 // Shared by implementations: height and width multiples of geometry.size_multiple() and frames

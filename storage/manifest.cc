@@ -35,7 +35,8 @@ Json Manifest::ToJson() const {
               {"codec", codec},
               {"device", device},
               {"dtype", dtype},
-              {"parallel", {{"sequence_parallel", sequence_parallel}, {"cfg_parallel", cfg_parallel}}},
+              {"parallel",
+               {{"sequence_parallel", sequence_parallel}, {"cfg_parallel", cfg_parallel}, {"decode_ranks", decode_ranks}}},
               {"resumed_from_step", resumed_from_step},
               {"created_at", created_at},
               {"versions", versions}};
@@ -70,6 +71,7 @@ Result<Manifest> Manifest::FromJson(const Json& j) {
     if (j.contains("parallel")) {
       m.sequence_parallel = JsonValueOr(j["parallel"], "sequence_parallel", 1);
       m.cfg_parallel = JsonValueOr(j["parallel"], "cfg_parallel", false);
+      m.decode_ranks = JsonValueOr(j["parallel"], "decode_ranks", 1);
     }
     m.resumed_from_step = JsonValueOr(j, "resumed_from_step", 0);
     m.created_at = JsonValueOr<std::string>(j, "created_at", "");

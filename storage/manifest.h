@@ -40,6 +40,7 @@ struct Manifest {
   std::string dtype;         // "float32", "bfloat16"
   int sequence_parallel = 1;
   bool cfg_parallel = false;
+  int decode_ranks = 1;  // ranks that shared the VAE decode (spatial bands)
   int resumed_from_step = 0;  // > 0 when the run continued from a latent checkpoint
   std::string created_at;     // UTC, ISO 8601; filled by FillEnvironment when empty
   // Filled by FillEnvironment: "stas", "libtorch", "ffmpeg".

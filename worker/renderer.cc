@@ -215,7 +215,9 @@ class Renderer::Impl {
                        const std::function<models::TensorMap()>& scheduler_state) const;
   Result<at::Tensor> Denoise(const jobspec::RenderSpec& spec, const DenoiseInputs& in, storage::Manifest& m);
   // Final latents -> uint8 frames [T, H, W, 3] on the CPU, each piece handed to control.on_frames too.
-  Result<at::Tensor> Decode(const at::Tensor& latents, int frames, const RenderControl& control) const;
+  // On the output rank, or on every rank of `shared` (a sequence-parallel group sharing the decode).
+  Result<at::Tensor> Decode(const at::Tensor& latents, int frames, const RenderControl& control,
+                            models::SequenceParallel* shared) const;
 };
 
 steering::StasModelInfo Renderer::Impl::stas_model_info() const {
@@ -308,14 +310,21 @@ Result<at::Tensor> Renderer::Impl::Denoise(const jobspec::RenderSpec& spec, cons
   return model->Sample(noise, prompts, sampling);
 }
 
-Result<at::Tensor> Renderer::Impl::Decode(const at::Tensor& latents, int frames, const RenderControl& control) const {
+Result<at::Tensor> Renderer::Impl::Decode(const at::Tensor& latents, int frames, const RenderControl& control,
+                                          models::SequenceParallel* shared) const {
   // The frames go to the CPU as bytes piece by piece (the decoded video never exists whole on the
-  // device) and, when asked, on to the encoder right away.
+  // device) and, when asked, on to the encoder right away. Ranks that only help a shared decode keep
+  // nothing.
   std::vector<at::Tensor> pieces;
-  STAS_RETURN_IF_ERROR(model->Decode(latents, frames, [&](const at::Tensor& video) -> Status {
+  const bool keep = options.parallelism.output_rank;
+  auto on_video = [&](const at::Tensor& video) -> Status {
+    if (!keep) return Status::Ok();
     pieces.push_back(storage::VideoToRgbFrames(video));
     return control.on_frames ? control.on_frames(pieces.back()) : Status::Ok();
-  }));
+  };
+  STAS_RETURN_IF_ERROR(shared ? model->DecodeShared(latents, frames, *shared, on_video)
+                              : model->Decode(latents, frames, on_video));
+  if (pieces.empty()) return at::Tensor();
   return pieces.size() == 1 ? pieces.front() : at::cat(pieces, 0);
 }
 
@@ -453,12 +462,19 @@ Result<RenderedVideo> Renderer::Impl::Render(const jobspec::RenderSpec& input, c
   m.timings_s["denoise"] = Seconds(stage_start);
   if (hook) m.stas["steered_calls"] = hook->steered_calls();
 
-  // 3. VAE decode, on the output rank only.
-  if (decode && par.output_rank) {
+  // 3. VAE decode: shared by the sequence-parallel group when the model can split it (every rank
+  // holds the final latents), else on the output rank alone. With CFG-parallel the two halves are
+  // separate groups, so the output rank decodes alone.
+  models::SequenceParallel* shared =
+      par.sequence && !par.cfg_parallel() && model->CanShareDecode(*spec.height, *spec.width, par.sequence_degree())
+          ? par.sequence
+          : nullptr;
+  if (decode && (par.output_rank || shared)) {
+    m.decode_ranks = shared ? par.sequence_degree() : 1;
     stage_start = Clock::now();
     report(RenderStage::kDecode, 0, stage_start);
-    STAS_ASSIGN_OR_RETURN(out.frames, Decode(final_latents, *spec.frames, control));
-    if (out.frames.size(0) != *spec.frames)
+    STAS_ASSIGN_OR_RETURN(out.frames, Decode(final_latents, *spec.frames, control, shared));
+    if (par.output_rank && out.frames.size(0) != *spec.frames)
       return Internal("the VAE produced " + std::to_string(out.frames.size(0)) + " frames, expected " +
                       std::to_string(*spec.frames));
     m.timings_s["decode"] = Seconds(stage_start);

@@ -1,11 +1,13 @@
 #include "models/wan/vae.h"
 
+#include <algorithm>
 #include <cmath>
 #include <set>
 #include <sstream>
 
 #include "common/check.h"
 #include "common/torch_compat.h"
+#include "models/dit.h"
 
 namespace stas::models::wan {
 
@@ -438,6 +440,20 @@ int64_t WanVaeConfig::temporal_upsampling() const {
 
 int64_t WanVaeConfig::spatial_upsampling() const { return (int64_t{1} << (num_levels() - 1)) * patch_size; }
 
+int64_t WanVaeConfig::UpBlocksReach() const {
+  // Counted in pixels of the last level (2^(n-1) per latent position), where every reach is whole:
+  // each up block's 2 (num_res_blocks + 1) 3x3 convolutions at its level, each upsampler's 3x3
+  // convolution one level up, and conv_out. Unpatchify and Wan2.2's shortcut only rearrange.
+  const int64_t n = num_levels();
+  int64_t pixels = 1;  // conv_out
+  for (int64_t i = 0; i < n; ++i) {
+    pixels += 2 * (num_res_blocks + 1) * (int64_t{1} << (n - 1 - i));
+    if (i < n - 1) pixels += int64_t{1} << (n - 2 - i);
+  }
+  const int64_t per_latent = int64_t{1} << (n - 1);
+  return (pixels + per_latent - 1) / per_latent;
+}
+
 int64_t WanVaeConfig::OutputFrames(int64_t latent_frames) const {
   return latent_frames < 1 ? 0 : 1 + temporal_upsampling() * (latent_frames - 1);
 }
@@ -528,6 +544,26 @@ Status WanVaeDecoder::DecodeStreaming(const at::Tensor& latents, const WanVaeDec
   if (!c10::isFloatingType(latents.scalar_type())) return InvalidArgument("wan vae decode: latents must be floating point");
   if (options.max_chunk_frames < 0) return InvalidArgument("wan vae decode: max_chunk_frames must be >= 0");
   if (!sink) return InvalidArgument("wan vae decode: no frame sink");
+  const int64_t h = latents.size(3), w = latents.size(4);
+  const LatentTile tile = options.tile.value_or(LatentTile{0, h, 0, w});
+  if (tile.top < 0 || tile.top >= tile.bottom || tile.bottom > h || tile.left < 0 || tile.left >= tile.right ||
+      tile.right > w)
+    return InvalidArgument("wan vae decode: tile rows [" + std::to_string(tile.top) + ", " +
+                           std::to_string(tile.bottom) + ") columns [" + std::to_string(tile.left) + ", " +
+                           std::to_string(tile.right) + ") is empty or outside the " + std::to_string(h) + "x" +
+                           std::to_string(w) + " latents");
+  const int64_t halo = options.halo.value_or(config.UpBlocksReach());
+  if (halo < 0) return InvalidArgument("wan vae decode: halo must be >= 0");
+  // The latent window the up blocks see, and where the tile sits in its output.
+  const int64_t top = std::max<int64_t>(0, tile.top - halo), bottom = std::min(h, tile.bottom + halo);
+  const int64_t left = std::max<int64_t>(0, tile.left - halo), right = std::min(w, tile.right + halo);
+  const bool windowed = top > 0 || bottom < h || left > 0 || right < w;
+  const bool cropped = windowed || tile.top > 0 || tile.bottom < h || tile.left > 0 || tile.right < w;
+  const int64_t s = config.spatial_upsampling();
+  const WanVaeFrameSink tile_sink = [&](int64_t first, const at::Tensor& frames) {
+    return sink(first, frames.narrow(3, (tile.top - top) * s, (tile.bottom - tile.top) * s)
+                           .narrow(4, (tile.left - left) * s, (tile.right - tile.left) * s));
+  };
   try {
     const Impl& m = *impl_;
     at::Tensor z = latents.to(m.options.device(), m.options.dtype().toScalarType());
@@ -541,7 +577,9 @@ Status WanVaeDecoder::DecodeStreaming(const at::Tensor& latents, const WanVaeDec
       x = m.mid_resnet0.Forward(x, &state);
       x = m.mid_attention.Forward(x);
       x = m.mid_resnet1.Forward(x, &state);
-      STAS_RETURN_IF_ERROR(m.RunUpBlocks(0, x, /*first_chunk=*/f == 0, options.max_chunk_frames, &state, &next_frame, sink));
+      if (windowed) x = x.narrow(3, top, bottom - top).narrow(4, left, right - left).contiguous();
+      STAS_RETURN_IF_ERROR(m.RunUpBlocks(0, x, /*first_chunk=*/f == 0, options.max_chunk_frames, &state, &next_frame,
+                                         cropped ? tile_sink : sink));
     }
     if (next_frame != config.OutputFrames(z.size(2)))
       return Internal("wan vae decode produced " + std::to_string(next_frame) + " frames, expected " +
@@ -550,6 +588,59 @@ Status WanVaeDecoder::DecodeStreaming(const at::Tensor& latents, const WanVaeDec
   } catch (const std::exception& e) {
     return Internal(std::string("wan vae decode: ") + e.what());
   }
+}
+
+std::vector<LatentTile> SplitIntoBands(int64_t h, int64_t w, int parts) {
+  const bool by_rows = h > w;
+  const int64_t length = by_rows ? h : w;
+  std::vector<LatentTile> bands;
+  if (parts < 1 || length < parts) return bands;
+  int64_t begin = 0;
+  for (int i = 0; i < parts; ++i) {
+    const int64_t end = begin + length / parts + (i < length % parts ? 1 : 0);
+    bands.push_back(by_rows ? LatentTile{begin, end, 0, w} : LatentTile{0, h, begin, end});
+    begin = end;
+  }
+  return bands;
+}
+
+Status WanVaeDecoder::DecodeShared(const at::Tensor& latents, const WanVaeDecodeOptions& options,
+                                   SequenceParallel& group, const WanVaeFrameSink& sink) const {
+  if (options.tile) return InvalidArgument("wan vae shared decode: the bands are its own; leave the tile unset");
+  if (!latents.defined() || latents.dim() != 5)
+    return InvalidArgument("wan vae shared decode: latents must be [B, z_dim, F, h, w]");
+  const int64_t h = latents.size(3), w = latents.size(4);
+  const std::vector<LatentTile> bands = SplitIntoBands(h, w, group.size());
+  if (bands.empty())
+    return InvalidArgument("wan vae shared decode: " + std::to_string(h) + "x" + std::to_string(w) +
+                           " latents cannot be split over " + std::to_string(group.size()) + " ranks");
+  const bool by_rows = h > w;
+  const int dim = by_rows ? 3 : 4;
+  const int64_t s = impl_->config.spatial_upsampling();
+  const int64_t widest = (by_rows ? bands[0].bottom - bands[0].top : bands[0].right - bands[0].left) * s;
+  WanVaeDecodeOptions mine = options;
+  mine.tile = bands[group.rank()];
+  Status sink_error = Status::Ok();
+  Status decoded = DecodeStreaming(latents, mine, [&](int64_t first, const at::Tensor& band) -> Status {
+    // Bands travel padded to the widest one, flattened: the group gathers equal shapes.
+    std::vector<int64_t> padded_shape = band.sizes().vec();
+    padded_shape[dim] = widest;
+    at::Tensor padded = at::zeros(padded_shape, band.options());
+    padded.narrow(dim, 0, band.size(dim)).copy_(band);
+    at::Tensor gathered = group.GatherSequence(padded.view({1, -1}));
+    std::vector<int64_t> stacked_shape = {static_cast<int64_t>(bands.size())};
+    stacked_shape.insert(stacked_shape.end(), padded_shape.begin(), padded_shape.end());
+    at::Tensor stacked = gathered.view(stacked_shape);
+    std::vector<at::Tensor> parts;
+    for (size_t r = 0; r < bands.size(); ++r) {
+      const LatentTile& b = bands[r];
+      parts.push_back(stacked[static_cast<int64_t>(r)].narrow(dim, 0, (by_rows ? b.bottom - b.top : b.right - b.left) * s));
+    }
+    if (sink_error.ok()) sink_error = sink(first, at::cat(parts, dim));
+    return Status::Ok();
+  });
+  STAS_RETURN_IF_ERROR(decoded);
+  return sink_error;
 }
 
 Result<at::Tensor> WanVaeDecoder::Decode(const at::Tensor& latents, const WanVaeDecodeOptions& options) const {
@@ -563,8 +654,9 @@ Result<at::Tensor> WanVaeDecoder::Decode(const at::Tensor& latents, const WanVae
   if (options.output_dtype) out_options = out_options.dtype(*options.output_dtype);
   at::Tensor video;
   try {
+    const LatentTile tile = options.tile.value_or(LatentTile{0, latents.size(3), 0, latents.size(4)});
     video = at::empty({latents.size(0), config.video_channels(), config.OutputFrames(latents.size(2)),
-                       latents.size(3) * s, latents.size(4) * s},
+                       std::max<int64_t>(0, tile.bottom - tile.top) * s, std::max<int64_t>(0, tile.right - tile.left) * s},
                       out_options);
   } catch (const std::exception& e) {
     return Internal(std::string("wan vae decode: allocating the output: ") + e.what());

@@ -31,6 +31,10 @@
 #include "common/status.h"
 #include "common/weights.h"
 
+namespace stas::models {
+class SequenceParallel;  // models/dit.h
+}
+
 namespace stas::models::wan {
 
 // The fields of the diffusers `AutoencoderKLWan` config.json that the decoder and pipeline use
@@ -69,6 +73,10 @@ struct WanVaeConfig {
   int64_t video_channels() const { return out_channels / (patch_size * patch_size); }
   // 1 + temporal_upsampling() * (latent_frames - 1).
   int64_t OutputFrames(int64_t latent_frames) const;
+  // How far, in latent positions, a latent position after the mid block reaches into the output: the
+  // 3x3 convolutions of the up blocks, their upsamplers and conv_out, each at its own scale, rounded up
+  // (13 for Wan2.1 and Wan2.2). A tile decoded with this much context per side is exact.
+  int64_t UpBlocksReach() const;
 };
 
 // z = latents * std + mean per channel, computed like the diffusers pipeline does it
@@ -79,6 +87,11 @@ Result<at::Tensor> DenormalizeWanLatents(const at::Tensor& latents, const WanVae
 // frames [B, T, 3, H, W] in [0, 1] ((v / 2 + 0.5) clamped).
 at::Tensor WanVideoToFrames(const at::Tensor& video);
 
+// A rectangle of latent positions: rows [top, bottom), columns [left, right).
+struct LatentTile {
+  int64_t top = 0, bottom = 0, left = 0, right = 0;
+};
+
 struct WanVaeDecodeOptions {
   // At most this many frames flow through the up blocks at once. Every layer is per-frame or causal
   // with a cache, so any value gives the same video; 1 keeps the working set smallest, 0 means
@@ -87,11 +100,24 @@ struct WanVaeDecodeOptions {
   // Where Decode puts the video; defaults: the decoder's device and dtype.
   std::optional<at::Device> output_device;
   std::optional<at::ScalarType> output_dtype;
+  // Decode only the video over this tile of the latents (default: all of it), e.g. one GPU's share of
+  // a decode split over several. The mid block runs on the whole frame (its attention sees every
+  // position); the up blocks run on the tile widened by `halo` latent positions per side (clipped at
+  // the frame's edges) and the result is cropped to the tile. Every layer after the mid block is local
+  // (RMS norms are per position), so with the default halo, config.UpBlocksReach(), the tile equals
+  // the same pixels of the whole decode; a smaller halo is cheaper and differs near the tile's seams.
+  std::optional<LatentTile> tile;
+  std::optional<int64_t> halo;
 };
 
 // Receives consecutive pieces of decoded video, in order: frames [B, 3, t, H, W] (clamped, on the
-// decoder's device and dtype) starting at output frame `first_frame`. A non-OK status stops decoding.
+// decoder's device and dtype; H, W of the tile when one is set) starting at output frame `first_frame`. A non-OK status stops decoding.
 using WanVaeFrameSink = std::function<Status(int64_t first_frame, const at::Tensor& frames)>;
+
+// The latent frame h x w split into `parts` bands along its longer side (rows when h > w, else
+// columns), the first ones one position longer when it does not divide. Empty when parts < 1 or the
+// side is shorter than parts.
+std::vector<LatentTile> SplitIntoBands(int64_t h, int64_t w, int parts);
 
 class WanVaeDecoder {
  public:
@@ -111,6 +137,14 @@ class WanVaeDecoder {
   // The same decode, handing the video to `sink` piece by piece instead of assembling it.
   Status DecodeStreaming(const at::Tensor& latents, const WanVaeDecodeOptions& options,
                          const WanVaeFrameSink& sink) const;
+  // The decode shared by the ranks of `group` (collective: every rank calls it with the same latents
+  // and options, whose tile must be unset): rank r decodes band r of SplitIntoBands with the exact
+  // halo, and the bands of every piece are gathered, so `sink` sees the whole pieces on every rank,
+  // equal to DecodeStreaming's. An error of the sink stops the sink calls but not the collectives (the
+  // ranks stay in step) and is returned at the end. InvalidArgument when the frame has fewer latent
+  // rows/columns along its longer side than the group has ranks.
+  Status DecodeShared(const at::Tensor& latents, const WanVaeDecodeOptions& options, SequenceParallel& group,
+                      const WanVaeFrameSink& sink) const;
 
   const WanVaeConfig& config() const;
   at::TensorOptions options() const;

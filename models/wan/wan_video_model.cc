@@ -127,6 +127,17 @@ class WanVideoModel final : public VideoModel {
     return c_.vae.DecodeStreaming(z, {}, [&](int64_t, const at::Tensor& video) { return on_video(video); });
   }
 
+  // The Wan VAE splits exactly (spatial bands with halos, WanVaeDecoder::DecodeShared) when every rank
+  // gets at least one latent row or column of the longer side.
+  bool CanShareDecode(int height, int width, int ranks) const override {
+    return ranks > 1 && !SplitIntoBands(height / geometry_.spatial_compression, width / geometry_.spatial_compression, ranks).empty();
+  }
+  Status DecodeShared(const at::Tensor& latents, int /*frames*/, SequenceParallel& group,
+                      const std::function<Status(const at::Tensor& video)>& on_video) const override {
+    STAS_ASSIGN_OR_RETURN(at::Tensor z, DenormalizeWanLatents(latents, c_.vae_config));
+    return c_.vae.DecodeShared(z, {}, group, [&](int64_t, const at::Tensor& video) { return on_video(video); });
+  }
+
  private:
   ModelDescription description_;
   WanComponents c_;

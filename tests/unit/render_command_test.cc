@@ -222,6 +222,26 @@ TEST(RenderCommand, AGroupOfRanksUnderMpirunRendersTheSameVideoAsOneProcess) {
   EXPECT_TRUE(mc->cfg_parallel);
 }
 
+TEST(RenderCommand, ASequenceParallelGroupSharesTheDecodeInExactBands) {
+  SKIP_WITHOUT_FFMPEG();
+  testing::TempDir dir;
+  // 256 pixels wide = 32 latent columns: each rank decodes 16 of them plus a 9-column halo, so the
+  // seam between the two bands is a real one.
+  const std::string args = " render --model tiny --prompt 'a red fox' --height 64 --width 256 --frames 5 --steps 2 --seed 3 --out ";
+  auto one = testing::RunCommand(Stas() + args + dir.File("one.mp4"));
+  ASSERT_EQ(one.exit_code, 0) << one.output;
+  auto sp = testing::RunCommand(Mpirun(2) + Stas() + args + dir.File("sp2.mp4") + " --sp 2");
+  ASSERT_EQ(sp.exit_code, 0) << sp.output;
+  auto m1 = storage::ReadManifest(dir.File("one.json"));
+  auto m2 = storage::ReadManifest(dir.File("sp2.json"));
+  ASSERT_TRUE(m1.ok() && m2.ok());
+  EXPECT_EQ(m1->decode_ranks, 1);
+  EXPECT_EQ(m2->decode_ranks, 2);
+  const std::string reference = DecodeRgb(dir.File("one.mp4"));
+  ASSERT_EQ(reference.size(), 5u * 64 * 256 * 3);
+  EXPECT_LT(MeanAbsDifference(reference, DecodeRgb(dir.File("sp2.mp4"))), 0.5);
+}
+
 TEST(RenderCommand, ARankCountThatIsNotOneGroupIsRefused) {
   testing::TempDir dir;
   auto r = testing::RunCommand(Mpirun(2) + Stas() + " render --model tiny --prompt fox --frames 5 --steps 1 --out " +

@@ -8,8 +8,13 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <algorithm>
+#include <condition_variable>
+#include <mutex>
+#include <stdexcept>
+#include <thread>
 
 #include "common/fixture.h"
+#include "models/dit.h"
 #include "models/wan/vae_tiny.h"
 
 namespace stas::models::wan {
@@ -403,6 +408,221 @@ TEST(WanVaeDecoder, OptionalNormBiasIsApplied) {
 
 // ---------------------------------------------------------------------------------------------------
 // Pipeline helpers
+
+// ---------------------------------------------------------------------------------------------------
+// Spatial tiles and the decode shared by a group
+
+TEST(WanVaeConfig, UpBlocksReachCountsEveryConvolutionAfterTheMidBlock) {
+  // Wan2.1 (4 levels, 3 resnets per up block): 3x2 convs at scales 1, 1/2, 1/4, 1/8 of a latent
+  // position (11.25), the upsamplers' convs at 1/2, 1/4, 1/8 (0.875), conv_out at 1/8: 12.25 -> 13.
+  EXPECT_EQ(WanVaeConfig{}.UpBlocksReach(), 13);
+  // The tiny config (2 resnets per up block): 7.5 + 0.875 + 0.125 = 8.5 -> 9.
+  EXPECT_EQ(TinyConfig().UpBlocksReach(), 9);
+}
+
+TEST(WanVaeHelpers, BandsCoverTheLongerSideInOrder) {
+  auto bands = SplitIntoBands(5, 30, 4);  // columns: 8, 8, 7, 7
+  ASSERT_EQ(bands.size(), 4u);
+  int64_t next = 0;
+  for (const LatentTile& b : bands) {
+    EXPECT_EQ(b.top, 0);
+    EXPECT_EQ(b.bottom, 5);
+    EXPECT_EQ(b.left, next);
+    EXPECT_GE(b.right - b.left, 7);
+    EXPECT_LE(b.right - b.left, 8);
+    next = b.right;
+  }
+  EXPECT_EQ(next, 30);
+  auto rows = SplitIntoBands(9, 4, 2);  // taller than wide: rows 5 + 4
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0].bottom, 5);
+  EXPECT_EQ(rows[1].top, 5);
+  EXPECT_EQ(rows[1].right, 4);
+  EXPECT_TRUE(SplitIntoBands(2, 3, 4).empty());
+  EXPECT_TRUE(SplitIntoBands(2, 3, 0).empty());
+}
+
+TEST(WanVaeDecoder, TilesDecodedWithTheHaloEqualTheWholeDecode) {
+  WanVaeDecoder decoder = TinyDecoder();
+  // Wide enough that every band's window (band + 9 per side) is a real part of the frame.
+  at::Tensor z = Randn({1, 16, 2, 5, 30}, 11);
+  auto whole = decoder.Decode(z);
+  ASSERT_TRUE(whole.ok()) << whole.status().ToString();
+  for (int parts : {2, 3}) {
+    std::vector<at::Tensor> bands;
+    for (const LatentTile& tile : SplitIntoBands(5, 30, parts)) {
+      WanVaeDecodeOptions options;
+      options.tile = tile;
+      auto band = decoder.Decode(z, options);
+      ASSERT_TRUE(band.ok()) << band.status().ToString();
+      EXPECT_EQ(band->size(4), (tile.right - tile.left) * 8);
+      bands.push_back(*band);
+    }
+    ExpectWithin(at::cat(bands, 4), *whole, {1e-5, 1e-5}, std::to_string(parts) + " column bands");
+  }
+  // A tile away from every edge, cut on rows and columns (the rows transposed into a tall frame).
+  at::Tensor tall = z.transpose(3, 4).contiguous();  // 30 x 5
+  auto tall_whole = decoder.Decode(tall);
+  ASSERT_TRUE(tall_whole.ok());
+  WanVaeDecodeOptions middle;
+  middle.tile = LatentTile{11, 19, 1, 4};
+  auto inner = decoder.Decode(tall, middle);
+  ASSERT_TRUE(inner.ok()) << inner.status().ToString();
+  ExpectWithin(*inner, tall_whole->narrow(3, 11 * 8, 8 * 8).narrow(4, 8, 3 * 8), {1e-5, 1e-5}, "inner tile");
+
+  // Less context than the reach: the seam shows (so the halo above is what made the bands exact).
+  WanVaeDecodeOptions short_halo;
+  short_halo.tile = LatentTile{0, 5, 0, 15};
+  short_halo.halo = TinyConfig().UpBlocksReach() - 3;
+  auto cut = decoder.Decode(z, short_halo);
+  ASSERT_TRUE(cut.ok());
+  const double seam_error = (*cut - whole->narrow(4, 0, 15 * 8)).abs().max().item<double>();
+  EXPECT_GT(seam_error, 1e-4);
+
+  WanVaeDecodeOptions outside;
+  outside.tile = LatentTile{0, 6, 0, 30};
+  EXPECT_EQ(decoder.Decode(z, outside).status().code(), StatusCode::kInvalidArgument);
+  outside.tile = LatentTile{0, 5, 10, 10};
+  EXPECT_EQ(decoder.Decode(z, outside).status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST(WanVaeDecoder, Wan22StyleTilesEqualTheWholeDecode) {
+  auto config = WanVaeConfig::FromJson(Json::parse(R"({"base_dim": 4, "decoder_base_dim": 8, "z_dim": 5,
+      "dim_mult": [1, 2, 2], "num_res_blocks": 2, "temperal_downsample": [true, false], "is_residual": true,
+      "in_channels": 12, "out_channels": 12, "patch_size": 2})"));
+  ASSERT_TRUE(config.ok());
+  EXPECT_EQ(config->UpBlocksReach(), 12);  // 10.5 + 0.75 + 0.25 = 11.5
+  auto shapes = WanVaeDecoder::WeightShapes(*config);
+  ASSERT_TRUE(shapes.ok());
+  std::map<std::string, at::Tensor> weights;
+  uint64_t seed = 300;
+  for (const auto& [name, shape] : *shapes) weights[name] = Randn(shape, seed++) * 0.2;
+  auto decoder = WanVaeDecoder::Load(*config, WeightStore::FromTensors(weights), at::TensorOptions().dtype(at::kFloat));
+  ASSERT_TRUE(decoder.ok());
+  at::Tensor z = Randn({1, 5, 3, 2, 28}, 3);
+  auto whole = decoder->Decode(z);
+  ASSERT_TRUE(whole.ok());
+  std::vector<at::Tensor> bands;
+  for (const LatentTile& tile : SplitIntoBands(2, 28, 2)) {
+    WanVaeDecodeOptions options;
+    options.tile = tile;
+    auto band = decoder->Decode(z, options);
+    ASSERT_TRUE(band.ok()) << band.status().ToString();
+    bands.push_back(*band);
+  }
+  ExpectWithin(at::cat(bands, 4), *whole, {1e-5, 1e-5}, "residual variant, 2 bands");
+}
+
+// Ranks as threads: GatherSequence meets the other threads of its round (the only collective a
+// shared decode uses); the attention collectives are not reached by the decoder.
+class ThreadRendezvous {
+ public:
+  explicit ThreadRendezvous(int size) : size_(size), slots_(size) {}
+  at::Tensor Gather(int rank, const at::Tensor& x) {
+    std::unique_lock<std::mutex> lock(mu_);
+    const int64_t round = round_;
+    slots_[rank] = x;
+    if (++arrived_ == size_) {
+      result_ = at::cat(slots_, 1);
+      arrived_ = 0;
+      ++round_;
+      changed_.notify_all();
+    } else {
+      changed_.wait(lock, [&] { return round_ != round; });
+    }
+    ++gathers_[rank];
+    return result_;
+  }
+  int gathers(int rank) const { return gathers_.at(rank); }
+
+ private:
+  int size_;
+  std::mutex mu_;
+  std::condition_variable changed_;
+  std::vector<at::Tensor> slots_;
+  at::Tensor result_;
+  int arrived_ = 0;
+  int64_t round_ = 0;
+  std::map<int, int> gathers_;
+};
+
+class ThreadRank final : public SequenceParallel {
+ public:
+  ThreadRank(int rank, int size, ThreadRendezvous* group) : rank_(rank), size_(size), group_(group) {}
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  at::Tensor SelfAttention(const at::Tensor&, const at::Tensor&, const at::Tensor&, double, int64_t) override {
+    throw std::logic_error("not used by the decoder");
+  }
+  JointOutput JointSelfAttention(const Qkv&, const Qkv&, double, int64_t) override {
+    throw std::logic_error("not used by the decoder");
+  }
+  at::Tensor GatherSequence(const at::Tensor& x) override { return group_->Gather(rank_, x); }
+  at::Tensor AllReduceMax(const at::Tensor&) override { throw std::logic_error("not used by the decoder"); }
+
+ private:
+  int rank_, size_;
+  ThreadRendezvous* group_;
+};
+
+TEST(WanVaeDecoder, ASharedDecodeGivesEveryRankTheWholeVideo) {
+  WanVaeDecoder decoder = TinyDecoder();
+  at::Tensor z = Randn({1, 16, 3, 4, 29}, 13);
+  auto whole = decoder.Decode(z);
+  ASSERT_TRUE(whole.ok());
+  for (int size : {2, 3}) {
+    ThreadRendezvous group(size);
+    std::vector<std::vector<at::Tensor>> pieces(size);
+    std::vector<Status> results(size, Status::Ok());
+    std::vector<std::thread> threads;
+    for (int r = 0; r < size; ++r)
+      threads.emplace_back([&, r] {
+        ThreadRank rank(r, size, &group);
+        results[r] = decoder.DecodeShared(z, {}, rank, [&](int64_t, const at::Tensor& piece) {
+          pieces[r].push_back(piece.clone());
+          return Status::Ok();
+        });
+      });
+    for (auto& t : threads) t.join();
+    for (int r = 0; r < size; ++r) {
+      ASSERT_TRUE(results[r].ok()) << results[r].ToString();
+      ExpectWithin(at::cat(pieces[r], 2), *whole, {1e-5, 1e-5}, "rank " + std::to_string(r) + " of " + std::to_string(size));
+    }
+  }
+
+  // The sink of one rank fails at its first piece: it gets no more pieces, but every rank still
+  // finishes every gather (none waits forever) and only that rank reports the error.
+  ThreadRendezvous group(2);
+  std::vector<Status> results(2, Status::Ok());
+  int failing_calls = 0;
+  std::vector<std::thread> threads;
+  for (int r = 0; r < 2; ++r)
+    threads.emplace_back([&, r] {
+      ThreadRank rank(r, 2, &group);
+      results[r] = decoder.DecodeShared(z, {}, rank, [&](int64_t, const at::Tensor&) {
+        if (r != 0) return Status::Ok();
+        ++failing_calls;
+        return IoError("disk full");
+      });
+    });
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(results[0].code(), StatusCode::kIoError);
+  EXPECT_TRUE(results[1].ok()) << results[1].ToString();
+  EXPECT_EQ(failing_calls, 1);
+  EXPECT_EQ(group.gathers(0), group.gathers(1));
+  EXPECT_GT(group.gathers(0), 1);
+
+  // More ranks than latent columns, or a tile of its own: refused before any collective.
+  ThreadRendezvous unused(8);
+  ThreadRank eighth(0, 8, &unused);
+  at::Tensor narrow = Randn({1, 16, 1, 2, 3}, 1);
+  auto sink = [](int64_t, const at::Tensor&) { return Status::Ok(); };
+  EXPECT_EQ(decoder.DecodeShared(narrow, {}, eighth, sink).code(), StatusCode::kInvalidArgument);
+  WanVaeDecodeOptions tiled;
+  tiled.tile = LatentTile{0, 2, 0, 1};
+  ThreadRank lone(0, 2, &unused);
+  EXPECT_EQ(decoder.DecodeShared(narrow, tiled, lone, sink).code(), StatusCode::kInvalidArgument);
+}
 
 TEST(WanVaeHelpers, DenormalizeIsPerChannelAffine) {
   const WanVaeConfig config = TinyConfig();
